@@ -1,0 +1,1 @@
+"""CI Intelligence Hub harness: the drills' steps, the pytest plugin and the `cihub` CLI."""

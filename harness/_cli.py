@@ -1,0 +1,70 @@
+"""The `cihub` command line: parse, set verbosity, dispatch, and turn errors into exit codes.
+
+People read rich output on stderr; machines read JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from harness import _exit
+from harness._commands import COMMAND_MODULES
+from harness.errors import CihubError, ConfigError, StepFailed, VerificationFailed
+from lab.errors import LabError
+
+_logger = logging.getLogger(__name__)
+_OUR_PACKAGES = ("harness", "lab")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cihub",
+        description="CI Intelligence Hub: a containerized lab and the drills that run in it.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: debug logs of cihub; -vv: debug logs of every library too",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    handler = RichHandler(console=Console(file=sys.stderr), show_time=False, show_path=False)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    for name in _OUR_PACKAGES:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run `cihub` with `args` (default: the process's arguments) and return the exit code."""
+    parsed = _parser().parse_args(args)
+    _configure_logging(parsed.verbose)
+    err = Console(file=sys.stderr)
+    try:
+        code: int = parsed.handler(parsed)
+        return code
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False, soft_wrap=True)
+        return _exit.ERROR
+    except (CihubError, LabError) as exc:
+        _logger.debug("command failed", exc_info=exc)
+        err.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False, soft_wrap=True)
+        return _exit.FAILED if isinstance(exc, StepFailed | VerificationFailed) else _exit.ERROR
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        return 130
+

@@ -1,0 +1,1 @@
+"""The containerized lab: images, services, lifecycle and fault controls."""
