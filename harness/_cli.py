@@ -40,19 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbosity: int) -> None:
+def _configure_logging(verbosity: int) -> logging.Handler:
     handler = RichHandler(console=Console(file=sys.stderr), show_time=False, show_path=False)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     for name in _OUR_PACKAGES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    return handler
 
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run `cihub` with `args` (default: the process's arguments) and return the exit code."""
     parsed = _parser().parse_args(args)
-    _configure_logging(parsed.verbose)
+    handler = _configure_logging(parsed.verbose)
     err = Console(file=sys.stderr)
     try:
         code: int = parsed.handler(parsed)
@@ -67,4 +68,6 @@ def main(args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
         return 130
-
+    finally:
+        # main() may run in-process (tests, other tools): leave the root logger as it was.
+        logging.getLogger().removeHandler(handler)

@@ -31,5 +31,7 @@ def resource_path(*parts: str) -> Path:
     """
     path = PROJECT_ROOT.joinpath(*parts)
     if not path.exists():
-        raise LabError(f"{path}: project data file is missing (is cihub installed from its source?)")
+        raise LabError(
+            f"{path}: project data file is missing (is cihub installed from its source?)"
+        )
     return path

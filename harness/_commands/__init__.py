@@ -1,9 +1,11 @@
-"""Sub-commands of `cihub`. Each module has `register(subparsers)` and sets `handler(args) -> int`."""
+"""Sub-commands of `cihub`: each module has `register(subparsers)` and sets `handler`."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
+from harness._commands import evidence as _evidence
 from harness._commands import lab as _lab
+from harness._commands import schema as _schema
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (_lab,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (_lab, _evidence, _schema)

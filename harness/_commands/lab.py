@@ -1,10 +1,211 @@
-"""`cihub lab up|status|down|token`: bring the lab up and down from a shell."""
+"""`cihub lab up|status|down`: bring the lab up and down from a shell."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import _exit
+from harness.errors import ConfigError
+from lab import Lab, LabConfig
+from lab._internal.docker import docker_client
+from lab.cleanup import list_labs, remove_lab, save_logs
+from lab.config import new_lab_id
+from lab.endpoints import Endpoints
+from lab.errors import LabAlreadyUp, LabNotFound
+from lab.images import IMAGE_MODES, remove_unused_images
+
+_err = Console(file=sys.stderr)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("lab", help="bring the containerized lab up or down")
-    parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+    sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    up = sub.add_parser("up", help="build what is missing, start the lab, print its endpoints")
+    up.add_argument("--json", action="store_true", help="print the endpoints as JSON on stdout")
+    up.add_argument(
+        "--images",
+        choices=IMAGE_MODES,
+        default="offline",
+        help="offline: bootstrap images from Debian packages (default); "
+        "upstream: build on a pinned public debian image",
+    )
+    up.add_argument(
+        "--registry-auth",
+        action="store_true",
+        help="turn on htpasswd auth with generated credentials (written to a 0600 file)",
+    )
+    up.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="publish endpoint NAME (faultproxy or a proxy name) on this 127.0.0.1 port",
+    )
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds per service to be healthy")
+    up.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
+    up.set_defaults(handler=_up)
+
+    status = sub.add_parser("status", help="list labs and the endpoints of running ones")
+    status.add_argument("--json", action="store_true", help="print JSON on stdout")
+    status.set_defaults(handler=_status)
+
+    down = sub.add_parser(
+        "down", help="remove labs from `lab up` and labs left behind by crashed runs"
+    )
+    down.add_argument("--lab", metavar="ID", help="remove only this lab")
+    down.add_argument("--all", action="store_true", help="remove every lab, even live test labs")
+    down.add_argument("--images", action="store_true", help="also remove unused lab images")
+    down.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
+    down.set_defaults(handler=_down)
+
+
+def _up(args: argparse.Namespace) -> int:
+    client = docker_client()
+    running = [lab for lab in list_labs(client) if lab.persistent and lab.running]
+    if running:
+        raise LabAlreadyUp(
+            f"lab {running[0].lab_id} is already up; use it (`cihub lab status`) "
+            "or remove it first (`cihub lab down`)"
+        )
+    config = LabConfig(
+        lab_id=new_lab_id(),
+        images=args.images,
+        registry_auth=args.registry_auth,
+        persistent=True,
+        evidence_dir=args.evidence_dir,
+        host_ports=_parse_ports(args.port),
+        startup_timeout=args.timeout,
+    )
+    _err.print(f"bringing up lab [bold]{config.lab_id}[/] ({config.images} images)")
+    lab = Lab(config, client=client).start()
+    info = lab.endpoints.to_json()
+    if lab.registry_credentials is not None:
+        info["registry_credentials_file"] = str(
+            _write_credentials(
+                config.lab_id, lab.registry_credentials.username, lab.registry_credentials.password
+            )
+        )
+    info["startup_seconds"] = round(lab.startup_seconds or 0.0, 2)
+    _print_endpoints(info, as_json=args.json)
+    return _exit.SUCCESS
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = docker_client()
+    labs = list_labs(client)
+    rows: list[dict[str, Any]] = []
+    for summary in labs:
+        row: dict[str, Any] = {
+            "lab_id": summary.lab_id,
+            "persistent": summary.persistent,
+            "stale": summary.stale,
+            "running": summary.running,
+            "containers": list(summary.containers),
+        }
+        if summary.running:
+            try:
+                row.update(Endpoints.discover(client, summary.lab_id).to_json())
+            except LabNotFound as exc:
+                row["problem"] = str(exc)
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"labs": rows}, indent=2))
+        return _exit.SUCCESS
+    if not rows:
+        _err.print("no lab is up")
+        return _exit.SUCCESS
+    table = Table("lab", "kind", "state", "registry", "fault proxy API")
+    for row in rows:
+        kind = "cli" if row["persistent"] else "test"
+        state = "stale" if row["stale"] else ("running" if row["running"] else "stopped")
+        table.add_row(
+            row["lab_id"],
+            kind,
+            state,
+            row.get("registry_url", "-"),
+            row.get("faultproxy_api_url", "-"),
+        )
+    Console().print(table)
+    return _exit.SUCCESS
+
+
+def _down(args: argparse.Namespace) -> int:
+    client = docker_client()
+    labs = list_labs(client)
+    if args.lab:
+        chosen = [lab for lab in labs if lab.lab_id == args.lab]
+        if not chosen:
+            raise LabNotFound(f"lab {args.lab}: not found (see `cihub lab status`)")
+    elif args.all:
+        chosen = labs
+    else:
+        chosen = [lab for lab in labs if lab.persistent or lab.stale]
+    for summary in chosen:
+        save_logs(client, summary.lab_id, args.evidence_dir / "lab" / summary.lab_id)
+        remove_lab(client, summary.lab_id)
+        shutil.rmtree(_state_dir() / summary.lab_id, ignore_errors=True)
+        _err.print(f"removed lab {summary.lab_id}" + (" (stale)" if summary.stale else ""))
+    skipped = [lab.lab_id for lab in labs if lab not in chosen]
+    if skipped:
+        _err.print(
+            f"left {len(skipped)} live test lab(s) alone: {', '.join(skipped)} (--all removes them)"
+        )
+    if args.images:
+        for name in remove_unused_images(client):
+            _err.print(f"removed image {name}")
+    if not chosen and not args.images:
+        _err.print("no lab to remove")
+    return _exit.SUCCESS
+
+
+def _parse_ports(values: list[str]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for value in values:
+        name, sep, port = value.partition("=")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--port {value!r}: expected NAME=PORT, e.g. registry=5000")
+        ports[name] = int(port)
+    return ports
+
+
+def _state_dir() -> Path:
+    root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(root) / "cihub" / "labs"
+
+
+def _write_credentials(lab_id: str, username: str, password: str) -> Path:
+    folder = _state_dir() / lab_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / "registry-credentials.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"username": username, "password": password}, handle)
+    return path
+
+
+def _print_endpoints(info: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table("endpoint", "URL", "through proxy of")
+    table.add_row("registry", info["registry_url"], "registry")
+    table.add_row("fault proxy API", info["faultproxy_api_url"], "-")
+    for name, proxy in info["proxies"].items():
+        if name != "registry":
+            table.add_row(name, proxy["url"], name)
+    Console().print(table)
+    if "registry_credentials_file" in info:
+        _err.print(f"registry credentials: {info['registry_credentials_file']}")
+    _err.print(
+        f"lab {info['lab_id']} is up in {info['startup_seconds']} s; `cihub lab down` removes it"
+    )

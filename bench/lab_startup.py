@@ -1,0 +1,95 @@
+"""How long the lab takes to come up with its images cached, against the registry alone.
+
+Prints, over `--runs` cold starts each (images cached, containers new):
+  - the lab's time to all services healthy (network, volume, registry, fault proxy, proxies,
+    registry answering through the proxy);
+  - the time to start the registry container alone with the docker SDK until `/v2/` answers;
+  - their ratio. Target: the lab in under 2x the registry alone.
+
+Usage: python bench/lab_startup.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from lab import Lab, LabConfig, labels
+from lab._internal.docker import docker_client
+from lab.cleanup import remove_lab
+from lab.config import new_lab_id
+from lab.images import ImageBuilder
+
+
+def registry_alone(client: docker.DockerClient, image: str) -> float:
+    """Seconds from `containers.run` to the registry answering `/v2/` on its published port."""
+    lab_id = new_lab_id("bench")
+    # None: the engine chooses the host port (the stubs only know ints).
+    ports: dict[str, Any] = {"5000/tcp": ("127.0.0.1", None)}
+    started = time.monotonic()
+    container = client.containers.run(
+        image,
+        detach=True,
+        name=f"{lab_id}-registry",
+        ports=ports,
+        labels=labels.resource_labels(lab_id, "bench", persistent=False, service="registry"),
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
+        url = f"http://127.0.0.1:{port}/v2/"
+        deadline = started + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("the registry alone did not answer within 60 s")
+    finally:
+        remove_lab(client, lab_id)
+
+
+def whole_lab(client: docker.DockerClient, evidence_dir: Path) -> float:
+    """Seconds from `Lab.start()` to every service healthy through the fault proxy."""
+    lab = Lab(LabConfig(evidence_dir=evidence_dir), client=client)
+    started = time.monotonic()
+    lab.start()
+    elapsed = time.monotonic() - started
+    lab.stop()
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    client = docker_client()
+    images = ImageBuilder(client).ensure(["registry", "faultproxy"])
+    alone: list[float] = []
+    full: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.runs):
+            # Interleaved, so drift in the machine's load hits both the same.
+            alone.append(registry_alone(client, images["registry"].tag))
+            full.append(whole_lab(client, Path(tmp)))
+    alone_s, full_s = statistics.median(alone), statistics.median(full)
+    ratio = full_s / alone_s
+    print(f"runs: {args.runs} each, images cached, medians")
+    print(f"registry alone (docker SDK, until /v2/ answers): {alone_s:.3f} s")
+    print(f"whole lab (all services healthy through the proxy): {full_s:.3f} s")
+    print(f"ratio lab / registry alone: {ratio:.2f}x (target < 2.00x)")
+    return 0 if ratio < 2.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""`manifest.json`: an in-toto Statement v1 listing every file of a bundle, in RFC 8785 form.
+
+The statement's `subject[]` holds every file of the bundle except `manifest.json`,
+`manifest.sigstore.json` and the `INCOMPLETE` marker, sorted by path, each with its sha256
+and size. The predicate (type `PREDICATE_TYPE`) holds the run id, the required paths, the
+drill's verdicts and step results, tool versions, the policy digest, the artifacts the drill
+produced and whether the bundle was finalized complete. The sha256 of the serialized
+statement is the bundle's identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+
+from harness._internal.schemas import validator_for
+from harness.errors import VerificationFailed
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://cihub.dev/evidence-manifest/v1"
+SCHEMA_FILE = "evidence_manifest.v1.json"
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sigstore.json"
+MARKER = "INCOMPLETE"
+"""Written when a bundle is created, removed by `finalize()`: its presence means incomplete."""
+RESERVED = frozenset({MANIFEST, SIGNATURE, MARKER})
+"""Top-level names the manifest does not list (it can't list itself or its signature)."""
+
+Verdict = Literal["pass", "fail", "skip"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "skip")
+
+StepOutcome = Literal["success", "failure", "error", "timeout", "cancellation", "skip"]
+"""A step's result, named as OpenTelemetry's `cicd.pipeline.result` values."""
+STEP_OUTCOMES: tuple[StepOutcome, ...] = (
+    "success",
+    "failure",
+    "error",
+    "timeout",
+    "cancellation",
+    "skip",
+)
+
+
+class ManifestInvalid(VerificationFailed):
+    """`manifest.json` is unreadable, not canonical or does not match its schema."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a bundle: its relative POSIX path, sha256 (hex) and size in bytes."""
+
+    path: str
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.path,
+            "digest": {"sha256": self.sha256},
+            "annotations": {"size": self.size},
+        }
+
+
+@dataclass(frozen=True)
+class VerdictEntry:
+    """A drill's own verdict on one check (e.g. `determinism`), with a short reason."""
+
+    verdict: Verdict
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One step of a drill (build, compare, sign, log, push, policy, chaos, dr)."""
+
+    name: str
+    result: StepOutcome
+    duration_s: float
+    started_at: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "name": self.name,
+            "result": self.result,
+            "durationSeconds": round(self.duration_s, 6),
+        }
+        if self.started_at:
+            value["startedOn"] = self.started_at
+        if self.detail:
+            value["detail"] = self.detail
+        return value
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Something the drill produced or checked, named by digest (`sha256:<hex>`)."""
+
+    name: str
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        algorithm, _, value = self.digest.partition(":")
+        return {"name": self.name, "digest": {algorithm: value}}
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """The `predicate` of the manifest statement: what the drill claims about its run."""
+
+    run_id: str
+    started_on: str
+    finished_on: str | None = None
+    scenario: str | None = None
+    required_paths: tuple[str, ...] = ()
+    verdicts: Mapping[str, VerdictEntry] = field(default_factory=dict)
+    steps: tuple[StepEntry, ...] = ()
+    tool_versions: Mapping[str, str] = field(default_factory=dict)
+    policy_digest: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+    complete: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "runId": self.run_id,
+            "startedOn": self.started_on,
+            "requiredPaths": sorted(set(self.required_paths)),
+            "verdicts": {
+                name: {"verdict": v.verdict, "detail": v.detail}
+                for name, v in sorted(self.verdicts.items())
+            },
+            "steps": [s.to_json() for s in self.steps],
+            "toolVersions": dict(sorted(self.tool_versions.items())),
+            "policyDigest": _digest_set(self.policy_digest),
+            "artifacts": [a.to_json() for a in self.artifacts],
+            "complete": self.complete,
+        }
+        if self.finished_on:
+            value["finishedOn"] = self.finished_on
+        if self.scenario:
+            value["scenario"] = self.scenario
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Predicate:
+        """Parse a predicate written by `to_json` (the caller has checked the schema)."""
+        policy = value.get("policyDigest")
+        return cls(
+            run_id=str(value["runId"]),
+            started_on=str(value["startedOn"]),
+            finished_on=value.get("finishedOn"),
+            scenario=value.get("scenario"),
+            required_paths=tuple(value.get("requiredPaths", ())),
+            verdicts={
+                k: VerdictEntry(v["verdict"], v.get("detail", ""))
+                for k, v in value.get("verdicts", {}).items()
+            },
+            steps=tuple(
+                StepEntry(
+                    s["name"],
+                    s["result"],
+                    float(s["durationSeconds"]),
+                    s.get("startedOn"),
+                    s.get("detail", ""),
+                )
+                for s in value.get("steps", ())
+            ),
+            tool_versions=dict(value.get("toolVersions", {})),
+            policy_digest=_digest_string(policy) if policy else None,
+            artifacts=tuple(
+                Artifact(a["name"], _digest_string(a["digest"])) for a in value.get("artifacts", ())
+            ),
+            complete=bool(value.get("complete", False)),
+        )
+
+
+def _digest_set(digest: str | None) -> dict[str, str] | None:
+    if not digest:
+        return None
+    algorithm, _, value = digest.partition(":")
+    return {algorithm: value}
+
+
+def _digest_string(digest_set: Mapping[str, str]) -> str:
+    algorithm = "sha256" if "sha256" in digest_set else sorted(digest_set)[0]
+    return f"{algorithm}:{digest_set[algorithm]}"
+
+
+def build_statement(files: Iterable[FileEntry], predicate: Predicate) -> dict[str, Any]:
+    """The in-toto Statement v1 for `files` (sorted here) and `predicate`."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [f.to_json() for f in sorted(files, key=lambda f: f.path)],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate.to_json(),
+    }
+
+
+def serialize(statement: Mapping[str, Any]) -> bytes:
+    """The RFC 8785 (JCS) bytes of `statement`: what `manifest.json` holds and what is signed."""
+    return bytes(rfc8785.dumps(statement))
+
+
+def manifest_digest(data: bytes) -> str:
+    """The bundle's identity: `sha256:<hex>` of the serialized manifest."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed, schema-checked `manifest.json`."""
+
+    raw: bytes
+    files: tuple[FileEntry, ...]
+    predicate: Predicate
+
+    @property
+    def digest(self) -> str:
+        """`sha256:<hex>` of `raw`: the bundle's identity."""
+        return manifest_digest(self.raw)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = MANIFEST) -> Manifest:
+        """Parse and check a serialized manifest.
+
+        Raises:
+            ManifestInvalid: not JSON, not RFC 8785 canonical, or not matching the schema;
+                the message starts with `source`.
+        """
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise ManifestInvalid(f"{source}: not valid JSON ({exc})") from exc
+        errors = validator_for(SCHEMA_FILE).errors(value)
+        if errors:
+            raise ManifestInvalid(f"{source}: does not match {SCHEMA_FILE}: {errors[0]}")
+        if serialize(value) != data:
+            raise ManifestInvalid(f"{source}: not in RFC 8785 canonical form")
+        files = tuple(
+            FileEntry(s["name"], s["digest"]["sha256"], int(s["annotations"]["size"]))
+            for s in value["subject"]
+        )
+        return cls(raw=data, files=files, predicate=Predicate.from_json(value["predicate"]))
+
+    @classmethod
+    def from_path(cls, path: Path) -> Manifest:
+        """Read and parse `path` (see `from_bytes`)."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ManifestInvalid(f"{path}: cannot read the manifest") from exc
+        return cls.from_bytes(data, source=str(path))
+
+
+def marker_bytes(predicate: Predicate, *, pid: int, host: str) -> bytes:
+    """Content of the `INCOMPLETE` marker: who is writing the bundle and what it holds so far."""
+    value = {
+        "cihub": "incomplete evidence bundle: not finalized (the drill is running or crashed)",
+        "pid": pid,
+        "host": host,
+        "predicate": predicate.to_json(),
+    }
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_marker(root: Path) -> tuple[Predicate, dict[str, Any]] | None:
+    """The predicate and writer info saved in `root/INCOMPLETE`, or None if there is none.
+
+    A marker that can't be parsed (a crash while writing it can't happen: it is replaced
+    atomically, but it may be hand-edited) yields an empty predicate with run id "unknown".
+    """
+    path = root / MARKER
+    try:
+        value = json.loads(path.read_bytes())
+        return Predicate.from_json(value["predicate"]), value
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Predicate(run_id="unknown", started_on="1970-01-01T00:00:00Z"), {}

@@ -1,0 +1,64 @@
+"""The lab's OCI registry: Debian's docker-registry (distribution 2.8), optional htpasswd auth."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import bcrypt
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+from lab.containers.base import LabContainer
+
+REGISTRY_PORT = 5000
+STORAGE_PATH = "/var/lib/docker-registry"
+_HTPASSWD_PATH = "/etc/cihub/auth/htpasswd"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """Per-lab credentials for the registry's htpasswd auth. `repr` never shows the password."""
+
+    username: str
+    password: str
+
+    @classmethod
+    def generate(cls) -> RegistryCredentials:
+        return cls(f"cihub-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
+
+    def htpasswd_line(self) -> bytes:
+        # distribution only accepts bcrypt entries in htpasswd files.
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=10))
+        return self.username.encode() + b":" + hashed + b"\n"
+
+    def __repr__(self) -> str:
+        return f"RegistryCredentials(username={self.username!r}, password='***')"
+
+    __str__ = __repr__
+
+
+class RegistryContainer(LabContainer):
+    """docker-registry serving on port 5000, its storage on a named volume.
+
+    It is not published on the host: the harness reaches it only through the fault proxy.
+    """
+
+    service = "registry"
+
+    def with_storage_volume(self, volume_name: str) -> RegistryContainer:
+        """Keep the registry's blobs on the named volume, so DR drills can back it up."""
+        self.with_volume_mapping(volume_name, STORAGE_PATH, "rw")
+        return self
+
+    def with_htpasswd(self, credentials: RegistryCredentials) -> RegistryContainer:
+        """Turn on htpasswd auth with these credentials (only the bcrypt hash goes in)."""
+        self.with_copy_into_container(credentials.htpasswd_line(), _HTPASSWD_PATH, 0o644)
+        self.with_env("REGISTRY_AUTH", "htpasswd")
+        self.with_env("REGISTRY_AUTH_HTPASSWD_REALM", "cihub-lab")
+        self.with_env("REGISTRY_AUTH_HTPASSWD_PATH", _HTPASSWD_PATH)
+        return self
+
+    def _configure_service(self) -> None:
+        self.waiting_for(
+            LogMessageWaitStrategy("listening on").with_startup_timeout(int(self.startup_timeout))
+        )

@@ -1,0 +1,301 @@
+"""`Lab`: bring the containerized lab up, hand out its endpoints, and take it down again.
+
+Every resource is labelled (see `lab.labels`) and removed by label, so a crashed run leaves
+nothing that `cihub lab down` cannot find. A lab that fails to start saves its containers' logs
+and removes itself before the error reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import docker
+import docker.errors
+import requests
+from testcontainers.core.network import Network
+
+from lab import labels
+from lab._internal.docker import docker_client
+from lab.cleanup import remove_lab, save_logs
+from lab.config import LabConfig
+from lab.containers.base import LOOPBACK, LabContainer
+from lab.containers.faultproxy import API_PORT, FaultProxyContainer
+from lab.containers.registry import RegistryContainer, RegistryCredentials
+from lab.endpoints import Endpoints, ProxyEndpoint
+from lab.errors import FaultProxyError, LabError, PortInUse, ServiceStartError
+from lab.images import ImageBuilder, ImageRef
+from lab.toxiproxy import ToxiproxyClient
+
+_logger = logging.getLogger(__name__)
+
+_PORT_TAKEN_MARKERS = ("port is already allocated", "address already in use")
+
+
+class Lab:
+    """The lab: a network, a registry on a named volume, and the fault proxy in front of it.
+
+    Args:
+        config: what to bring up (see `LabConfig`).
+        client: the Docker client (default: from the environment, with a clear error if no
+            engine answers).
+        builder: finds or builds the images (default: `ImageBuilder` in `config.images` mode).
+
+    Example:
+        >>> with Lab(LabConfig()) as lab:  # doctest: +SKIP
+        ...     requests.get(lab.endpoints.registry_url + "/v2/")
+    """
+
+    def __init__(
+        self,
+        config: LabConfig,
+        *,
+        client: docker.DockerClient | None = None,
+        builder: ImageBuilder | None = None,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._builder = builder
+        self._network: Network | None = None
+        self._containers: dict[str, LabContainer] = {}
+        self._endpoints: Endpoints | None = None
+        self._toxiproxy: ToxiproxyClient | None = None
+        self.images: dict[str, ImageRef] = {}
+        self.registry_credentials: RegistryCredentials | None = (
+            RegistryCredentials.generate() if config.registry_auth else None
+        )
+        self.startup_seconds: float | None = None
+        self._facts: dict[str, Any] | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise LabError(f"lab {self.config.lab_id} is not up")
+        return self._endpoints
+
+    @property
+    def toxiproxy(self) -> ToxiproxyClient:
+        """A client of the fault proxy's Toxiproxy API."""
+        if self._toxiproxy is None:
+            raise LabError(f"lab {self.config.lab_id} is not up")
+        return self._toxiproxy
+
+    @property
+    def volume_names(self) -> dict[str, str]:
+        """Named volumes by service; the registry's storage lives on `registry`."""
+        return {"registry": f"{self.config.lab_id}-registry"}
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        """Build what is missing, start every service, create the proxies, check health.
+
+        Raises:
+            LabError: a subclass naming the service that failed. Nothing is left running and
+                the containers' logs are saved under `config.log_dir`.
+        """
+        started = time.monotonic()
+        builder = self._builder or ImageBuilder(self.client, mode=self.config.images)
+        self.images = builder.ensure(["registry", "faultproxy"])
+        try:
+            self._start_services()
+        except BaseException:
+            self.save_logs()
+            self._remove()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        _logger.info("lab %s is up in %.1f s", self.config.lab_id, self.startup_seconds)
+        return self
+
+    def stop(self) -> None:
+        """Save every container's log under `config.log_dir`, then remove the lab
+        (unless `config.keep`)."""
+        self.save_logs()
+        if self.config.keep:
+            _logger.info("keeping lab %s (cihub lab down removes it)", self.config.lab_id)
+            return
+        self._remove()
+
+    def save_logs(self) -> list[Path]:
+        """Write each container's log to `<config.log_dir>/<service>.log`; return the paths."""
+        return save_logs(self.client, self.config.lab_id, self.config.log_dir)
+
+    def facts(self) -> dict[str, Any]:
+        """Facts for the pipeline_run record: image tags and IDs, service versions."""
+        if self._facts is None:
+            self._facts = {
+                "lab_id": self.config.lab_id,
+                "image_mode": self.config.images,
+                "images": {
+                    name: {"tag": ref.tag, "id": ref.image_id}
+                    for name, ref in sorted(self.images.items())
+                },
+                "services": {
+                    "registry": {"version": self._registry_version()},
+                    "faultproxy": {"version": self._faultproxy_version()},
+                },
+                "startup_seconds": self.startup_seconds,
+            }
+        return self._facts
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def _start_services(self) -> None:
+        config = self.config
+        owner = labels.resource_labels(config.lab_id, config.session, persistent=config.persistent)
+        network = Network(docker_network_kw={"labels": owner})
+        network.name = config.lab_id
+        network.create()
+        self._network = network
+        volume = self.volume_names["registry"]
+        self.client.volumes.create(volume, labels={**owner, labels.SERVICE: "registry"})
+
+        registry = RegistryContainer(
+            self.images["registry"].tag,
+            lab_id=config.lab_id,
+            network=network,
+            resource_labels={**owner, labels.SERVICE: "registry"},
+            startup_timeout=config.startup_timeout,
+        ).with_storage_volume(volume)
+        if self.registry_credentials is not None:
+            registry.with_htpasswd(self.registry_credentials)
+
+        proxy_ports = {p.name: (p.listen_port, p.upstream) for p in config.proxied}
+        faultproxy = FaultProxyContainer(
+            self.images["faultproxy"].tag,
+            lab_id=config.lab_id,
+            network=network,
+            resource_labels={
+                **owner,
+                labels.SERVICE: "faultproxy",
+                **Endpoints.proxy_labels(proxy_ports),
+            },
+            startup_timeout=config.startup_timeout,
+        )
+        faultproxy.with_published_port(API_PORT, config.host_ports.get("faultproxy"))
+        for proxied in config.proxied:
+            faultproxy.with_published_port(proxied.listen_port, config.host_ports.get(proxied.name))
+        self._containers = {"registry": registry, "faultproxy": faultproxy}
+
+        # The services start at once: the lab is up in about the time of its slowest service.
+        with ThreadPoolExecutor(max_workers=len(self._containers)) as pool:
+            futures = {
+                name: pool.submit(self._start_one, container)
+                for name, container in self._containers.items()
+            }
+            for future in futures.values():
+                future.result()
+
+        api_url = f"http://{LOOPBACK}:{faultproxy.published_port(API_PORT)}"
+        self._toxiproxy = ToxiproxyClient(api_url)
+        proxies: dict[str, ProxyEndpoint] = {}
+        for proxied in config.proxied:
+            try:
+                self._toxiproxy.create_proxy(proxied.name, proxied.listen, proxied.upstream)
+            except FaultProxyError as exc:
+                raise ServiceStartError(
+                    f"faultproxy: cannot create proxy {proxied.name} -> {proxied.upstream}"
+                ) from exc
+            url = f"{proxied.scheme}://{LOOPBACK}:{faultproxy.published_port(proxied.listen_port)}"
+            proxies[proxied.name] = ProxyEndpoint(
+                proxied.name, url, proxied.listen, proxied.upstream
+            )
+        self._endpoints = Endpoints(config.lab_id, api_url, proxies, config.persistent)
+        self._wait_through_proxy(
+            "registry", proxies["registry"].url + "/v2/", lambda status: status in (200, 401)
+        )
+
+    def _start_one(self, container: LabContainer) -> None:
+        service = container.service
+        _logger.info("starting %s", service)
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            text = str(exc).lower()
+            if any(marker in text for marker in _PORT_TAKEN_MARKERS):
+                raise PortInUse(
+                    f"{service}: a host port it publishes on {LOOPBACK} is already in use "
+                    f"({_requested_ports(container)})"
+                ) from exc
+            if exc.status_code == 409:
+                raise ServiceStartError(
+                    f"{service}: a container named {container._name} already exists "
+                    "(a stale lab? run `cihub lab down`)"
+                ) from exc
+            raise ServiceStartError(f"{service}: the engine refused to start it") from exc
+        except TimeoutError as exc:
+            raise ServiceStartError(
+                f"{service}: not healthy within {self.config.startup_timeout:.0f} s; "
+                f"its log is kept at {self.config.log_dir / (service + '.log')}"
+            ) from exc
+        except RuntimeError as exc:
+            # testcontainers' wait strategies raise RuntimeError when the container exits.
+            raise ServiceStartError(
+                f"{service}: exited before it was healthy; "
+                f"its log is kept at {self.config.log_dir / (service + '.log')}"
+            ) from exc
+
+    def _wait_through_proxy(self, service: str, url: str, healthy: Callable[[int], bool]) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                status = requests.get(url, timeout=2).status_code
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            else:
+                if healthy(status):
+                    return
+                last = f"HTTP {status}"
+            time.sleep(0.1)
+        raise ServiceStartError(
+            f"{service}: not reachable through the fault proxy at {url} within "
+            f"{self.config.startup_timeout:.0f} s (last: {last}); its log is kept at "
+            f"{self.config.log_dir / (service + '.log')}"
+        )
+
+    def _remove(self) -> None:
+        remove_lab(self.client, self.config.lab_id)
+        self._endpoints = None
+        self._toxiproxy = None
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def _registry_version(self) -> str:
+        container = self._containers.get("registry")
+        if container is None or container._container is None:
+            return "unknown"
+        result = container._container.exec_run(["/usr/bin/docker-registry", "--version"])
+        output = result.output if isinstance(result.output, bytes) else b""
+        return output.decode(errors="replace").strip() or "unknown"
+
+    def _faultproxy_version(self) -> str:
+        try:
+            return self.toxiproxy.version()
+        except LabError:
+            return "unknown"
+
+
+def _requested_ports(container: LabContainer) -> str:
+    fixed = [f"{host} for {port}" for port, host in container._published.items() if host]
+    return ", ".join(fixed) if fixed else "engine-chosen ports"

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.evidence import pack_bundle
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_packing_twice_gives_the_same_bytes(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = make_bundle()
+    first = pack_bundle(root, tmp_path / "one.tar.gz")
+    for path in root.rglob("*"):  # new timestamps and modes must not matter
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    (root / "blob.bin").chmod(0o600)
+    second = pack_bundle(root, tmp_path / "two.tar.gz")
+    assert _sha(first) == _sha(second)
+
+
+def test_entries_are_normalized(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    root = make_bundle()
+    (root / "determinism/build-A/hello.txt").chmod(0o755)  # executable bit is kept as 0755
+    tarball = pack_bundle(root, tmp_path / "b.tar.gz")
+    raw = tarball.read_bytes()
+    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME
+    assert raw[3] & 0x08 == 0  # no FNAME in the gzip header
+    with tarfile.open(tarball) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    assert all(n.startswith(f"{root.name}/") and not n.startswith("/") for n in names)
+    for member in members:
+        assert member.isfile()
+        assert (member.mtime, member.uid, member.gid, member.uname, member.gname) == (
+            0,
+            0,
+            0,
+            "",
+            "",
+        )
+    modes = {m.name.split("/", 1)[1]: m.mode for m in members}
+    assert modes["determinism/build-A/hello.txt"] == 0o755
+    assert modes["blob.bin"] == 0o644
+    with gzip.open(tarball) as handle:  # valid gzip end to end
+        handle.read()
+
+
+def test_source_date_epoch_sets_the_entry_times(
+    make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    tarball = pack_bundle(make_bundle(), tmp_path / "e.tar.gz")
+    with tarfile.open(tarball) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1_700_000_000}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
+        pack_bundle(make_bundle("run-2"), tmp_path / "f.tar.gz")
+
+
+def test_default_output_is_beside_the_bundle(make_bundle: Callable[..., Path]) -> None:
+    root = make_bundle()
+    assert pack_bundle(root) == root.parent / f"{root.name}.tar.gz"
+
+
+def test_refuses_non_bundles_and_output_inside(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = make_bundle()
+    with pytest.raises(ConfigError, match="inside the bundle"):
+        pack_bundle(root, root / "self.tar.gz")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigError, match="not an evidence bundle"):
+        pack_bundle(tmp_path / "plain")
+    with pytest.raises(ConfigError, match="no such"):
+        pack_bundle(tmp_path / "absent")

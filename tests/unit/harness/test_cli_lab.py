@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import pytest
+
+from harness import _exit
+from harness._cli import main
+
+
+@pytest.mark.parametrize("action", [["up"], ["status"], ["down"]])
+def test_without_an_engine_every_lab_command_says_how_to_start_one(
+    action: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert main(["lab", *action]) == _exit.ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "no Docker engine answers at unix:///nonexistent/docker.sock: start one" in err
+
+
+def test_the_console_script_exits_2_without_an_engine() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "lab", "status"],
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "start one" in proc.stderr
+
+
+def test_a_malformed_port_option_names_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness._commands import lab as lab_command
+
+    monkeypatch.setattr(lab_command, "docker_client", lambda: _NoLabs())
+    assert main(["lab", "up", "--port", "registry:5000"]) == _exit.ERROR
+    assert "--port 'registry:5000': expected NAME=PORT" in capsys.readouterr().err
+
+
+class _NoLabs:
+    class containers:
+        @staticmethod
+        def list(**_kwargs: object) -> list[object]:
+            return []
+
+    class networks(containers):
+        pass
+
+    class volumes(containers):
+        pass
