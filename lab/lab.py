@@ -195,9 +195,10 @@ class Lab:
         faultproxy.with_published_port(API_PORT, config.host_ports.get("faultproxy"))
         for proxied in config.proxied:
             faultproxy.with_published_port(proxied.listen_port, config.host_ports.get(proxied.name))
-        self._containers = {"registry": registry, "faultproxy": faultproxy}
+        # The engine starts containers one at a time, so the fault proxy, whose Python process
+        # takes longest to listen after its container starts, goes first.
+        self._containers = {"faultproxy": faultproxy, "registry": registry}
 
-        # The services start at once: the lab is up in about the time of its slowest service.
         with ThreadPoolExecutor(max_workers=len(self._containers)) as pool:
             futures = {
                 name: pool.submit(self._start_one, container)

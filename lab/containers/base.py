@@ -11,6 +11,8 @@ from testcontainers.core.network import Network
 from lab.errors import ServiceStartError
 
 LOOPBACK = "127.0.0.1"
+POLL_INTERVAL_S = 0.02
+"""How often health checks poll: testcontainers' default of 1 s would dominate start-up."""
 
 
 class LabContainer(DockerContainer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
-from lab.containers.base import LabContainer
+from lab.containers.base import POLL_INTERVAL_S, LabContainer
 
 API_PORT = 8474
 
@@ -21,4 +21,5 @@ class FaultProxyContainer(LabContainer):
             HttpWaitStrategy(API_PORT, "/version")
             .for_status_code(200)
             .with_startup_timeout(int(self.startup_timeout))
+            .with_poll_interval(POLL_INTERVAL_S)
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import bcrypt
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from lab.containers.base import LabContainer
+from lab.containers.base import POLL_INTERVAL_S, LabContainer
 
 REGISTRY_PORT = 5000
 STORAGE_PATH = "/var/lib/docker-registry"
@@ -60,5 +60,7 @@ class RegistryContainer(LabContainer):
 
     def _configure_service(self) -> None:
         self.waiting_for(
-            LogMessageWaitStrategy("listening on").with_startup_timeout(int(self.startup_timeout))
+            LogMessageWaitStrategy("listening on")
+            .with_startup_timeout(int(self.startup_timeout))
+            .with_poll_interval(POLL_INTERVAL_S)
         )
