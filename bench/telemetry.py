@@ -31,6 +31,7 @@ import jsonschema
 
 from harness import telemetry
 from harness.evidence import EvidenceBundle, Redactor, TestKeySigner
+from harness.evidence.manifest import StepEntry
 from harness.evidence.verify import verify_folder
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -84,7 +85,7 @@ def make_records(count: int) -> list[dict[str, Any]]:
                 manifest_digest=f"sha256:{i:064x}",
                 complete=True,
                 steps=[
-                    telemetry.StepRecord(name, "success", 1.25 + n)
+                    StepEntry(name, "success", 1.25 + n)
                     for n, name in enumerate(
                         ("build", "compare", "sign", "log", "push", "policy", "chaos", "dr")
                     )

@@ -28,7 +28,7 @@ import filelock
 from harness._internal.schemas import SchemaError, SchemaValidator, validator_for
 from harness.errors import ConfigError, InfraError
 from harness.evidence.bundle import EvidenceBundle, FinalizedBundle
-from harness.evidence.manifest import StepOutcome
+from harness.evidence.manifest import StepEntry, StepOutcome
 
 try:
     import orjson
@@ -145,29 +145,6 @@ def vcs_facts(path: Path) -> dict[str, Any] | None:
     return facts
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    """A step result for `build_record`, when not taken from a bundle."""
-
-    name: str
-    result: StepOutcome
-    duration_s: float
-    started_at: str | None = None
-    detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        value: dict[str, Any] = {
-            "name": self.name,
-            "result": self.result,
-            "duration_s": round(max(0.0, self.duration_s), 6),
-        }
-        if self.started_at:
-            value["started_at"] = self.started_at
-        if self.detail:
-            value["detail"] = self.detail
-        return value
-
-
 def build_record(
     *,
     run_id: str,
@@ -181,7 +158,7 @@ def build_record(
     manifest_digest: str | None = None,
     complete: bool = False,
     status: Status = "finished",
-    steps: Iterable[StepRecord | Mapping[str, Any]] = (),
+    steps: Iterable[StepEntry | Mapping[str, Any]] = (),
     errors: Iterable[Mapping[str, str]] = (),
     vcs: Mapping[str, Any] | None = None,
     artifacts: Iterable[Mapping[str, str]] = (),
@@ -223,7 +200,7 @@ def build_record(
         "finished_at": end_text,
         "status": status,
         "result": result,
-        "steps": [s.to_json() if isinstance(s, StepRecord) else dict(s) for s in steps],
+        "steps": [s.to_record_json() if isinstance(s, StepEntry) else dict(s) for s in steps],
         "evidence": {"bundle_path": bundle_path, "complete": complete},
         "runner": dict(runner) if runner is not None else runner_facts(),
     }
@@ -276,9 +253,7 @@ def record_for_bundle(
             path = bundle.root.resolve().relative_to(evidence_dir.resolve())
         except ValueError:
             path = bundle.root.resolve()
-    steps = [
-        StepRecord(s.name, s.result, s.duration_s, s.started_at, s.detail) for s in predicate.steps
-    ]
+    steps = list(predicate.steps)
     artifacts = [{"name": a.name, "digest": a.digest} for a in predicate.artifacts]
     kwargs.setdefault("started_at", predicate.started_on)
     kwargs.setdefault("finished_at", predicate.finished_on or predicate.started_on)

@@ -124,7 +124,7 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         _err.print("no lab is up")
         return _exit.SUCCESS
-    table = Table("lab", "kind", "state", "registry", "fault proxy API")
+    table = _table("lab", "kind", "state", "registry", "fault proxy API")
     for row in rows:
         kind = "cli" if row["persistent"] else "test"
         state = "stale" if row["stale"] else ("running" if row["running"] else "stopped")
@@ -168,6 +168,14 @@ def _down(args: argparse.Namespace) -> int:
     return _exit.SUCCESS
 
 
+def _table(*headers: str) -> Table:
+    table = Table()
+    for header in headers:
+        # URLs are copied from here: wrap them, never cut them short.
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def _parse_ports(values: list[str]) -> dict[str, int]:
     ports: dict[str, int] = {}
     for value in values:
@@ -197,7 +205,7 @@ def _print_endpoints(info: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    table = Table("endpoint", "URL", "through proxy of")
+    table = _table("endpoint", "URL", "through proxy of")
     table.add_row("registry", info["registry_url"], "registry")
     table.add_row("fault proxy API", info["faultproxy_api_url"], "-")
     for name, proxy in info["proxies"].items():

@@ -87,13 +87,21 @@ class StepEntry:
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The step as the manifest predicate spells it (in-toto camelCase)."""
+        return self._serialize("durationSeconds", "startedOn")
+
+    def to_record_json(self) -> dict[str, Any]:
+        """The step as a pipeline_run record spells it (snake_case, OTel style)."""
+        return self._serialize("duration_s", "started_at")
+
+    def _serialize(self, duration_key: str, started_key: str) -> dict[str, Any]:
         value: dict[str, Any] = {
             "name": self.name,
             "result": self.result,
-            "durationSeconds": round(self.duration_s, 6),
+            duration_key: round(max(0.0, self.duration_s), 6),
         }
         if self.started_at:
-            value["startedOn"] = self.started_at
+            value[started_key] = self.started_at
         if self.detail:
             value["detail"] = self.detail
         return value

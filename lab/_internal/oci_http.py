@@ -54,49 +54,34 @@ class _SendErrorMemory:
             return None
         return type(sent)(sent.errno, sent.strerror)
 
-
-class _ResetAwareHTTPConnection(_SendErrorMemory, HTTPConnection):
+    # Mixed in before urllib3's connection classes: super() is their implementation.
     def request(self, *args: Any, **kwargs: Any) -> None:
         self._forget()
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
     def send(self, data: Any) -> None:
         try:
-            super().send(data)
+            super().send(data)  # type: ignore[misc]
         except OSError as exc:
             self._remember(exc)
             raise
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().getresponse(*args, **kwargs)
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
         except (http.client.RemoteDisconnected, OSError) as exc:
             replacement = self._replacement(exc)
             if replacement is None:
                 raise
             raise replacement from exc
+
+
+class _ResetAwareHTTPConnection(_SendErrorMemory, HTTPConnection):
+    pass
 
 
 class _ResetAwareHTTPSConnection(_SendErrorMemory, HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        self._forget()
-        super().request(*args, **kwargs)
-
-    def send(self, data: Any) -> None:
-        try:
-            super().send(data)
-        except OSError as exc:
-            self._remember(exc)
-            raise
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().getresponse(*args, **kwargs)
-        except (http.client.RemoteDisconnected, OSError) as exc:
-            replacement = self._replacement(exc)
-            if replacement is None:
-                raise
-            raise replacement from exc
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from harness import telemetry
 from harness.evidence import EvidenceBundle, Redactor, TestKeySigner, _tlog
+from harness.evidence.manifest import StepEntry
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden_bundle"
@@ -253,8 +254,8 @@ def sample_records(bundle: EvidenceBundle) -> list[dict[str, object]]:
         manifest_digest="sha256:" + hashlib.sha256(b"another manifest").hexdigest(),
         complete=True,
         steps=[
-            telemetry.StepRecord("build", "success", 40.0),
-            telemetry.StepRecord("compare", "failure", 20.0, detail="2 files differ"),
+            StepEntry("build", "success", 40.0),
+            StepEntry("compare", "failure", 20.0, detail="2 files differ"),
         ],
         errors=[{"message": "builds differ: bin/hello", "type": "StepFailed", "step": "compare"}],
         vcs=vcs,
@@ -273,7 +274,7 @@ def sample_records(bundle: EvidenceBundle) -> list[dict[str, object]]:
         bundle_path="golden-run-0003",
         complete=False,
         status="finished",
-        steps=[telemetry.StepRecord("chaos", "success", 90.0)],
+        steps=[StepEntry("chaos", "success", 90.0)],
         artifacts=[{"name": "hello", "digest": IMAGE_DIGEST}],
         lab=lab,
         runner=runner,

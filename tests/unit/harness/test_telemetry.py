@@ -10,6 +10,7 @@ import pytest
 
 from harness import telemetry
 from harness.errors import ConfigError
+from harness.evidence.manifest import StepEntry
 from harness.telemetry import LineError
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -28,8 +29,8 @@ def _record(run_id: str = "r-1", **extra: Any) -> dict[str, Any]:
         manifest_digest="sha256:" + "b" * 64,
         complete=True,
         steps=[
-            telemetry.StepRecord("build", "success", 2.5),
-            telemetry.StepRecord("compare", "success", 0.5),
+            StepEntry("build", "success", 2.5),
+            StepEntry("compare", "success", 0.5),
         ],
         vcs={"revision": "abc", "ref_name": "main", "ref_type": "branch"},
         artifacts=[{"name": "hello", "digest": "sha256:" + "c" * 64}],
