@@ -218,7 +218,8 @@ class ImageBuilder:
         except (docker.errors.APIError, requests.RequestException) as exc:
             raise ImageBuildError(
                 f"base: cannot pull {UPSTREAM_BASE_IMAGE} in upstream mode; "
-                "use the offline images (--lab-images offline) on machines without a registry"
+                "use offline images (pytest --lab-images offline, cihub lab up --images offline) "
+                "on machines without a registry"
             ) from exc
         return ImageRef("base", UPSTREAM_BASE_IMAGE, str(image.id))
 
