@@ -152,6 +152,9 @@ LAB_IMAGES: dict[str, ImageSpec] = {
     "faultproxy": ImageSpec(
         "faultproxy", "images/faultproxy/Dockerfile", ("lab/services/toxiproxy",)
     ),
+    "sigstack": ImageSpec("sigstack", "images/sigstack/Dockerfile", ("lab/services/sigstack",)),
+    "builder-python": ImageSpec("builder-python", "images/builder-python/Dockerfile"),
+    "builder-c": ImageSpec("builder-c", "images/builder-c/Dockerfile"),
 }
 """Every image the lab runs, by name."""
 

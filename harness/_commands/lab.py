@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from lab.config import new_lab_id
 from lab.endpoints import Endpoints
 from lab.errors import LabAlreadyUp, LabNotFound
 from lab.images import IMAGE_MODES, remove_unused_images
+from lab.state import lab_state_dir, remove_lab_state, write_secret
 
 _err = Console(file=sys.stderr)
 
@@ -153,7 +152,7 @@ def _down(args: argparse.Namespace) -> int:
     for summary in chosen:
         save_logs(client, summary.lab_id, args.evidence_dir / "lab" / summary.lab_id)
         remove_lab(client, summary.lab_id)
-        shutil.rmtree(_state_dir() / summary.lab_id, ignore_errors=True)
+        remove_lab_state(summary.lab_id)
         _err.print(f"removed lab {summary.lab_id}" + (" (stale)" if summary.stale else ""))
     skipped = [lab.lab_id for lab in labs if lab not in chosen]
     if skipped:
@@ -186,19 +185,9 @@ def _parse_ports(values: list[str]) -> dict[str, int]:
     return ports
 
 
-def _state_dir() -> Path:
-    root = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(root) / "cihub" / "labs"
-
-
 def _write_credentials(lab_id: str, username: str, password: str) -> Path:
-    folder = _state_dir() / lab_id
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / "registry-credentials.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"username": username, "password": password}, handle)
-    return path
+    path = lab_state_dir(lab_id) / "registry-credentials.json"
+    return write_secret(path, json.dumps({"username": username, "password": password}).encode())
 
 
 def _print_endpoints(info: dict[str, Any], *, as_json: bool) -> None:

@@ -1,0 +1,160 @@
+"""Sign what a drill built with Sigstore (sigstore-python), and prove it before saying so.
+
+One code path for the lab and for upstream: the trust config decides where signing goes (the
+lab's Fulcio/Rekor/TSA, sigstore/scaffolding's setup, or the staging instance). A signature is
+reported only after `sigstore.verify.Verifier` accepted it for the expected identity and issuer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from sigstore import dsse
+from sigstore._internal.fulcio.client import ExpiredCertificate, FulcioClientError
+from sigstore._internal.rekor import RekorClientError
+from sigstore._internal.timestamp import TimestampError
+from sigstore.errors import Error as SigstoreError
+from sigstore.models import Bundle, ClientTrustConfig
+from sigstore.oidc import ExpiredIdentity, IdentityToken
+from sigstore.sign import SigningContext
+from sigstore.verify import Verifier, policy
+
+from harness.errors import ConfigError, InfraError, VerificationFailed
+
+_logger = logging.getLogger(__name__)
+
+# sigstore-python's service clients raise these, outside its `Error` hierarchy.
+_SIGNING_ERRORS = (
+    SigstoreError,
+    FulcioClientError,
+    RekorClientError,
+    TimestampError,
+    ExpiredIdentity,
+    ExpiredCertificate,
+    requests.RequestException,
+)
+
+
+@dataclass(frozen=True)
+class SigningSetup:
+    """Where to sign and whom to expect.
+
+    Attributes:
+        trust_config: a ClientTrustConfig JSON file (the lab writes one per lab).
+        identity_token: an OIDC identity token for the signer (`cihub lab token` mints one).
+        identity: the identity the certificate must carry (email or URI).
+        issuer: the OIDC issuer the certificate must name.
+    """
+
+    trust_config: Path
+    identity_token: str
+    identity: str
+    issuer: str
+
+    def load_trust(self) -> ClientTrustConfig:
+        try:
+            return ClientTrustConfig.from_json(self.trust_config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{self.trust_config}: cannot read the trust config") from exc
+        except (ValueError, SigstoreError) as exc:
+            raise ConfigError(f"{self.trust_config}: not a valid ClientTrustConfig") from exc
+
+
+@dataclass(frozen=True)
+class SignedArtifact:
+    """A verified Sigstore bundle and the transparency-log entry it carries."""
+
+    bundle_json: str
+    identity: str
+    issuer: str
+
+    @property
+    def bundle(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.bundle_json)
+        return parsed
+
+    @property
+    def log_entry(self) -> dict[str, Any]:
+        """The tlog entry (protobuf JSON): log index, inclusion proof, signed checkpoint."""
+        entries: list[dict[str, Any]] = self.bundle["verificationMaterial"]["tlogEntries"]
+        return entries[0]
+
+
+def sign_artifact(data: bytes, setup: SigningSetup) -> SignedArtifact:
+    """Sign `data`, log it, and verify the result for the expected identity.
+
+    Raises:
+        ConfigError: the trust config or the token is unusable.
+        InfraError: a Sigstore service failed (the message names the client's error).
+        VerificationFailed: the fresh signature did not verify.
+    """
+    trust = setup.load_trust()
+    bundle = _sign(trust, setup, lambda signer: signer.sign_artifact(data))
+    _verify(trust, setup, lambda verifier, pol: verifier.verify_artifact(data, bundle, pol))
+    return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
+
+
+def sign_statement(statement: dict[str, Any], setup: SigningSetup) -> SignedArtifact:
+    """Sign an in-toto Statement as a DSSE envelope, log it, and verify the result.
+
+    Raises:
+        ConfigError, InfraError, VerificationFailed: as `sign_artifact`.
+    """
+    trust = setup.load_trust()
+    try:
+        parsed = dsse.Statement(json.dumps(statement, sort_keys=True).encode())
+    except SigstoreError as exc:
+        raise ConfigError(f"not an in-toto statement: {exc}") from exc
+    bundle = _sign(trust, setup, lambda signer: signer.sign_dsse(parsed))
+    _verify(trust, setup, lambda verifier, pol: verifier.verify_dsse(bundle, pol))
+    return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
+
+
+def verify_artifact(
+    data: bytes, bundle_json: bytes | str, *, trust_config: Path, identity: str, issuer: str
+) -> None:
+    """Verify a Sigstore bundle over `data` offline against `trust_config`.
+
+    Raises:
+        VerificationFailed: the bundle is malformed or does not verify; says why.
+    """
+    setup = SigningSetup(trust_config, "", identity, issuer)
+    trust = setup.load_trust()
+    try:
+        bundle = Bundle.from_json(bundle_json)
+    except (ValueError, SigstoreError) as exc:
+        raise VerificationFailed(f"not a Sigstore bundle: {exc}") from exc
+    _verify(trust, setup, lambda verifier, pol: verifier.verify_artifact(data, bundle, pol))
+
+
+def _sign(trust: ClientTrustConfig, setup: SigningSetup, action: Any) -> Bundle:
+    try:
+        token = IdentityToken(setup.identity_token)
+    except (SigstoreError, ExpiredIdentity) as exc:
+        raise ConfigError(f"identity token refused by the client: {exc}") from exc
+    try:
+        context = SigningContext.from_trust_config(trust)
+        with context.signer(token, cache=True) as signer:
+            bundle: Bundle = action(signer)
+    except _SIGNING_ERRORS as exc:
+        raise InfraError(f"signing failed: {_one_line(exc)}") from exc
+    return bundle
+
+
+def _verify(trust: ClientTrustConfig, setup: SigningSetup, action: Any) -> None:
+    verifier = Verifier(trusted_root=trust.trusted_root)
+    identity_policy = policy.Identity(identity=setup.identity, issuer=setup.issuer)
+    try:
+        action(verifier, identity_policy)
+    except SigstoreError as exc:
+        raise VerificationFailed(f"signature does not verify: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
