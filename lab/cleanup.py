@@ -12,6 +12,7 @@ import docker
 import docker.errors
 
 from lab import labels
+from lab.state import remove_lab_state
 
 _logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def list_labs(client: docker.DockerClient) -> list[LabSummary]:
 
 
 def remove_lab(client: docker.DockerClient, lab_id: str) -> None:
-    """Remove every container, network and volume labelled with `lab_id`. Missing is fine."""
+    """Remove every container, network and volume labelled with `lab_id`, and the lab's state
+    folder (its keys and trust config). Missing is fine."""
     selector = _lab_selector(lab_id)
     # Removed in this order because a network or volume in use by a container can't go first.
     for container in client.containers.list(all=True, filters=selector):
@@ -77,6 +79,7 @@ def remove_lab(client: docker.DockerClient, lab_id: str) -> None:
     for volume in client.volumes.list(filters=selector):
         with contextlib.suppress(docker.errors.NotFound):
             volume.remove(force=True)
+    remove_lab_state(lab_id)
     _logger.info("lab %s removed", lab_id)
 
 

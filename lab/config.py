@@ -40,7 +40,17 @@ class ProxiedService:
 PROXIED_SERVICES: tuple[ProxiedService, ...] = (
     ProxiedService("registry", "registry", 5000, 15000),
 )
-"""Every proxied endpoint of the lab, in the order they are created."""
+"""The proxied endpoints every lab has."""
+
+SIGSTORE_PROXIED_SERVICES: tuple[ProxiedService, ...] = (
+    ProxiedService("rekor", "rekor", 3000, 15001),
+    ProxiedService("fulcio", "fulcio", 5555, 15002),
+    ProxiedService("tsa", "tsa", 3004, 15003),
+)
+"""The proxied endpoints of the Sigstore stack: one proxy each, so chaos can hit one alone."""
+
+DEFAULT_IDENTITY = "lab@cihub.test"
+DEFAULT_ISSUER = "https://oidc.lab.cihub"
 
 
 def new_lab_id(suffix: str | None = None) -> str:
@@ -65,6 +75,9 @@ class LabConfig:
             name); the engine chooses every other port.
         startup_timeout: seconds each service may take to become healthy.
         keep: leave the lab running at `stop()` (logs are still saved).
+        sigstore: run the Sigstore stack (rekor, fulcio, tsa) and write a trust config.
+        identity: the identity lab tokens carry by default (an email or a URI).
+        issuer: the lab OIDC issuer that tokens name and Fulcio trusts.
     """
 
     lab_id: str = field(default_factory=new_lab_id)
@@ -76,8 +89,15 @@ class LabConfig:
     host_ports: Mapping[str, int] = field(default_factory=dict)
     startup_timeout: float = 60.0
     keep: bool = False
-    proxied: tuple[ProxiedService, ...] = PROXIED_SERVICES
+    sigstore: bool = True
+    identity: str = DEFAULT_IDENTITY
+    issuer: str = DEFAULT_ISSUER
 
     @property
     def log_dir(self) -> Path:
         return self.evidence_dir / "lab" / self.lab_id
+
+    @property
+    def proxied(self) -> tuple[ProxiedService, ...]:
+        """Every proxied endpoint of this lab, in the order they are created."""
+        return PROXIED_SERVICES + (SIGSTORE_PROXIED_SERVICES if self.sigstore else ())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -13,6 +14,7 @@ from lab import labels
 from lab.containers.base import LOOPBACK
 from lab.containers.faultproxy import API_PORT
 from lab.errors import LabNotFound
+from lab.state import TRUST_CONFIG_FILE, lab_state_dir
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Endpoints:
     faultproxy_api_url: str
     proxies: Mapping[str, ProxyEndpoint] = field(default_factory=dict)
     persistent: bool = False
+    trust_config: Path | None = None
+    """The lab's ClientTrustConfig file, when it runs the Sigstore stack."""
 
     @property
     def registry_url(self) -> str:
@@ -56,6 +60,7 @@ class Endpoints:
             "persistent": self.persistent,
             "registry_url": self.registry_url,
             "faultproxy_api_url": self.faultproxy_api_url,
+            "trust_config": str(self.trust_config) if self.trust_config else None,
             "proxies": {
                 name: {"url": p.url, "listen": p.listen, "upstream": p.upstream}
                 for name, p in sorted(self.proxies.items())
@@ -101,9 +106,11 @@ class Endpoints:
             proxies[name] = ProxyEndpoint(
                 name, host_url(int(listen_port)), f"0.0.0.0:{listen_port}", upstream
             )
+        trust_config = lab_state_dir(lab_id, create=False) / TRUST_CONFIG_FILE
         return cls(
             lab_id=lab_id,
             faultproxy_api_url=host_url(API_PORT),
             proxies=proxies,
             persistent=container_labels.get(labels.PERSISTENT) == "true",
+            trust_config=trust_config if trust_config.exists() else None,
         )

@@ -23,13 +23,16 @@ from testcontainers.core.network import Network
 from lab import labels
 from lab._internal.docker import docker_client
 from lab.cleanup import remove_lab, save_logs
-from lab.config import LabConfig
+from lab.config import LabConfig, ProxiedService
 from lab.containers.base import LOOPBACK, LabContainer
 from lab.containers.faultproxy import API_PORT, FaultProxyContainer
 from lab.containers.registry import RegistryContainer, RegistryCredentials
+from lab.containers.sigstack import FulcioContainer, RekorContainer, TsaContainer
 from lab.endpoints import Endpoints, ProxyEndpoint
 from lab.errors import FaultProxyError, LabError, PortInUse, ServiceStartError
 from lab.images import ImageBuilder, ImageRef
+from lab.sigstore_trust import LabTrustMaterial
+from lab.state import TRUST_CONFIG_FILE, lab_state_dir
 from lab.toxiproxy import ToxiproxyClient
 
 _logger = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class Lab:
             RegistryCredentials.generate() if config.registry_auth else None
         )
         self.startup_seconds: float | None = None
+        self.trust_material: LabTrustMaterial | None = None
         self._facts: dict[str, Any] | None = None
 
     @property
@@ -93,8 +97,16 @@ class Lab:
 
     @property
     def volume_names(self) -> dict[str, str]:
-        """Named volumes by service; the registry's storage lives on `registry`."""
-        return {"registry": f"{self.config.lab_id}-registry"}
+        """Named volumes by service: the registry's storage, and Rekor's log database."""
+        services = ("registry", "rekor") if self.config.sigstore else ("registry",)
+        return {service: f"{self.config.lab_id}-{service}" for service in services}
+
+    def mint_token(self, identity: str | None = None, *, lifetime: int = 300) -> str:
+        """A fresh identity token from the lab's OIDC issuer, for `identity` (default: the
+        lab's configured identity)."""
+        if self.trust_material is None:
+            raise LabError(f"lab {self.config.lab_id} has no Sigstore stack")
+        return self.trust_material.mint_identity_token(identity, lifetime=lifetime)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -116,7 +128,9 @@ class Lab:
         """
         started = time.monotonic()
         builder = self._builder or ImageBuilder(self.client, mode=self.config.images)
-        self.images = builder.ensure(["registry", "faultproxy"])
+        self.images = builder.ensure(
+            ["registry", "faultproxy", *(["sigstack"] if self.config.sigstore else [])]
+        )
         try:
             self._start_services()
         except BaseException:
@@ -167,64 +181,101 @@ class Lab:
         network.name = config.lab_id
         network.create()
         self._network = network
-        volume = self.volume_names["registry"]
-        self.client.volumes.create(volume, labels={**owner, labels.SERVICE: "registry"})
+        for service, volume in self.volume_names.items():
+            self.client.volumes.create(volume, labels={**owner, labels.SERVICE: service})
 
-        registry = RegistryContainer(
-            self.images["registry"].tag,
-            lab_id=config.lab_id,
-            network=network,
-            resource_labels={**owner, labels.SERVICE: "registry"},
-            startup_timeout=config.startup_timeout,
-        ).with_storage_volume(volume)
-        if self.registry_credentials is not None:
-            registry.with_htpasswd(self.registry_credentials)
+        def labelled(service: str, **extra: str) -> dict[str, Any]:
+            return {
+                "lab_id": config.lab_id,
+                "network": network,
+                "resource_labels": {**owner, labels.SERVICE: service, **extra},
+                "startup_timeout": config.startup_timeout,
+            }
 
         proxy_ports = {p.name: (p.listen_port, p.upstream) for p in config.proxied}
         faultproxy = FaultProxyContainer(
             self.images["faultproxy"].tag,
-            lab_id=config.lab_id,
-            network=network,
-            resource_labels={
-                **owner,
-                labels.SERVICE: "faultproxy",
-                **Endpoints.proxy_labels(proxy_ports),
-            },
-            startup_timeout=config.startup_timeout,
+            **labelled("faultproxy", **Endpoints.proxy_labels(proxy_ports)),
         )
         faultproxy.with_published_port(API_PORT, config.host_ports.get("faultproxy"))
         for proxied in config.proxied:
             faultproxy.with_published_port(proxied.listen_port, config.host_ports.get(proxied.name))
+        registry = RegistryContainer(
+            self.images["registry"].tag, **labelled("registry")
+        ).with_storage_volume(self.volume_names["registry"])
+        if self.registry_credentials is not None:
+            registry.with_htpasswd(self.registry_credentials)
         # The engine starts containers one at a time, so the fault proxy, whose Python process
         # takes longest to listen after its container starts, goes first.
         self._containers = {"faultproxy": faultproxy, "registry": registry}
+        if config.sigstore:
+            self._containers.update(self._sigstack_containers(labelled))
 
         with ThreadPoolExecutor(max_workers=len(self._containers)) as pool:
-            futures = {
-                name: pool.submit(self._start_one, container)
-                for name, container in self._containers.items()
-            }
-            for future in futures.values():
+            futures = [pool.submit(self._start_one, c) for c in self._containers.values()]
+            for future in futures:
                 future.result()
 
         api_url = f"http://{LOOPBACK}:{faultproxy.published_port(API_PORT)}"
         self._toxiproxy = ToxiproxyClient(api_url)
-        proxies: dict[str, ProxyEndpoint] = {}
-        for proxied in config.proxied:
-            try:
-                self._toxiproxy.create_proxy(proxied.name, proxied.listen, proxied.upstream)
-            except FaultProxyError as exc:
-                raise ServiceStartError(
-                    f"faultproxy: cannot create proxy {proxied.name} -> {proxied.upstream}"
-                ) from exc
-            url = f"{proxied.scheme}://{LOOPBACK}:{faultproxy.published_port(proxied.listen_port)}"
-            proxies[proxied.name] = ProxyEndpoint(
-                proxied.name, url, proxied.listen, proxied.upstream
-            )
-        self._endpoints = Endpoints(config.lab_id, api_url, proxies, config.persistent)
+        proxies = {p.name: self._create_proxy(faultproxy, p) for p in config.proxied}
+        trust_config = self._write_trust_config(proxies) if config.sigstore else None
+        self._endpoints = Endpoints(
+            config.lab_id, api_url, proxies, config.persistent, trust_config=trust_config
+        )
         self._wait_through_proxy(
             "registry", proxies["registry"].url + "/v2/", lambda status: status in (200, 401)
         )
+        if config.sigstore:
+            for service in ("rekor", "fulcio", "tsa"):
+                self._wait_through_proxy(
+                    service, proxies[service].url + "/healthz", lambda status: status == 200
+                )
+
+    def _sigstack_containers(
+        self, labelled: Callable[..., dict[str, Any]]
+    ) -> dict[str, LabContainer]:
+        config = self.config
+        material = LabTrustMaterial.generate(identity=config.identity, issuer=config.issuer)
+        state = lab_state_dir(config.lab_id)
+        self.trust_material = material
+        material.save(state / "sigstore")
+        folders = material.write_service_files(state / "services")
+        image = self.images["sigstack"].tag
+        rekor = (
+            RekorContainer(image, **labelled("rekor"))
+            .with_log_volume(self.volume_names["rekor"])
+            .with_origin(material.rekor_origin)
+        )
+        return {
+            "rekor": rekor.with_role_files(folders["rekor"]),
+            "fulcio": FulcioContainer(image, **labelled("fulcio")).with_role_files(
+                folders["fulcio"]
+            ),
+            "tsa": TsaContainer(image, **labelled("tsa")).with_role_files(folders["tsa"]),
+        }
+
+    def _create_proxy(
+        self, faultproxy: FaultProxyContainer, proxied: ProxiedService
+    ) -> ProxyEndpoint:
+        try:
+            self.toxiproxy.create_proxy(proxied.name, proxied.listen, proxied.upstream)
+        except FaultProxyError as exc:
+            raise ServiceStartError(
+                f"faultproxy: cannot create proxy {proxied.name} -> {proxied.upstream}"
+            ) from exc
+        url = f"{proxied.scheme}://{LOOPBACK}:{faultproxy.published_port(proxied.listen_port)}"
+        return ProxyEndpoint(proxied.name, url, proxied.listen, proxied.upstream)
+
+    def _write_trust_config(self, proxies: dict[str, ProxyEndpoint]) -> Path:
+        assert self.trust_material is not None
+        path = lab_state_dir(self.config.lab_id) / TRUST_CONFIG_FILE
+        urls = {
+            "rekor_url": proxies["rekor"].url,
+            "fulcio_url": proxies["fulcio"].url,
+            "tsa_url": proxies["tsa"].url,
+        }
+        return self.trust_material.write_trust_config(path, urls)
 
     def _start_one(self, container: LabContainer) -> None:
         service = container.service

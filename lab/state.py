@@ -11,6 +11,9 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+TRUST_CONFIG_FILE = "trust_config.json"
+"""The lab's ClientTrustConfig (trusted root + signing config), in its state folder."""
+
 
 def state_root(environ: Mapping[str, str] = os.environ) -> Path:
     """$XDG_STATE_HOME/cihub/labs, else ~/.local/state/cihub/labs."""

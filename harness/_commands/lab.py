@@ -20,7 +20,7 @@ from lab.config import new_lab_id
 from lab.endpoints import Endpoints
 from lab.errors import LabAlreadyUp, LabNotFound
 from lab.images import IMAGE_MODES, remove_unused_images
-from lab.state import lab_state_dir, remove_lab_state, write_secret
+from lab.state import lab_state_dir, write_secret
 
 _err = Console(file=sys.stderr)
 
@@ -152,7 +152,6 @@ def _down(args: argparse.Namespace) -> int:
     for summary in chosen:
         save_logs(client, summary.lab_id, args.evidence_dir / "lab" / summary.lab_id)
         remove_lab(client, summary.lab_id)
-        remove_lab_state(summary.lab_id)
         _err.print(f"removed lab {summary.lab_id}" + (" (stale)" if summary.stale else ""))
     skipped = [lab.lab_id for lab in labs if lab not in chosen]
     if skipped:

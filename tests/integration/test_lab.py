@@ -47,7 +47,13 @@ def test_registry_answers_through_the_fault_proxy(lab: Lab) -> None:
 def test_every_port_is_published_on_loopback_only(lab: Lab, client: docker.DockerClient) -> None:
     selector = {"label": f"{labels.LAB}={lab.config.lab_id}"}
     containers = client.containers.list(filters=selector)
-    assert {c.labels[labels.SERVICE] for c in containers} == {"registry", "faultproxy"}
+    assert {c.labels[labels.SERVICE] for c in containers} == {
+        "registry",
+        "faultproxy",
+        "rekor",
+        "fulcio",
+        "tsa",
+    }
     bindings = [
         binding
         for container in containers
@@ -111,9 +117,8 @@ class _BrokenRegistryImages(ImageBuilder):
     """Runs the bare base image as the registry: it never logs that it listens."""
 
     def ensure(self, names: object) -> dict[str, ImageRef]:
-        found = ImageBuilder(self.client).ensure(["faultproxy"])
-        base = ImageBuilder(self.client).ensure_base()
-        return {"faultproxy": found["faultproxy"], "registry": base}
+        found = ImageBuilder(self.client).ensure(["faultproxy", "sigstack"])
+        return {**found, "registry": ImageBuilder(self.client).ensure_base()}
 
 
 def test_a_service_that_never_gets_healthy_is_torn_down_and_its_log_kept(

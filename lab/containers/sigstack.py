@@ -1,0 +1,89 @@
+"""The lab's Sigstore stack: one image (`lab/services/sigstack`), three containers.
+
+Each role gets its own folder of keys and config from `LabTrustMaterial.write_service_files`,
+copied to `/etc/cihub/sigstack/<role>/` before the container starts; private keys never go
+through the image or the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+from lab.containers.base import POLL_INTERVAL_S, LabContainer
+
+CONFIG_ROOT = "/etc/cihub/sigstack"
+REKOR_PORT = 3000
+FULCIO_PORT = 5555
+TSA_PORT = 3004
+REKOR_DATA = "/var/lib/rekor"
+
+
+class SigstackContainer(LabContainer):
+    """One role of the stack: `python3 -m sigstack <role> ...` with its files copied in."""
+
+    def with_role_files(self, folder: Path) -> SigstackContainer:
+        """Copy the role's key and config folder to `/etc/cihub/sigstack/<folder name>/`."""
+        self.with_copy_into_container(folder, CONFIG_ROOT)
+        return self
+
+    def _configure_service(self) -> None:
+        self.waiting_for(
+            LogMessageWaitStrategy("listening on")
+            .with_startup_timeout(int(self.startup_timeout))
+            .with_poll_interval(POLL_INTERVAL_S)
+        )
+
+
+class RekorContainer(SigstackContainer):
+    """The transparency log (Rekor v1 and v2 APIs); its SQLite log on a named volume."""
+
+    service = "rekor"
+
+    def with_log_volume(self, volume_name: str) -> RekorContainer:
+        self.with_volume_mapping(volume_name, REKOR_DATA, "rw")
+        return self
+
+    def with_origin(self, origin: str) -> RekorContainer:
+        folder = f"{CONFIG_ROOT}/rekor"
+        self.with_command(
+            [
+                "rekor",
+                "--port",
+                str(REKOR_PORT),
+                "--db",
+                f"{REKOR_DATA}/log.db",
+                "--key",
+                f"{folder}/rekor-key.pem",
+                "--key-v2",
+                f"{folder}/rekor-key-v2.pem",
+                "--origin",
+                origin,
+            ]
+        )
+        return self
+
+
+class FulcioContainer(SigstackContainer):
+    """The certificate authority: short-lived certs with one embedded SCT."""
+
+    service = "fulcio"
+
+    def _configure_service(self) -> None:
+        self.with_command(
+            ["fulcio", "--port", str(FULCIO_PORT), "--config", f"{CONFIG_ROOT}/fulcio/fulcio.json"]
+        )
+        super()._configure_service()
+
+
+class TsaContainer(SigstackContainer):
+    """The RFC 3161 timestamp authority (Debian's `openssl ts`)."""
+
+    service = "tsa"
+
+    def _configure_service(self) -> None:
+        self.with_command(
+            ["tsa", "--port", str(TSA_PORT), "--config", f"{CONFIG_ROOT}/tsa/tsa.json"]
+        )
+        super()._configure_service()
