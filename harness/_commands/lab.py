@@ -20,6 +20,7 @@ from lab.config import new_lab_id
 from lab.endpoints import Endpoints
 from lab.errors import LabAlreadyUp, LabNotFound
 from lab.images import IMAGE_MODES, remove_unused_images
+from lab.sigstore_trust import LabTrustMaterial
 from lab.state import lab_state_dir, write_secret
 
 _err = Console(file=sys.stderr)
@@ -57,6 +58,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status = sub.add_parser("status", help="list labs and the endpoints of running ones")
     status.add_argument("--json", action="store_true", help="print JSON on stdout")
     status.set_defaults(handler=_status)
+
+    token = sub.add_parser(
+        "token", help="print a fresh identity token from the lab's OIDC issuer (lab-only)"
+    )
+    token.add_argument("--lab", metavar="ID", help="the lab (default: the one that is up)")
+    token.add_argument("--identity", help="email or URI the token names (default: the lab's)")
+    token.add_argument("--lifetime", type=int, default=300, help="seconds it stays valid")
+    token.set_defaults(handler=_token)
 
     down = sub.add_parser(
         "down", help="remove labs from `lab up` and labs left behind by crashed runs"
@@ -138,6 +147,22 @@ def _status(args: argparse.Namespace) -> int:
     return _exit.SUCCESS
 
 
+def _token(args: argparse.Namespace) -> int:
+    lab_id = args.lab
+    if lab_id is None:
+        running = [lab.lab_id for lab in list_labs(docker_client()) if lab.running]
+        if len(running) != 1:
+            found = ", ".join(running) if running else "none is up"
+            raise LabNotFound(f"name the lab with --lab ({found})")
+        lab_id = running[0]
+    material_dir = lab_state_dir(lab_id, create=False) / "sigstore"
+    if not material_dir.is_dir():
+        raise LabNotFound(f"lab {lab_id}: no Sigstore trust material at {material_dir}")
+    material = LabTrustMaterial.load(material_dir)
+    print(material.mint_identity_token(args.identity, lifetime=args.lifetime))
+    return _exit.SUCCESS
+
+
 def _down(args: argparse.Namespace) -> int:
     client = docker_client()
     labs = list_labs(client)
@@ -196,6 +221,8 @@ def _print_endpoints(info: dict[str, Any], *, as_json: bool) -> None:
     table = _table("endpoint", "URL", "through proxy of")
     table.add_row("registry", info["registry_url"], "registry")
     table.add_row("fault proxy API", info["faultproxy_api_url"], "-")
+    if info.get("trust_config"):
+        table.add_row("sigstore trust config", info["trust_config"], "-")
     for name, proxy in info["proxies"].items():
         if name != "registry":
             table.add_row(name, proxy["url"], name)

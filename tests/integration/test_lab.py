@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -163,11 +164,21 @@ def test_cli_lab_up_status_down_leaves_nothing_labelled(
     again = _cihub("lab", "up")
     assert again.returncode == 2 and f"lab {lab_id} is already up" in again.stderr
 
+    trust_config = Path(str(cli_lab["trust_config"]))
+    assert json.loads(trust_config.read_text())["mediaType"].startswith(
+        "application/vnd.dev.sigstore.clienttrustconfig"
+    )
+    token = _cihub("lab", "token", "--lab", lab_id, "--identity", "ops@cihub.test")
+    assert token.returncode == 0, token.stderr
+    claims = token.stdout.strip().split(".")[1]
+    assert "ops@cihub.test" in base64.urlsafe_b64decode(claims + "==").decode()
+
     down = _cihub("lab", "down", "--evidence-dir", str(tmp_path))
     assert down.returncode == 0, down.stderr
     assert f"removed lab {lab_id}" in down.stderr
     assert _leftovers(client, lab_id) == []
     assert (tmp_path / "lab" / lab_id / "registry.log").exists()
+    assert not trust_config.exists(), "lab down forgets the lab's keys and trust config"
 
 
 def test_lab_down_removes_labs_left_by_crashed_runs(
