@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.sign import SigstoreSigner
 from lab import Lab, LabConfig
 from lab._internal.docker import docker_client
 from lab.cleanup import remove_labs
@@ -96,8 +97,24 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     except LabError as exc:
         pytest.fail(f"the lab did not come up: {exc.diagnostics()}", pytrace=False)
     pytestconfig.stash[LAB_KEY] = the_lab
+    _sign_evidence_with(pytestconfig, the_lab)
     try:
         yield the_lab
     finally:
         the_lab.stop()
         del pytestconfig.stash[LAB_KEY]
+
+
+def _sign_evidence_with(config: pytest.Config, the_lab: Lab) -> None:
+    """From now on, evidence bundles are signed keylessly by the lab's Sigstore stack."""
+    # Imported here, not at the top: pytest must load that plugin module itself (through
+    # `pytest_plugins`) to rewrite its asserts.
+    from harness._internal.pytest_evidence import EVIDENCE_KEY
+
+    session = config.stash.get(EVIDENCE_KEY, None)
+    trust_config = the_lab.endpoints.trust_config
+    if session is None or trust_config is None:
+        return
+    session.signer = SigstoreSigner(
+        trust_config, the_lab.mint_token, the_lab.config.identity, the_lab.config.issuer
+    )

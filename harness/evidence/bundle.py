@@ -405,6 +405,11 @@ class EvidenceBundle:
             self._predicate = dataclasses.replace(
                 self._predicate, finished_on=now_rfc3339(), complete=complete
             )
+            # A signer may need files in the bundle to be checked offline later (a Sigstore
+            # signer saves its trust config); they go in before the manifest lists the files.
+            extra = getattr(signer, "evidence_files", None)
+            for relpath, content in (extra() if callable(extra) else {}).items():
+                self.write_bytes(relpath, content)
             files = list(collect_files(self.root, skip=_WRITTEN_BY_FINALIZE))
             commands, total = read_commands(self.root / COMMANDS_LOG, MAX_COMMANDS)
             write_summaries(

@@ -29,6 +29,8 @@ SCHEMA_FILE = "evidence_manifest.v1.json"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sigstore.json"
 MARKER = "INCOMPLETE"
+SIGSTORE_TRUST_CONFIG = "sigstore/trust_config.json"
+"""The trust config a keyless Sigstore signer saves, so the bundle verifies offline."""
 """Written when a bundle is created, removed by `finalize()`: its presence means incomplete."""
 RESERVED = frozenset({MANIFEST, SIGNATURE, MARKER})
 """Top-level names the manifest does not list (it can't list itself or its signature)."""

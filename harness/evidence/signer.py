@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -222,13 +223,24 @@ def _get(value: Any, *keys: str) -> Any:
     return value
 
 
-def default_verifier(bundle: bytes) -> Verifier:
-    """The verifier for a signature when the caller named none: test-key bundles only, for now.
+def default_verifier(bundle: bytes, trust_config: Path | None = None) -> Verifier:
+    """The verifier for a signature when the caller named none.
+
+    Test-key bundles verify against their embedded key; keyless Sigstore bundles verify with
+    sigstore-python against `trust_config` (the one the signer saved in the evidence bundle).
 
     Raises:
         SignatureInvalid: the bundle is not one this build knows how to verify offline.
     """
-    hint = _get(_parse_bundle(bundle), "verificationMaterial", "publicKey", "hint")
+    parsed = _parse_bundle(bundle)
+    hint = _get(parsed, "verificationMaterial", "publicKey", "hint")
     if isinstance(hint, str) and hint.startswith(TEST_KEY_HINT_PREFIX):
         return TestKeyVerifier()
+    material = parsed.get("verificationMaterial") or {}
+    if "certificate" in material or "x509CertificateChain" in material:
+        if trust_config is None or not trust_config.is_file():
+            raise SignatureInvalid("a Sigstore signature but no trust config to check it with")
+        from harness.sign import SigstoreVerifier  # sigstore-python loads only when needed
+
+        return SigstoreVerifier(trust_config)
     raise SignatureInvalid("no verifier configured for this kind of signature")

@@ -52,6 +52,7 @@ from harness.evidence.manifest import (
     MANIFEST,
     MARKER,
     SIGNATURE,
+    SIGSTORE_TRUST_CONFIG,
     Manifest,
     ManifestInvalid,
     Predicate,
@@ -269,17 +270,30 @@ def _check_determinism(ctx: _Context) -> str:
 
 
 def _check_rekor(ctx: _Context) -> str:
+    keys = ctx.log_keys
+    if keys is None and SIGSTORE_TRUST_CONFIG in ctx.present:
+        keys = _trusted_log_keys(ctx)
     try:
-        return _tlog.verify_log_entry(ctx.read_json("rekor/entry.json"), ctx.log_keys)
+        return _tlog.verify_log_entry(ctx.read_json("rekor/entry.json"), keys)
     except _tlog.LogEntryInvalid as exc:
         raise _Fail(f"rekor/entry.json: {exc}") from exc
+
+
+def _trusted_log_keys(ctx: _Context) -> list[_tlog.PublicKey]:
+    """The transparency-log keys of the trust config the Sigstore signer saved."""
+    document = ctx.read_json(SIGSTORE_TRUST_CONFIG)
+    tlogs = (document.get("trustedRoot") or {}).get("tlogs") or []
+    try:
+        return [_tlog.load_public_key(tlog["publicKey"]) for tlog in tlogs]
+    except (KeyError, TypeError, _tlog.LogEntryInvalid) as exc:
+        raise _Fail(f"{SIGSTORE_TRUST_CONFIG}: a tlog key is malformed ({exc})") from exc
 
 
 def _check_cache(ctx: _Context) -> str:
     data = (ctx.root / "cache/manifest.json").read_bytes()
     signature = (ctx.root / "cache/signature.sig").read_bytes()
     try:
-        verifier = ctx.verifier or default_verifier(signature)
+        verifier = ctx.verifier or default_verifier(signature, ctx.root / SIGSTORE_TRUST_CONFIG)
         identity = verifier.verify(data, signature)
     except SignatureDigestMismatch as exc:
         raise _Fail(f"cache/manifest.json: {exc}") from exc
@@ -498,7 +512,8 @@ def _signature_check(
     data = (root / MANIFEST).read_bytes()
     bundle = (root / SIGNATURE).read_bytes()
     try:
-        identity = (verifier or default_verifier(bundle)).verify(data, bundle)
+        chosen = verifier or default_verifier(bundle, root / SIGSTORE_TRUST_CONFIG)
+        identity = chosen.verify(data, bundle)
     except SignatureDigestMismatch as exc:
         return _must("signature", "fail", f"{MANIFEST}: {exc} in {SIGNATURE}", SIGNATURE), None
     except SignatureInvalid as exc:
