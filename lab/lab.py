@@ -18,6 +18,7 @@ from typing import Any, Self
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 from testcontainers.core.network import Network
 
 from lab import labels
@@ -100,6 +101,27 @@ class Lab:
         """Named volumes by service: the registry's storage, and Rekor's log database."""
         services = ("registry", "rekor") if self.config.sigstore else ("registry",)
         return {service: f"{self.config.lab_id}-{service}" for service in services}
+
+    def service_container(self, service: str) -> Container:
+        """The running Docker container of a lab service (for drills that stop or restore it).
+
+        Raises:
+            LabError: the lab has no such service, or it was never started.
+        """
+        container = self._containers.get(service)
+        if container is None or container._container is None:
+            raise LabError(f"lab {self.config.lab_id} has no running {service} container")
+        found: Container = container._container
+        return found
+
+    def wait_healthy(self, service: str) -> None:
+        """Wait (bounded by the startup timeout) until a proxied service answers its health
+        check through the fault proxy again, e.g. after a restart."""
+        url = self.endpoints.proxies[service].url
+        if service == "registry":
+            self._wait_through_proxy(service, url + "/v2/", lambda status: status in (200, 401))
+        else:
+            self._wait_through_proxy(service, url + "/healthz", lambda status: status == 200)
 
     def mint_token(self, identity: str | None = None, *, lifetime: int = 300) -> str:
         """A fresh identity token from the lab's OIDC issuer, for `identity` (default: the
@@ -223,14 +245,8 @@ class Lab:
         self._endpoints = Endpoints(
             config.lab_id, api_url, proxies, config.persistent, trust_config=trust_config
         )
-        self._wait_through_proxy(
-            "registry", proxies["registry"].url + "/v2/", lambda status: status in (200, 401)
-        )
-        if config.sigstore:
-            for service in ("rekor", "fulcio", "tsa"):
-                self._wait_through_proxy(
-                    service, proxies[service].url + "/healthz", lambda status: status == 200
-                )
+        for proxied in config.proxied:
+            self.wait_healthy(proxied.name)
 
     def _sigstack_containers(
         self, labelled: Callable[..., dict[str, Any]]
