@@ -11,21 +11,14 @@ cannot round-trip through a double.
 
 from __future__ import annotations
 
+import json.encoder
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
-_SHORT_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
+_encode_string = json.encoder.encode_basestring  # C-accelerated when available
 
 
 class CanonicalError(ValueError):
@@ -89,16 +82,9 @@ def _write(value: Any, out: list[str]) -> None:
 
 
 def _string(text: str) -> str:
-    chars = ['"']
-    for ch in text:
-        if ch in _SHORT_ESCAPES:
-            chars.append(_SHORT_ESCAPES[ch])
-        elif ch < " ":
-            chars.append(f"\\u{ord(ch):04x}")
-        else:
-            chars.append(ch)
-    chars.append('"')
-    return "".join(chars)
+    # The standard library's JSON string encoder (ensure_ascii off) escapes exactly what
+    # RFC 8785 requires: quote, backslash, \b \f \n \r \t, other controls as \u00xx.
+    return _encode_string(text)
 
 
 def format_number(number: float) -> str:

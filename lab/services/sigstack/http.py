@@ -109,6 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HttpServer
     timeout = IDLE_TIMEOUT
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed ACK
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -155,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
         elapsed = (time.perf_counter() - started) * 1000
-        owner.log(
+        owner.log_request(
             f'{self.client_address[0]} "{self.command} {self.path}" '
             f"{response.status} {len(response.body)} {elapsed:.1f}ms"
         )
@@ -218,6 +219,7 @@ class Server:
         name: str = "sigstack",
         log: bool = True,
     ) -> None:
+        """`log=False` silences the per-request lines; `log()` lines are always written."""
         self.handler = handler
         self.name = name
         self._log_enabled = log
@@ -251,13 +253,16 @@ class Server:
             return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     def log(self, line: str) -> None:
-        """Write one timestamped line to stdout and flush it."""
-        if not self._log_enabled:
-            return
+        """Write one timestamped line to stdout and flush it (always, even when quiet)."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._log_lock:
             sys.stdout.write(f"{stamp} {self.name} {line}\n")
             sys.stdout.flush()
+
+    def log_request(self, line: str) -> None:
+        """Log one request line, unless the server was made with `log=False`."""
+        if self._log_enabled:
+            self.log(line)
 
     def serve_forever(self) -> None:
         """Serve on the calling thread until `stop()`."""

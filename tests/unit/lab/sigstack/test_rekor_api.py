@@ -53,6 +53,7 @@ from sigstore.verify.verifier import (
 )
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.rekor import v2 as rekor_v2
+from sigstore_models.rekor.v1 import TransparencyLogEntry as _InnerEntry
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from lab.services.sigstack import canonical, merkle
@@ -233,7 +234,7 @@ def test_v1_dsse_is_accepted_by_sigstore(
     digest = hashlib.sha256(b"the artifact").hexdigest()
     statement = (
         dsse.StatementBuilder()
-        .subjects([dsse.Subject(name="artifact.tar", digest={"sha256": digest})])
+        .subjects([dsse.Subject(name="artifact.tar", digest={"sha256": digest})])  # type: ignore[arg-type]
         .predicate_type("https://slsa.dev/provenance/v1")
         .predicate({"buildDefinition": {}})
         .build()
@@ -290,7 +291,7 @@ def test_v2_log_id_is_the_c2sp_key_id(keys: LabKeys) -> None:
 def test_v2_dsse_both_ways(service: RekorService, signer: Signer, keyring: RekorKeyring) -> None:
     statement = (
         dsse.StatementBuilder()
-        .subjects([dsse.Subject(name="a", digest={"sha256": "ab" * 32})])
+        .subjects([dsse.Subject(name="a", digest={"sha256": "ab" * 32})])  # type: ignore[arg-type]
         .predicate_type("https://example.com/p")
         .predicate({})
         .build()
@@ -317,7 +318,7 @@ def test_v2_dsse_both_ways(service: RekorService, signer: Signer, keyring: Rekor
     }
     response = requests.post(f"{service.url}/api/v2/log/entries", json=request)
     assert response.status_code == 201, response.text
-    tle = TransparencyLogEntry(rekor_v1_tle(response.json()))
+    tle = TransparencyLogEntry(_InnerEntry.from_dict(response.json()))
     tle._verify(keyring)
     body = rekor_v2.entry.Entry.from_json(tle._inner.canonicalized_body)
     assert body.kind == "dsse" and body.spec.dsse_v002 is not None
@@ -327,12 +328,6 @@ def test_v2_dsse_both_ways(service: RekorService, signer: Signer, keyring: Rekor
         == hashlib.sha256(base64.b64decode(payload)).digest()
     )
     assert body.spec.dsse_v002.signatures[0].content == envelope.signature
-
-
-def rekor_v1_tle(document: dict[str, Any]) -> Any:
-    from sigstore_models.rekor.v1 import TransparencyLogEntry as Inner
-
-    return Inner.from_dict(document)
 
 
 def test_v2_checkpoint_endpoint(service: RekorService, signer: Signer, keys: LabKeys) -> None:
