@@ -26,3 +26,6 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python bench/lab_startup.py
+	$(VENV)/bin/python bench/telemetry.py --size 256M
+	$(VENV)/bin/python bench/tlog.py
+	$(VENV)/bin/python bench/dual_build.py

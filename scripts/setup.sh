@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-APT_PACKAGES=(mmdebstrap)
+# mmdebstrap bootstraps the base image; diffoscope and its helpers (ELF, zip/wheel, tar) explain
+# a determinism mismatch.
+APT_PACKAGES=(mmdebstrap diffoscope-minimal binutils unzip libarchive-tools xxd xz-utils bzip2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

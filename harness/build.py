@@ -1,0 +1,835 @@
+"""The build step: build a subject twice, in parallel, in isolated builder containers.
+
+Build A is the control and build B the experiment (see `harness.variations`). Each build runs in
+its own container from a lab builder image with `network_mode="none"`, started with the build
+runner (a POSIX shell script) as its command and its inputs in environment variables:
+
+1. the subject is bind-mounted read-only at `/src` and copied (as root, in the order the file
+   ordering variation asks for) to the build path on a tmpfs, owned by the build user; for the
+   time variation the copies' mtimes are moved back (an older checkout);
+2. the build command runs as that user through `setpriv`, with exactly the build environment
+   (`env -i`), the umask and, for the time variation, libfaketime moving the clock ahead;
+3. the files matching the artifact globs (relative to the build path) are copied to `/out`,
+   which is read back with `get_archive` after the container exits, digested on the way.
+
+Containers carry the lab's labels (`org.cihub.lab`, `org.cihub.session`, a `build-*` service)
+and are removed when the build ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import docker
+import docker.errors
+import requests
+
+from harness.compare.tree import TreeDigest, extract_and_digest
+from harness.errors import CihubError, ConfigError, InfraError
+from harness.variations import BuildEnv, Capabilities, build_environment
+from lab import labels
+from lab.config import new_lab_id
+from lab.images import DEFAULT_SOURCE_DATE_EPOCH
+
+_logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+LOG_TAIL_LINES = 20
+MAX_LOG_BYTES = 1024 * 1024
+"""The most of a build log kept (its tail)."""
+
+_SETUP_FAILED = 91
+_RUNNER = r"""
+# cihub build runner: root sets up, the build user builds, root collects the artifacts.
+# Its inputs come as environment variables (no copy into the container before it starts).
+mkdir -p /cihub || exit 90
+printf '%s' "$CIHUB_CONFIG" > /cihub/config
+printf '%s' "$CIHUB_BUILD_ENV" > /cihub/env
+printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
+chmod 0644 /cihub/config /cihub/env /cihub/build.sh
+unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
+. /cihub/config
+M=/out/meta
+ART=/out/artifacts
+mkdir -p "$M" "$ART" || exit 90
+note() { printf '%s\n' "$*" >> "$M/notes"; }
+fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
+for tool in find sort tar chown touch cp xargs setpriv env; do
+    command -v "$tool" >/dev/null 2>&1 || fail "the image has no $tool"
+done
+
+grep -q "^[^:]*:[^:]*:$BUILD_GID:" /etc/group \
+    || echo "$BUILD_GROUP:x:$BUILD_GID:" >> /etc/group || fail "cannot add the build group"
+grep -q "^[^:]*:[^:]*:$BUILD_UID:" /etc/passwd \
+    || echo "$BUILD_USER:x:$BUILD_UID:$BUILD_GID:cihub build user:$BUILD_HOME:/bin/sh" \
+        >> /etc/passwd || fail "cannot add the build user"
+mkdir -p "$BUILD_HOME" && chown "$BUILD_UID:$BUILD_GID" "$BUILD_HOME" \
+    || fail "cannot create HOME $BUILD_HOME"
+
+SRC_DIR="$BUILD_PATH"
+[ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
+mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
+(cd /src && find . -mindepth 1 -print0 | LC_ALL=C sort -z $SORT_FLAGS \
+    | tar --null --no-recursion -T - -cf -) | tar -C "$SRC_DIR" -xpf - \
+    || fail "cannot copy the subject to $SRC_DIR"
+chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
+if [ -n "$MTIME_SHIFT" ]; then
+    find "$SRC_DIR" -mindepth 1 -exec sh -c 'for f; do touch -h -r "$f" -d "$0" "$f"; done' \
+        "$MTIME_SHIFT" {} + || fail "cannot shift the source mtimes"
+fi
+if [ "$DISORDERFS" = 1 ]; then
+    mkdir -p "$BUILD_PATH"
+    if disorderfs --multi-user=yes --shuffle-dirents=yes "$SRC_DIR" "$BUILD_PATH" \
+            > "$M/disorderfs.log" 2>&1; then
+        note "disorderfs=applied"
+    else
+        note "disorderfs=not applied: $(tail -n 1 "$M/disorderfs.log")"
+        rmdir "$BUILD_PATH" && mv "$SRC_DIR" "$BUILD_PATH" \
+            || fail "cannot fall back from disorderfs"
+    fi
+fi
+SETARCH=""
+if [ "$ASLR_OFF" = 1 ]; then
+    if setarch "$(uname -m)" -R true 2>/dev/null; then
+        SETARCH="setarch $(uname -m) -R"
+        note "aslr=disabled"
+    else
+        note "aslr=not applied: setarch -R is refused (personality syscall blocked)"
+    fi
+fi
+
+cd "$BUILD_PATH" || fail "cannot enter $BUILD_PATH"
+$SETARCH setpriv --reuid="$BUILD_UID" --regid="$BUILD_GID" --clear-groups -- \
+    env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
+    cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1
+echo "$?" > "$M/exit-code"
+
+i=0
+while [ "$i" -lt "$NGLOBS" ]; do
+    eval "re=\$GLOB_$i"
+    n=$(find . -regextype posix-extended -regex "$re" \( -type f -o -type l \) -printf x | wc -c)
+    echo "$i $n" >> "$M/matches"
+    find . -regextype posix-extended -regex "$re" \( -type f -o -type l \) -print0 \
+        | xargs -0 -r cp -a --parents -t "$ART" || note "copying the matches of glob $i failed"
+    i=$((i + 1))
+done
+cd /
+[ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
+exit 0
+"""
+
+_PROBE = r"""
+for tool in find sort tar chown touch cp xargs setpriv env; do
+    command -v "$tool" >/dev/null 2>&1 || echo "missing=$tool"
+done
+command -v locale >/dev/null 2>&1 && locale -a 2>/dev/null | sed 's/^/locale=/'
+for p in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
+    if [ -e "$p" ]; then echo "faketime=$p"; break; fi
+done
+command -v disorderfs >/dev/null 2>&1 && echo "disorderfs=yes"
+command -v setarch >/dev/null 2>&1 && echo "setarch=yes"
+echo "arch=$(uname -m)"
+"""
+
+
+# -- globs --------------------------------------------------------------------------------------
+
+
+def check_glob(glob: str) -> str:
+    """`glob` with a leading `./` removed, checked to stay inside the build folder.
+
+    Raises:
+        ConfigError: the glob is empty, absolute or climbs out with `..`.
+    """
+    text = glob.strip()
+    while text.startswith("./"):
+        text = text[2:]
+    if not text or text.startswith("/") or ".." in PurePosixPath(text).parts:
+        raise ConfigError(
+            f"artifact glob {glob!r}: must be a non-empty path pattern relative to the subject"
+        )
+    return text
+
+
+def glob_to_regex(glob: str) -> str:
+    """A POSIX extended regex matching `glob` as `find .` prints paths.
+
+    `*` and `?` stay within one folder, `**/` spans folders, `[...]` is a class (`[!...]`
+    negated). A glob that names a folder also matches everything below it.
+
+    Example:
+        >>> glob_to_regex("dist/*.whl")
+        '\\./dist/[^/]*\\.whl(/.*)?'
+    """
+    text = check_glob(glob)
+    out = ["\\./"]
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if text.startswith("**/", i):
+            out.append("(.*/)?")
+            i += 3
+            continue
+        if text.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = text.find("]", i + 2 if text[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end == -1:
+                out.append("\\[")
+            else:
+                body = text[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "") + "]")
+                i = end
+        elif char in ".^$+(){}|\\":
+            out.append("\\" + char)
+        else:
+            out.append(char)
+        i += 1
+    out.append("(/.*)?")
+    return "".join(out)
+
+
+# -- image probing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A builder image: what it is and what it allows (from its config and one probe run)."""
+
+    ref: str
+    image_id: str
+    env: Mapping[str, str]
+    capabilities: Capabilities
+    lab_image: str | None = None
+    """The lab image it is (or derives from), from its `org.cihub.image` label."""
+
+    def to_json(self) -> dict[str, Any]:
+        caps = self.capabilities
+        return {
+            "ref": self.ref,
+            "id": self.image_id,
+            "lab_image": self.lab_image,
+            "locales": list(caps.locales),
+            "faketime_library": caps.faketime_library,
+            "disorderfs": caps.disorderfs,
+            "setarch": caps.setarch,
+            "cpus": caps.cpus,
+        }
+
+
+def inspect_builder_image(
+    client: docker.DockerClient,
+    ref: str,
+    *,
+    lab_id: str,
+    session: str,
+    cache_dir: Path | None = None,
+) -> ImageInfo:
+    """Look up the builder image `ref` (never pulled) and probe what it can do.
+
+    The image must derive from the lab base: it carries the `org.cihub.image` label every lab
+    image (and anything built FROM one) inherits. The probe runs a shell in the image once;
+    its answer is kept in `cache_dir` by image ID (an image never changes under its ID).
+
+    Raises:
+        ConfigError: the image is not there, not built FROM the lab base, or lacks a tool the
+            build runner needs (find, tar, setpriv, ...).
+        InfraError: the engine failed.
+    """
+    try:
+        image = client.images.get(ref)
+        info = client.info()
+    except docker.errors.ImageNotFound as exc:
+        raise ConfigError(
+            f"--image {ref}: no such image on the engine (images are never pulled: build it "
+            "FROM the lab base, e.g. FROM cihub/builder-python)"
+        ) from exc
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise InfraError(f"image {ref}: the engine could not inspect it") from exc
+    image_labels = dict(image.labels or {})
+    lab_image = image_labels.get(labels.IMAGE)
+    if not lab_image:
+        raise ConfigError(
+            f"--image {ref}: not built FROM the lab base (no {labels.IMAGE} label); "
+            "build it FROM cihub/base or a lab builder image"
+        )
+    config = image.attrs.get("Config") or {}
+    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    output = _cached_probe(client, str(image.id), lab_id, session, cache_dir)
+    values: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values.setdefault(key, []).append(value)
+    missing = values.get("missing", [])
+    if missing:
+        raise ConfigError(
+            f"--image {ref}: the image lacks {', '.join(missing)}, which the build runner needs"
+        )
+    caps = Capabilities(
+        locales=tuple(values.get("locale", [])),
+        faketime_library=values["faketime"][0] if values.get("faketime") else None,
+        disorderfs=bool(values.get("disorderfs")),
+        setarch=bool(values.get("setarch")),
+        cpus=int(info.get("NCPU") or os.cpu_count() or 1),
+        fuse_device=os.path.exists("/dev/fuse"),
+    )
+    return ImageInfo(ref, str(image.id), env, caps, lab_image)
+
+
+def _cached_probe(
+    client: docker.DockerClient, image_id: str, lab_id: str, session: str, cache_dir: Path | None
+) -> str:
+    script = hashlib.sha256(_PROBE.encode()).hexdigest()[:12]
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / f"probe-{image_id.removeprefix('sha256:')[:24]}-{script}.txt"
+        with contextlib.suppress(OSError):
+            return path.read_text(encoding="utf-8")
+    output = _run_probe(client, image_id, lab_id=lab_id, session=session)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(output, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            _logger.debug("probe cache %s not written: %s", path, exc)
+    return output
+
+
+def _run_probe(client: docker.DockerClient, image_id: str, *, lab_id: str, session: str) -> str:
+    container = None
+    try:
+        container = client.containers.create(
+            image_id,
+            ["/bin/sh", "-c", _PROBE],
+            network_mode="none",
+            user="0:0",
+            labels=labels.resource_labels(lab_id, session, persistent=False, service="probe"),
+            name=f"{lab_id}-probe-{uuid.uuid4().hex[:6]}",
+        )
+        container.start()
+        status = container.wait(timeout=60)
+        output: bytes = container.logs(stdout=True, stderr=False)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise ConfigError(f"image {image_id[:19]}: cannot run /bin/sh in it to probe it") from exc
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.remove(force=True)
+    if status.get("StatusCode") != 0:
+        raise ConfigError(f"image {image_id[:19]}: the probe shell failed in it")
+    return output.decode(errors="replace")
+
+
+# -- requests and results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What to build, the same for A and B.
+
+    Attributes:
+        subject: the project folder (bind-mounted read-only, copied to the build path).
+        command: the build command, run by /bin/sh in the build path.
+        image: the builder image (its probe gives its environment and capabilities).
+        artifacts: globs, relative to the build path, of the files to compare.
+        source_date_epoch: SOURCE_DATE_EPOCH of both builds.
+        timeout_s: wall-clock seconds a build may take before it is killed.
+    """
+
+    subject: Path
+    command: str
+    image: ImageInfo
+    artifacts: tuple[str, ...]
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not self.command.strip():
+            raise ConfigError("the build command is empty")
+        if not self.artifacts:
+            raise ConfigError("no artifact glob: name the files the build produces")
+        for glob in self.artifacts:
+            check_glob(glob)
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    """One finished build.
+
+    Attributes:
+        label: A, B, or a culprit-search label such as `umask-B`.
+        env: the environment it ran with.
+        exit_code: the build command's exit status (None: it never ran to the end).
+        timed_out: killed at the wall-clock limit.
+        setup_error: the runner could not set the build up (None when it could).
+        duration_s: the container's wall time.
+        log: the build's output (its last `MAX_LOG_BYTES`).
+        matches: how many files each artifact glob matched, in glob order.
+        digest: the tree digest of the collected artifacts.
+        out_dir: where the artifacts were written on this machine.
+        notes: what the runner reported (e.g. an opt-in variation that could not apply).
+        container: the container's name.
+    """
+
+    label: str
+    env: BuildEnv
+    exit_code: int | None
+    timed_out: bool
+    setup_error: str | None
+    duration_s: float
+    log: bytes
+    matches: tuple[int, ...]
+    digest: TreeDigest | None
+    out_dir: Path | None
+    notes: tuple[str, ...] = ()
+    container: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """The build command ran and exited 0."""
+        return self.exit_code == 0 and not self.timed_out and self.setup_error is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last `lines` lines of the build log."""
+        text = self.log.decode(errors="replace").rstrip("\n")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def failure(self) -> str:
+        """Why the build failed, in a few words (empty when it succeeded)."""
+        if self.setup_error:
+            return f"setup failed: {self.setup_error}"
+        if self.timed_out:
+            return "timed out"
+        if self.exit_code != 0:
+            return f"exited {self.exit_code}"
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "setup_error": self.setup_error,
+            "duration_s": round(self.duration_s, 3),
+            "matches": list(self.matches),
+            "digest": self.digest.digest if self.digest else None,
+            "files": len(self.digest.files) if self.digest else 0,
+            "notes": list(self.notes),
+            "container": self.container,
+        }
+
+
+class BuildFailed(CihubError):
+    """A build command failed (exit code, timeout or setup): the verdict is "build failed",
+    never "not reproducible". Exit code 2: reproducibility could not be judged."""
+
+    def __init__(self, message: str, builds: Sequence[BuildOutput]) -> None:
+        super().__init__(message)
+        self.builds = tuple(builds)
+
+
+class NoArtifacts(ConfigError):
+    """An artifact glob matched nothing in the control build (bad input: exit code 2)."""
+
+    def __init__(self, message: str, builds: Sequence[BuildOutput] = ()) -> None:
+        super().__init__(message)
+        self.builds = tuple(builds)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A control and an experiment build run side by side."""
+
+    a: BuildOutput
+    b: BuildOutput
+    wall_s: float
+
+    @property
+    def identical(self) -> bool:
+        """Both built and their artifact digests are equal."""
+        return (
+            self.a.ok
+            and self.b.ok
+            and self.a.digest is not None
+            and self.b.digest is not None
+            and self.a.digest.digest == self.b.digest.digest
+        )
+
+
+@dataclass
+class BuildSession:
+    """Labels, names and scratch space of the containers one drill starts.
+
+    Every container is labelled with `lab_id` and `session`; `close()` removes whatever is left
+    by label, so a crash mid-build leaves nothing behind (and `cihub lab down` finds leftovers
+    of a killed process as a stale lab).
+    """
+
+    client: docker.DockerClient
+    workdir: Path
+    lab_id: str = field(default_factory=lambda: new_lab_id("det"))
+    session: str = field(default_factory=lambda: str(uuid.uuid4()))
+    _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _finished: list[BuildOutput] = field(default_factory=list)
+
+    def next_name(self, label: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{self.lab_id}-{self._counter:03d}-{label}"
+
+    def add_finished(self, build: BuildOutput) -> None:
+        with self._lock:
+            self._finished.append(build)
+
+    def take_finished(self) -> list[BuildOutput]:
+        """The builds finished since the last call (for the audit log), in finishing order."""
+        with self._lock:
+            taken, self._finished = self._finished, []
+            return taken
+
+    def close(self) -> None:
+        """Remove every container of this drill that is still there."""
+        selector: dict[str, str | list[str] | bool] = {
+            "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
+        }
+        try:
+            leftovers = self.client.containers.list(all=True, filters=selector)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
+            return
+        for container in leftovers:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.remove(force=True, v=True)
+
+    def __enter__(self) -> BuildSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- running builds -----------------------------------------------------------------------------
+
+
+def _config_text(spec: BuildSpec, env: BuildEnv) -> str:
+    regexes = [glob_to_regex(g) for g in spec.artifacts]
+    values: dict[str, str] = {
+        "BUILD_PATH": env.build_path,
+        "BUILD_USER": env.user,
+        "BUILD_GROUP": env.group,
+        "BUILD_UID": str(env.uid),
+        "BUILD_GID": str(env.gid),
+        "BUILD_HOME": env.home,
+        "SORT_FLAGS": "-r" if env.file_order == "reverse" else "",
+        "MTIME_SHIFT": f"-{env.source_age_days} days" if env.source_age_days else "",
+        "ASLR_OFF": "0" if env.aslr else "1",
+        "DISORDERFS": "1" if env.disorderfs else "0",
+        "NGLOBS": str(len(regexes)),
+    }
+    values.update({f"GLOB_{i}": regex for i, regex in enumerate(regexes)})
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
+def _env_text(environment: Mapping[str, str]) -> str:
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in environment.items())
+
+
+def build_environment_for(spec: BuildSpec, env: BuildEnv) -> dict[str, str]:
+    """The exact environment the build command gets in a container with `env`."""
+    return build_environment(
+        env,
+        image_env=spec.image.env,
+        source_date_epoch=spec.source_date_epoch,
+        faketime_library=spec.image.capabilities.faketime_library,
+    )
+
+
+def run_build(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, *, keep: bool = True
+) -> BuildOutput:
+    """Run one build in its own container and collect its artifacts.
+
+    Args:
+        session: labels, names and scratch space.
+        spec: what to build.
+        env: the environment to build in.
+        label: names the container and the output folder (`<workdir>/<label>`).
+        keep: keep the artifacts in `<workdir>/<label>` (else only their digest is kept).
+
+    Raises:
+        InfraError: the engine failed (create, start, wait, archive).
+    """
+    name = session.next_name(label)
+    environment = build_environment_for(spec, env)
+    options: dict[str, Any] = {
+        "command": ["/bin/sh", "-c", _RUNNER, "cihub-runner"],
+        "environment": {
+            "CIHUB_CONFIG": _config_text(spec, env),
+            "CIHUB_BUILD_ENV": _env_text(environment),
+            "CIHUB_BUILD_SCRIPT": f"umask {env.umask}\n{spec.command}\n",
+        },
+        "user": "0:0",
+        "hostname": env.hostname,
+        "domainname": env.domainname,
+        "network_mode": "none",
+        "working_dir": "/",
+        "volumes": {str(spec.subject): {"bind": "/src", "mode": "ro"}},
+        "tmpfs": {"/build": "rw,exec,nosuid,nodev,mode=0755"},
+        "labels": labels.resource_labels(
+            session.lab_id, session.session, persistent=False, service=f"build-{label}"
+        ),
+        "name": name,
+    }
+    if env.cpuset is not None:
+        options["cpuset_cpus"] = env.cpuset
+    security: list[str] = []
+    if not env.aslr:
+        security.append("seccomp=unconfined")
+    if env.disorderfs:
+        options["cap_add"] = ["SYS_ADMIN"]
+        options["devices"] = ["/dev/fuse:/dev/fuse:rwm"]
+        security.append("apparmor=unconfined")
+    if security:
+        options["security_opt"] = security
+    client = session.client
+    container = None
+    started = time.monotonic()
+    timed_out = False
+    try:
+        try:
+            container = client.containers.create(spec.image.image_id, **options)
+            container.start()
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            raise InfraError(f"container {name}: could not start the build") from exc
+        try:
+            container.wait(timeout=spec.timeout_s)
+        except requests.exceptions.ConnectionError as exc:
+            if "timed out" not in str(exc).lower() and "timeout" not in type(exc).__name__.lower():
+                raise InfraError(f"container {name}: lost the engine while building") from exc
+            timed_out = True
+        except requests.exceptions.Timeout:
+            timed_out = True
+        if timed_out:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.kill()
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.wait(timeout=30)
+        duration = time.monotonic() - started
+        out_dir = session.workdir / label
+        if out_dir.exists():
+            out_dir = session.workdir / name
+        output = _collect(container, name, label, env, duration, timed_out, out_dir, keep)
+        session.add_finished(output)
+        return output
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                container.remove(force=True, v=True)
+
+
+def _collect(
+    container: Any,
+    name: str,
+    label: str,
+    env: BuildEnv,
+    duration: float,
+    timed_out: bool,
+    out_dir: Path,
+    keep: bool,
+) -> BuildOutput:
+    digest: TreeDigest | None = None
+    with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as spool:
+        try:
+            stream, _ = container.get_archive("/out")
+            for chunk in stream:
+                spool.write(chunk)
+        except docker.errors.NotFound:
+            spool.truncate(0)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            raise InfraError(f"container {name}: could not read the build output") from exc
+        meta: dict[str, bytes] = {}
+        if spool.tell():
+            spool.seek(0)
+            meta = _read_meta(spool)
+            spool.seek(0)
+            try:
+                digest = extract_and_digest(spool, "out/artifacts", out_dir)
+            finally:
+                if not keep:
+                    _remove_tree(out_dir)
+    exit_text = meta.get("exit-code", b"").decode().strip()
+    matches: list[int] = []
+    for line in meta.get("matches", b"").decode().splitlines():
+        index, _, count = line.partition(" ")
+        if index.isdigit() and count.strip().isdigit():
+            matches.append(int(count))
+    setup_error = meta.get("setup-error", b"").decode(errors="replace").strip() or None
+    if setup_error is None and not exit_text and not timed_out:
+        setup_error = "the runner stopped before the build finished"
+    return BuildOutput(
+        label=label,
+        env=env,
+        exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
+        timed_out=timed_out,
+        setup_error=setup_error,
+        duration_s=duration,
+        log=meta.get("build.log", b"")[-MAX_LOG_BYTES:],
+        matches=tuple(matches),
+        digest=digest,
+        out_dir=out_dir if keep else None,
+        notes=tuple(meta.get("notes", b"").decode(errors="replace").splitlines()),
+        container=name,
+    )
+
+
+def _read_meta(handle: IO[bytes]) -> dict[str, bytes]:
+    meta: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                parts = member.name.strip("/").split("/")
+                if len(parts) == 3 and parts[:2] == ["out", "meta"] and member.isfile():
+                    source = tar.extractfile(member)
+                    if source is not None:
+                        data = source.read()
+                        meta[parts[2]] = data[-MAX_LOG_BYTES:]
+    except tarfile.TarError as exc:
+        raise InfraError(f"build output archive: unreadable ({exc})") from exc
+    return meta
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_pair(
+    session: BuildSession,
+    spec: BuildSpec,
+    control: BuildEnv,
+    experiment: BuildEnv,
+    *,
+    labels_ab: tuple[str, str] = ("A", "B"),
+    keep: bool = True,
+) -> PairResult:
+    """Run the control and the experiment build at the same time; return both.
+
+    Raises:
+        InfraError: the engine failed for either build.
+    """
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cihub-build") as pool:
+        futures = [
+            pool.submit(run_build, session, spec, env, label, keep=keep)
+            for env, label in ((control, labels_ab[0]), (experiment, labels_ab[1]))
+        ]
+        results = [f.result() for f in futures]
+    return PairResult(results[0], results[1], time.monotonic() - started)
+
+
+# -- the step -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DualBuildRequest:
+    """The input of the build step: what to build, and A's and B's environments."""
+
+    spec: BuildSpec
+    control: BuildEnv
+    experiment: BuildEnv
+
+
+@dataclass(frozen=True)
+class DualBuildResult:
+    """Both builds of the step, with their artifacts on disk and digested."""
+
+    a: BuildOutput
+    b: BuildOutput
+    wall_s: float
+
+    @property
+    def identical(self) -> bool:
+        return (
+            self.a.digest is not None
+            and self.b.digest is not None
+            and self.a.digest.digest == self.b.digest.digest
+        )
+
+
+def dual_build(
+    request: DualBuildRequest, session: BuildSession, progress: Progress | None = None
+) -> DualBuildResult:
+    """Build the subject as A (control) and B (experiment) in parallel.
+
+    Returns:
+        both builds; their artifacts are in `<session.workdir>/A` and `/B`.
+
+    Raises:
+        BuildFailed: a build command failed, timed out or could not be set up (the message
+            gives each build's exit code; `exc.builds` has their logs).
+        NoArtifacts: an artifact glob matched nothing in build A.
+        InfraError: the engine failed.
+
+    Example:
+        >>> result = dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
+        >>> result.identical
+        True
+    """
+    if progress:
+        progress("building A (control) and B (experiment) in parallel")
+    pair = run_pair(session, request.spec, request.control, request.experiment)
+    if not (pair.a.ok and pair.b.ok):
+        raise BuildFailed(build_failure_message(pair.a, pair.b), (pair.a, pair.b))
+    check_matches(request.spec.artifacts, pair.a, (pair.a, pair.b))
+    return DualBuildResult(pair.a, pair.b, pair.wall_s)
+
+
+def build_failure_message(*builds: BuildOutput) -> str:
+    """`build failed: A exited 0, B exited 2 (last line: ...)`."""
+    parts = []
+    for build in builds:
+        state = build.failure() or "exited 0"
+        last = build.log_tail(1) if not build.ok else ""
+        parts.append(f"{build.label} {state}" + (f" ({last.strip()[:160]})" if last else ""))
+    return "build failed: " + ", ".join(parts)
+
+
+def check_matches(
+    globs: Iterable[str], build: BuildOutput, builds: Sequence[BuildOutput] = ()
+) -> None:
+    """Raise `NoArtifacts` naming every glob that matched nothing in `build`."""
+    counts = build.matches
+    empty = [glob for i, glob in enumerate(globs) if i >= len(counts) or not counts[i]]
+    if empty:
+        raise NoArtifacts(
+            f"artifact glob(s) {', '.join(repr(g) for g in empty)} matched nothing in build "
+            f"{build.label} (globs are relative to the subject's root)",
+            builds or (build,),
+        )

@@ -1,0 +1,6 @@
+#include <stdio.h>
+
+void greet_alpha(void)
+{
+    puts("greetings from alpha");
+}

@@ -1,0 +1,6 @@
+#include <stdio.h>
+
+void greet_beta(void)
+{
+    puts("greetings from beta");
+}

@@ -1,0 +1,6 @@
+#include <stdio.h>
+
+void greet_gamma(void)
+{
+    puts("greetings from gamma");
+}

@@ -1,0 +1,283 @@
+"""Dual builds on the real engine: every sample subject gets the right verdict and culprits,
+the evidence of a reproducible build verifies, and bad input fails the way it should.
+
+The sample subjects build in about a second, so the whole module (four drills with their
+culprit searches) takes about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+import harness._cli as cli
+from harness import telemetry
+from harness._commands import run as run_command
+from harness.evidence import verify_bundle
+from lab import labels
+from lab._internal.docker import docker_client
+from lab.resources import resource_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCENARIOS = resource_path("scenarios", "determinism")
+SUBJECTS = resource_path("scenarios", "subjects")
+
+EXPECTED = {
+    "py-reproducible": ("reproducible", 0, []),
+    "py-buildinfo": ("not-reproducible", 1, ["time", "domain_host"]),
+    "c-hello": ("not-reproducible", 1, ["fileordering"]),
+    "tarball": ("not-reproducible", 1, ["time", "umask"]),
+}
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return docker_client()
+
+
+@pytest.fixture
+def cihub(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`cihub` with the `run` command, whether or not it is registered yet."""
+    if run_command not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, run_command))
+    return cli.main
+
+
+@pytest.fixture(autouse=True)
+def no_containers_left(client: docker.DockerClient) -> Iterator[None]:
+    """Every build and probe container this process started is gone when a test ends."""
+    yield
+    import os
+
+    mine = {"label": [f"{labels.MANAGED}=true", f"{labels.OWNER_PID}={os.getpid()}"]}
+    left = [
+        c.name
+        for c in client.containers.list(all=True, filters=mine)
+        if str(c.labels.get(labels.SERVICE, "")).startswith(("build-", "probe"))
+    ]
+    assert left == []
+
+
+def _run(cihub: Any, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
+    code = cihub(["run", "determinism", *args, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def _records(evidence: Path) -> list[dict[str, Any]]:
+    path = evidence / telemetry.NDJSON_NAME
+    assert telemetry.validate_ndjson(path).valid
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_sample_subject_gets_its_verdict_and_culprits(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    verdict, code, culprits = EXPECTED[name]
+    evidence = tmp_path / "evidence"
+    exit_code, result, err = _run(
+        cihub,
+        capsys,
+        "--scenario",
+        str(SCENARIOS / f"{name}.yaml"),
+        "--evidence-dir",
+        str(evidence),
+    )
+    assert exit_code == code, err
+    assert result["verdict"] == verdict
+    assert result["culprits"] == culprits  # exactly these, in catalogue order
+    assert result["expectation_met"] is True
+    assert "building A (control) and B (experiment) in parallel" in err
+    bundle = Path(result["bundle"])
+    report = verify_bundle(bundle)
+    determinism = report.check("determinism")
+    (record,) = _records(evidence)
+    assert record["scenario"]["kind"] == "dual-build"
+    assert record["determinism"]["verdict"] == verdict
+    assert record["determinism"]["culprits"] == culprits
+    assert record["evidence"]["manifest_digest"] == result["manifest_digest"]
+    assert (bundle / "determinism/build-A").is_dir() and (bundle / "determinism/build-B").is_dir()
+    if verdict == "reproducible":
+        assert report.passed, [c.to_json() for c in report.failures]
+        assert determinism.status == "ok"
+        assert (bundle / "determinism/diff.txt").read_text() == ""
+        assert not (bundle / "determinism/report.html").exists()
+        assert record["result"] == "success" and record["determinism"]["diffoscope"] == "not-run"
+        assert result["compare"]["diffoscope"] is None
+    else:
+        assert not report.passed and determinism.status == "fail"
+        diff = (bundle / "determinism/diff.txt").read_text()
+        assert diff.startswith("== tree digests differ") and "diffoscope 2" in diff
+        assert (bundle / "determinism/report.html").is_file()
+        found = json.loads((bundle / "determinism/culprits.json").read_text())
+        assert found["culprits"] == culprits and found["controls_agree"] is True
+        assert found["explained"] is True
+        assert record["result"] == "failure"
+        assert record["determinism"]["culprit_search"]["ran"] is True
+
+
+def test_the_cli_evidence_verify_command_passes_the_reproducible_bundle(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "py-reproducible"),
+        "--build",
+        "umask 022; python3 -m build --wheel --no-isolation --outdir dist .",
+        "--artifacts",
+        "dist/*.whl",
+        "--image",
+        "builder-python",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert cihub(["evidence", "verify", result["bundle"]]) == 0
+    capsys.readouterr()
+
+
+def test_a_failing_build_is_build_failed_with_exit_codes_and_log_tails(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = cihub(
+        [
+            "run",
+            "determinism",
+            "--subject",
+            str(SUBJECTS / "tarball"),
+            "--build",
+            'echo "step one"; echo "no compiler for $(hostname)" >&2; exit 3',
+            "--artifacts",
+            "dist/*.tar",
+            "--image",
+            "builder-c",
+            "--evidence-dir",
+            str(tmp_path),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "build failed: A exited 3" in out and "B exited 3" in out
+    assert "not reproducible" not in out
+    assert "| no compiler for cihub-build-a" in out
+    assert "| no compiler for cihub-build-b-variant" in out
+    (bundle,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    result = json.loads((bundle / "determinism/result.json").read_text())
+    assert result["verdict"] == "build-failed"
+    assert [b["exit_code"] for b in result["builds"]] == [3, 3]
+    assert "step one" in (bundle / "determinism/logs/A.log").read_text()
+    (record,) = _records(tmp_path)
+    assert record["result"] == "error" and record["determinism"]["verdict"] == "build-failed"
+    assert not verify_bundle(bundle).passed
+
+
+def test_a_variation_that_breaks_the_build_is_named_and_the_verdict_stays_build_failed(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    build = 'test "$LANG" = C.UTF-8 || { echo "no $LANG here" >&2; exit 4; }; echo ok > out.txt'
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "tarball"),
+        "--build",
+        build,
+        "--artifacts",
+        "out.txt",
+        "--image",
+        "builder-c",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 2, err
+    assert result["verdict"] == "build-failed"
+    assert [b["exit_code"] for b in result["builds"]] == [0, 4]
+    assert result["culprits"] == ["locales"]
+    assert result["culprit_search"]["build_breakers"] == ["locales"]
+    assert "B exited 4 (no fr_CH.UTF-8 here)" in result["detail"]
+
+
+def test_an_artifact_glob_that_matches_nothing_is_an_error(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = cihub(
+        [
+            "run",
+            "determinism",
+            "--subject",
+            str(SUBJECTS / "tarball"),
+            "--build",
+            "sh dist.sh",
+            "--artifacts",
+            "dist/*.tar",
+            "dist/*.zip",
+            "--image",
+            "builder-c",
+            "--evidence-dir",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert code == 2
+    assert "artifact glob(s) 'dist/*.zip' matched nothing in build A" in err
+    (record,) = _records(tmp_path)
+    assert record["result"] == "error" and record["evidence"]["complete"] is False
+
+
+def test_a_missing_subject_is_an_error(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = cihub(
+        [
+            "run",
+            "determinism",
+            "--subject",
+            str(tmp_path / "not-there"),
+            "--build",
+            "make",
+            "--artifacts",
+            "x",
+            "--evidence-dir",
+            str(tmp_path / "evidence"),
+        ]
+    )
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_diffoscope_timeout_is_recorded_and_the_verdict_stands(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--scenario",
+        str(SCENARIOS / "tarball.yaml"),
+        "--no-culprits",
+        "--diffoscope-timeout",
+        "0.05",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 1, err
+    assert result["verdict"] == "not-reproducible"
+    assert result["compare"]["diffoscope"]["status"] == "timeout"
+    assert "culprit_search" not in result
+    bundle = Path(result["bundle"])
+    diff = (bundle / "determinism/diff.txt").read_text()
+    assert "~ dist/app.tar: content differs" in diff and ": timeout: " in diff
+    (record,) = _records(tmp_path)
+    assert record["determinism"]["diffoscope"] == "timeout"
+    assert record["determinism"]["culprit_search"] == {"ran": False}
+    log = (bundle / "audit/commands.log").read_text()
+    assert "killed after 0.05 s" in log
+    assert verify_bundle(bundle).check("determinism").status == "fail"
