@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import jwt
+from .configfile import read_json
 from .http import Handler, HttpError, Request, Response, Server, json_response, serve_until_signal
 from .sct import SctSigner, sct_list_extension_value
 from .x509util import (
@@ -130,11 +131,7 @@ class FulcioConfig:
             OSError: the file can't be read.
             ValueError: it is not JSON or misses a field (the message names it).
         """
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON: {exc}") from exc
-        return cls.from_json(raw, base=path.parent, source=str(path))
+        return cls.from_json(read_json(path), base=path.parent, source=str(path))
 
     @classmethod
     def from_json(cls, raw: Any, *, base: Path, source: str = "config") -> FulcioConfig:

@@ -32,7 +32,6 @@ Config file (JSON; relative paths are resolved against the config file's folder)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -51,6 +50,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .configfile import read_json
 from .http import (
     Handler,
     HttpError,
@@ -117,11 +117,7 @@ class TsaConfig:
             OSError: the file can't be read.
             ValueError: it is not JSON or misses a field (the message names it).
         """
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON: {exc}") from exc
-        return cls.from_json(raw, base=path.parent, source=str(path))
+        return cls.from_json(read_json(path), base=path.parent, source=str(path))
 
     @classmethod
     def from_json(cls, raw: Any, *, base: Path, source: str = "config") -> TsaConfig:
