@@ -1,29 +1,37 @@
 """Offline checks of a transparency-log entry: RFC 6962 inclusion proof and signed checkpoint.
 
 Also the producer side (tree hash, audit path, checkpoint signing) for test data and goldens.
-Checkpoints are C2SP signed notes: body lines (origin, tree size, base64 root hash, optional
-extensions), a blank line, then signature lines ``— <name> <base64(key hint[4] ‖ signature)>``.
-Key hints: Rekor v1 uses the first 4 bytes of SHA-256(DER SubjectPublicKeyInfo); C2SP Ed25519
-keys use SHA-256(name ‖ 0x0A ‖ 0x01 ‖ raw key).
+The Merkle math is `lab.services.sigstack.merkle` and the C2SP signed notes are
+`lab.services.sigstack.checkpoint`; this module reads entry documents (a Sigstore
+TransparencyLogEntry in protobuf JSON or a Rekor v1 response, keys as PEM or `rawBytes`) and
+turns their `ProofError`/`NoteError` into `LogEntryInvalid`. A checkpoint signature may carry
+either key hint: Rekor v1's SHA-256(DER SubjectPublicKeyInfo) or, for Ed25519 keys, the C2SP
+key ID SHA-256(name ‖ 0x0A ‖ 0x01 ‖ raw key).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from harness.errors import VerificationFailed
+from lab.services.sigstack import checkpoint as notes
+from lab.services.sigstack import merkle
 
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = notes.PublicKey
+PrivateKey = notes.PrivateKey
+
+_NOT_A_NOTE = "checkpoint is not a signed note (origin, size, root, signatures)"
+_PROOF_WORDING = {  # merkle.ProofError messages, in this module's words
+    "inclusion proof is too long": "inclusion proof is longer than the tree is deep",
+    "inclusion proof is too short": "inclusion proof is shorter than the tree is deep",
+}
 
 
 class LogEntryInvalid(VerificationFailed):
@@ -32,37 +40,31 @@ class LogEntryInvalid(VerificationFailed):
 
 def leaf_hash(body: bytes) -> bytes:
     """RFC 6962 leaf hash: SHA-256(0x00 ‖ body)."""
-    return hashlib.sha256(b"\x00" + body).digest()
+    return merkle.hash_leaf(body)
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right)."""
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def _split(n: int) -> int:
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
+    return merkle.hash_children(left, right)
 
 
 def tree_root(leaves: Sequence[bytes]) -> bytes:
     """RFC 6962 Merkle tree hash of leaf hashes `leaves` (at least one)."""
-    if len(leaves) == 1:
-        return leaves[0]
-    k = _split(len(leaves))
-    return node_hash(tree_root(leaves[:k]), tree_root(leaves[k:]))
+    return merkle.mth(leaves)
 
 
 def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """RFC 6962 audit path of leaf `index` in the tree of leaf hashes `leaves`."""
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*inclusion_path(leaves[:k], index), tree_root(leaves[k:])]
-    return [*inclusion_path(leaves[k:], index - k), tree_root(leaves[:k])]
+    """RFC 6962 audit path of leaf `index` in the tree of leaf hashes `leaves`.
+
+    Raises:
+        LogEntryInvalid: `index` is not a leaf of the tree.
+    """
+    try:
+        return merkle.path(index, leaves)
+    except merkle.ProofError as exc:
+        raise LogEntryInvalid(
+            f"leaf index {index} is outside a tree of size {len(leaves)}"
+        ) from exc
 
 
 def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
@@ -73,52 +75,37 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes
     """
     if index < 0 or index >= size:
         raise LogEntryInvalid(f"leaf index {index} is outside a tree of size {size}")
-    fn, sn, result = index, size - 1, leaf
-    for sibling in path:
-        if sn == 0:
-            raise LogEntryInvalid("inclusion proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            result = node_hash(sibling, result)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            result = node_hash(result, sibling)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise LogEntryInvalid("inclusion proof is shorter than the tree is deep")
-    return result
+    try:
+        return merkle.root_from_inclusion_proof(leaf, index, size, path)
+    except merkle.ProofError as exc:
+        raise LogEntryInvalid(_PROOF_WORDING.get(str(exc), str(exc))) from exc
 
 
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def _key_ids(key: PublicKey, name: str) -> list[bytes]:
+    """The key IDs whose first 4 bytes a signature by `key` under `name` may carry as hint."""
+    ids = [notes.spki_key_id(key)]  # Rekor v1, any key type
+    try:
+        native = notes.note_key_id(name, key)  # C2SP for Ed25519 keys
+    except notes.NoteError:  # not a C2SP key name, so no C2SP key ID
+        return ids
+    return ids if native in ids else [*ids, native]
 
 
 def key_hints(key: PublicKey, name: str) -> set[bytes]:
     """The 4-byte key hints a checkpoint signature by `key` under `name` may carry."""
-    hints = {hashlib.sha256(_spki(key)).digest()[:4]}
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        hints.add(hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4])
-    return hints
+    return {key_id[:4] for key_id in _key_ids(key, name)}
 
 
 def sign_checkpoint(origin: str, size: int, root: bytes, name: str, key: PrivateKey) -> str:
-    """A C2SP signed note for a tree head (test data and the lab's own tools)."""
-    body = f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
-    public = key.public_key()
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        hint = hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4]
-        signature = key.sign(body.encode())
-    else:
-        hint = hashlib.sha256(_spki(public)).digest()[:4]
-        signature = key.sign(body.encode(), ec.ECDSA(hashes.SHA256()))
-    return f"{body}\n\u2014 {name} {base64.b64encode(hint + signature).decode()}\n"
+    """A C2SP signed note for a tree head (test data and the lab's own tools).
+
+    Raises:
+        LogEntryInvalid: `origin`, `size` or `name` cannot go into a C2SP checkpoint.
+    """
+    try:
+        return notes.Checkpoint(origin, size, root).sign([notes.KeySigner(name, key)])
+    except notes.NoteError as exc:
+        raise LogEntryInvalid(f"cannot sign the checkpoint: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -137,37 +124,27 @@ def verify_checkpoint(note: str, keys: Sequence[PublicKey]) -> Checkpoint:
     Raises:
         LogEntryInvalid: malformed, or no signature line verifies with any of `keys`.
     """
-    body, sep, signatures = note.partition("\n\n")
-    lines = body.split("\n")
-    if not sep or len(lines) < 3:
-        raise LogEntryInvalid("checkpoint is not a signed note (origin, size, root, signatures)")
     try:
-        size = int(lines[1])
-        root = base64.b64decode(lines[2], validate=True)
-    except (ValueError, binascii.Error) as exc:
+        signed = notes.parse_signed_note(note)
+    except notes.NoteError as exc:
+        raise LogEntryInvalid(_NOT_A_NOTE) from exc
+    try:
+        body = notes.Checkpoint.from_text(signed.text)
+    except notes.NoteError as exc:
+        if signed.text.count("\n") < 3:
+            raise LogEntryInvalid(_NOT_A_NOTE) from exc
         raise LogEntryInvalid("checkpoint size or root hash is malformed") from exc
-    message = (body + "\n").encode()
-    for line in signatures.splitlines():
-        if not line.startswith("\u2014 "):
-            continue
-        try:
-            name, encoded = line[2:].rsplit(" ", 1)
-            blob = base64.b64decode(encoded, validate=True)
-        except (ValueError, binascii.Error):
-            continue
-        hint, signature = blob[:4], blob[4:]
-        for key in keys:
-            if hint not in key_hints(key, name):
-                continue
-            try:
-                if isinstance(key, ed25519.Ed25519PublicKey):
-                    key.verify(signature, message)
-                else:
-                    key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-            except InvalidSignature:
-                continue
-            return Checkpoint(lines[0], size, root, name)
-    raise LogEntryInvalid("no checkpoint signature verifies with the log's public key")
+    verifiers = [
+        notes.KeyVerifier(name, key, key_id)
+        for name in dict.fromkeys(sig.name for sig in signed.signatures)
+        for key in keys
+        for key_id in _key_ids(key, name)
+    ]
+    try:
+        signer = signed.verify(verifiers)
+    except notes.NoteError as exc:
+        raise LogEntryInvalid("no checkpoint signature verifies with the log's public key") from exc
+    return Checkpoint(body.origin, body.size, body.root_hash, signer.name)
 
 
 def load_public_key(value: Any) -> PublicKey:

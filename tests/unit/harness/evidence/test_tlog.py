@@ -7,6 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from harness.evidence import _tlog
+from lab.services.sigstack import checkpoint as notes
 
 
 @pytest.mark.parametrize("size", range(1, 18))
@@ -73,3 +74,48 @@ def test_rekor_v1_response_shape_is_accepted() -> None:
     assert "entry 2" in _tlog.verify_log_entry(entry, [key.public_key()])
     with pytest.raises(_tlog.LogEntryInvalid, match="no log public key"):
         _tlog.verify_log_entry(entry)
+
+
+def test_proof_errors_keep_their_wording() -> None:
+    leaves = [_tlog.leaf_hash(bytes([i])) for i in range(4)]
+    path = _tlog.inclusion_path(leaves, 1)
+    with pytest.raises(_tlog.LogEntryInvalid, match="^leaf index 4 is outside a tree of size 4$"):
+        _tlog.root_from_inclusion(leaves[1], 4, 4, path)
+    with pytest.raises(_tlog.LogEntryInvalid, match="^inclusion proof is shorter than the tree"):
+        _tlog.root_from_inclusion(leaves[1], 1, 4, path[:1])
+    with pytest.raises(_tlog.LogEntryInvalid, match="^inclusion proof is longer than the tree"):
+        _tlog.root_from_inclusion(leaves[1], 1, 4, [*path, path[0]])
+    with pytest.raises(_tlog.LogEntryInvalid, match="^leaf index 4 is outside a tree of size 4$"):
+        _tlog.inclusion_path(leaves, 4)
+
+
+def test_checkpoint_errors_keep_their_wording() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    root = hashlib.sha256(b"root").digest()
+    note = _tlog.sign_checkpoint("log - 1", 7, root, "log", key)
+    encoded_root = base64.b64encode(root).decode()
+    for bad, message in [
+        (note.replace("\n\n", "\n"), "is not a signed note"),
+        (note.replace("\n7\n", "\n"), "is not a signed note"),
+        (note.replace("\n7\n", "\nseven\n"), "size or root hash is malformed"),
+        (note.replace(encoded_root, "AAAA"), "size or root hash is malformed"),
+        (note.replace("\n7\n", "\n8\n"), "no checkpoint signature verifies"),
+    ]:
+        with pytest.raises(_tlog.LogEntryInvalid, match=message):
+            _tlog.verify_checkpoint(bad, [key.public_key()])
+
+
+def test_checkpoints_from_the_lab_log_verify() -> None:
+    """Notes made by the lab's sigstack (extension lines, either Ed25519 key hint) verify."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    root = hashlib.sha256(b"root").digest()
+    body = notes.Checkpoint("log - 1", 3, root, ("Timestamp: 1",))
+    c2sp = notes.KeySigner("log", key)
+    rekor_v1 = notes.KeySigner("log", key, notes.spki_key_id(key.public_key()))
+    for signer in (c2sp, rekor_v1):
+        checkpoint = _tlog.verify_checkpoint(body.sign([signer]), [key.public_key()])
+        assert (checkpoint.origin, checkpoint.size, checkpoint.root) == ("log - 1", 3, root)
+        assert checkpoint.signer == "log"
+    assert _tlog.sign_checkpoint("log - 1", 3, root, "log", key) == notes.Checkpoint(
+        "log - 1", 3, root
+    ).sign([c2sp])
