@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -56,7 +60,8 @@ def main(args: Sequence[str] | None = None) -> int:
     handler = _configure_logging(parsed.verbose)
     err = Console(file=sys.stderr)
     try:
-        code: int = parsed.handler(parsed)
+        with _terminate_as_interrupt():
+            code: int = parsed.handler(parsed)
         return code
     except ConfigError as exc:
         err.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False, soft_wrap=True)
@@ -65,9 +70,27 @@ def main(args: Sequence[str] | None = None) -> int:
         _logger.debug("command failed", exc_info=exc)
         err.print(f"[bold red]error:[/] {exc.diagnostics()}", highlight=False, soft_wrap=True)
         return _exit.FAILED if isinstance(exc, StepFailed | VerificationFailed) else _exit.ERROR
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        return 130
+    except KeyboardInterrupt as exc:
+        why = f" ({exc.args[0]})" if exc.args else ""
+        err.print(f"[bold red]interrupted{why}[/]: evidence written so far is kept")
+        return _exit.CANCELLED
     finally:
         # main() may run in-process (tests, other tools): leave the root logger as it was.
         logging.getLogger().removeHandler(handler)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so labs and drills clean up and keep their evidence."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

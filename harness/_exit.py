@@ -10,3 +10,6 @@ FAILED = 1
 
 ERROR = 2
 """Usage or infrastructure error: bad input, no Docker engine, a service that would not start."""
+
+CANCELLED = 130
+"""Stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT): the evidence is kept as cancelled."""

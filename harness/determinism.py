@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +86,17 @@ class Expectation:
 
     verdict: Verdict
     culprits: frozenset[str] | None = None
+
+
+DEFAULT_EXPECTATION = Expectation("reproducible")
+"""What a scenario without `expect` expects: that the build is reproducible."""
+
+
+def describe_expectation(expect: Expectation) -> str:
+    """The expectation for people and records, e.g. `not-reproducible (culprits: time)`."""
+    if expect.culprits is None:
+        return expect.verdict
+    return f"{expect.verdict} (culprits: {', '.join(sorted(expect.culprits)) or 'none'})"
 
 
 @dataclass(frozen=True)
@@ -363,9 +374,7 @@ class DeterminismResult:
 
     def expectation_problems(self) -> list[str]:
         """How the result differs from the scenario's `expect` (empty when it matches)."""
-        expect = self.scenario.expect
-        if expect is None:
-            return []
+        expect = self.scenario.expect or DEFAULT_EXPECTATION
         problems = []
         if expect.verdict != self.verdict:
             problems.append(f"verdict {self.verdict}, expected {expect.verdict}")
@@ -435,10 +444,10 @@ class DeterminismResult:
                 k: v for k, v in self.culprit_report.to_json().items() if k != "trials"
             }
         problems = self.expectation_problems()
-        if self.scenario.expect is not None:
-            value["expectation_met"] = not problems
-            if problems:
-                value["expectation_problems"] = problems
+        value["expected"] = describe_expectation(self.scenario.expect or DEFAULT_EXPECTATION)
+        value["expectation_met"] = not problems
+        if problems:
+            value["expectation_problems"] = problems
         return value
 
 
@@ -467,6 +476,7 @@ def run_determinism(
     client: docker.DockerClient | None = None,
     options: DrillOptions | None = None,
     progress: Progress | None = None,
+    on_session: Callable[[BuildSession], None] | None = None,
 ) -> DeterminismResult:
     """Run the determinism drill and write its evidence into `bundle` (not finalized).
 
@@ -477,6 +487,8 @@ def run_determinism(
         client: the Docker client (default: from the environment).
         options: how to run it.
         progress: called with a line for people at each long step.
+        on_session: called with the drill's build session as soon as it exists (the drill
+            runner keeps it to stop the builds on SIGINT/SIGTERM).
 
     Returns:
         the result; `result.exit_code` is 0, 1 or 2.
@@ -499,6 +511,8 @@ def run_determinism(
     client = client or docker_client()
     workdir = Path(tempfile.mkdtemp(prefix="cihub-determinism-"))
     session = BuildSession(client, workdir)
+    if on_session is not None:
+        on_session(session)
     try:
         with bundle.step("prepare") as step:
             tag = prepare_image(client, scenario.image, opts.image_mode, progress)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.drills.runner import RunSettings
 from harness.sign import SigstoreSigner
 from lab import Lab, LabConfig
 from lab._internal.docker import docker_client
@@ -113,8 +114,25 @@ def _sign_evidence_with(config: pytest.Config, the_lab: Lab) -> None:
 
     session = config.stash.get(EVIDENCE_KEY, None)
     trust_config = the_lab.endpoints.trust_config
-    if session is None or trust_config is None:
+    if session is None or trust_config is None or not session.keyless:
         return
     session.signer = SigstoreSigner(
         trust_config, the_lab.mint_token, the_lab.config.identity, the_lab.config.issuer
+    )
+
+
+@pytest.fixture
+def drill_settings(request: pytest.FixtureRequest) -> RunSettings:
+    """How this session's drills keep evidence: `run_drill(drill, drill_settings)` gives the same
+    bundle, record and verdict as `cihub run` (signed keylessly through the lab by default)."""
+    from harness._internal.pytest_evidence import EVIDENCE_KEY, evidence_signer
+
+    session = request.config.stash[EVIDENCE_KEY]
+    signer = evidence_signer(request)
+    return RunSettings(
+        evidence_dir=session.evidence_dir,
+        signer=signer,
+        pipeline=session.pipeline,
+        session_id=session.run_id,
+        progress=_logger.info,
     )

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+LOG_ENTRY_FILE = "rekor/entry.json"
+"""The manifest signature's log entry (entry, inclusion proof, signed checkpoint), written after
+signing: it can't be listed in the manifest it logs; verify checks it equals the entry inside the
+signature bundle."""
+
 # sigstore-python's service clients raise these, outside its `Error` hierarchy.
 _SIGNING_ERRORS = (
     SigstoreError,
@@ -122,6 +128,34 @@ def sign_statement(statement: dict[str, Any], setup: SigningSetup) -> SignedArti
     return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
 
 
+def sign_payload(
+    payload: bytes, setup: SigningSetup, payload_type: str = IN_TOTO_PAYLOAD_TYPE
+) -> SignedArtifact:
+    """Sign `payload` (a serialized in-toto Statement) as a DSSE envelope over its exact bytes,
+    log it, and verify the result (the envelope must carry those same bytes back).
+
+    Unlike `sign_statement`, nothing is re-serialized: the evidence manifest is signed as the
+    RFC 8785 bytes on disk, so a verifier compares the envelope's payload with the file.
+
+    Raises:
+        ConfigError, InfraError, VerificationFailed: as `sign_artifact`.
+    """
+    trust = setup.load_trust()
+    try:
+        parsed = dsse.Statement(payload)
+    except SigstoreError as exc:
+        raise ConfigError(f"not an in-toto statement: {exc}") from exc
+    bundle = _sign(trust, setup, lambda signer: signer.sign_dsse(parsed))
+
+    def check(verifier: Verifier, pol: policy.VerificationPolicy) -> None:
+        signed_type, signed = verifier.verify_dsse(bundle, pol)
+        if signed_type != payload_type or signed != payload:
+            raise VerificationFailed("the DSSE envelope does not carry the bytes that were signed")
+
+    _verify(trust, setup, check)
+    return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
+
+
 def verify_artifact(
     data: bytes, bundle_json: bytes | str, *, trust_config: Path, identity: str, issuer: str
 ) -> None:
@@ -168,10 +202,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 class SigstoreSigner:
-    """Signs evidence (`manifest.json`) keylessly through `sign_artifact`.
+    """Signs evidence keylessly: `manifest.json` as a DSSE in-toto attestation (`sign_payload`),
+    logged in Rekor, into `manifest.sigstore.json`.
 
-    Plugs into `EvidenceBundle.finalize(signer)`: it also saves the trust config into the
-    bundle (`sigstore/trust_config.json`), so `cihub evidence verify` can check it offline.
+    Plugs into `EvidenceBundle.finalize(signer)`. It saves a copy of the trust config into the
+    bundle (`sigstore/trust_config.json`, for information: verify pins its own root), and after
+    signing writes the log entry with its inclusion proof to `rekor/entry.json`.
 
     Args:
         trust_config: the ClientTrustConfig file to sign with.
@@ -188,13 +224,30 @@ class SigstoreSigner:
         self._identity = identity
         self._issuer = issuer
 
+    signature_file = "manifest.sigstore.json"
+
     @property
     def identity(self) -> str:
         return f"{self._identity} ({self._issuer})"
 
+    @property
+    def cert_identity(self) -> str:
+        """The identity the certificate carries (sigstore's `--cert-identity`)."""
+        return self._identity
+
+    @property
+    def cert_oidc_issuer(self) -> str:
+        """The OIDC issuer the certificate names (sigstore's `--cert-oidc-issuer`)."""
+        return self._issuer
+
     def sign(self, data: bytes) -> bytes:
         setup = SigningSetup(self._trust_config, self._token(), self._identity, self._issuer)
-        return sign_artifact(data, setup).bundle_json.encode()
+        return sign_payload(data, setup).bundle_json.encode()
+
+    def files_after_signing(self, signature: bytes) -> dict[str, bytes]:
+        """Files written beside the signature, outside the manifest: the log entry."""
+        entries = json.loads(signature)["verificationMaterial"]["tlogEntries"]
+        return {LOG_ENTRY_FILE: (json.dumps(entries[0], indent=2, sort_keys=True) + "\n").encode()}
 
     def evidence_files(self) -> dict[str, bytes]:
         """Files to add to the evidence bundle before its manifest is written."""

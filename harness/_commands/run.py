@@ -1,40 +1,38 @@
 """`cihub run determinism`: build a project twice in isolated containers and compare.
 
-Exit codes: 0 reproducible; 1 not reproducible (the culprit variations are named);
-2 bad input (a missing subject, an artifact glob that matches nothing, a malformed scenario),
-an infrastructure failure, or "build failed": a build command failed, so reproducibility was not
-judged (each build's exit code and log tail are printed).
+Runs through the one drill runner (`harness.drills`), like the pytest scenarios. The verdict
+follows the scenario's expectation (without `expect`: reproducible). Exit codes: 0 the finding
+met the expectation; 1 it did not (e.g. not reproducible, culprits named); 2 bad input (a
+missing subject, an artifact glob that matches nothing, a malformed scenario), an
+infrastructure failure, or a build command failed where a verdict was expected (each build's
+exit code and log tail are printed); 130 cancelled by SIGINT/SIGTERM (the evidence is kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from harness import telemetry
+from harness._internal.lab_signer import caller_lab_signer
+from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
 from harness.determinism import (
-    CHECK,
-    SCENARIO_KIND,
     DeterminismScenario,
     DrillOptions,
     check_subject,
     load_scenario,
-    record_extras,
-    result_lines,
-    run_determinism,
     scenario_from_mapping,
 )
+from harness.drills import DeterminismDrill, RunSettings, run_drill
 from harness.errors import ConfigError
-from harness.evidence import EvidenceBundle, StepOutcome, TestKeySigner
+from harness.evidence import Signer
 from harness.variations import NAMES, VariationSpec
 from lab.images import IMAGE_MODES
 
@@ -42,13 +40,6 @@ from lab.images import IMAGE_MODES
 def _err() -> Console:
     # Looked up on each use: tests and embedding tools replace sys.stderr.
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
-
-
-_RESULTS: dict[str, StepOutcome] = {
-    "reproducible": "success",
-    "not-reproducible": "failure",
-    "build-failed": "error",
-}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,8 +50,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="build a project twice with varied environments and compare the outputs",
         description="Build SUBJECT twice in isolated builder containers (A: control, "
         "B: every variation), compare the artifacts, and name the variations that make them "
-        "differ. Exit 0: reproducible; 1: not reproducible; 2: bad input, infrastructure "
-        "error, or build failed.",
+        "differ; judge that against the scenario's expect (default: reproducible); sign the "
+        "evidence (keyless through the lab by default). Exit 0: as expected; 1: not as "
+        "expected; 2: bad input, infrastructure error, or a build failed; 130: cancelled.",
     )
     det.add_argument("--scenario", type=Path, metavar="FILE", help="a scenario file (YAML/JSON)")
     det.add_argument("--subject", type=Path, metavar="PATH", help="the project folder to build")
@@ -102,6 +94,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=IMAGE_MODES,
         default="offline",
         help="how lab builder images are built (default offline)",
+    )
+    det.add_argument("--sign", default="keyless", metavar="keyless|key:PATH", help=SIGN_HELP)
+    det.add_argument(
+        "--lab",
+        metavar="ID",
+        help="the running lab to sign through (default: yours; one is brought up if none is)",
     )
     det.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     det.set_defaults(handler=_determinism)
@@ -177,83 +175,28 @@ def _parse_env(item: str) -> tuple[str, str]:
 
 
 def _progress(message: str) -> None:
-    _err().print(f"[dim]cihub:[/] {escape(message)}")
+    _err().print(f"[dim]cihub:[/] {escape(message)}", soft_wrap=True)
 
 
 def _determinism(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     check_subject(scenario.subject)
+    spec = SignSpec.parse(args.sign)
     evidence_dir: Path = args.evidence_dir
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in scenario.name)[:60]
-    name = f"determinism-{safe}-{stamp}-{uuid.uuid4().hex[:6]}"
-    bundle = EvidenceBundle.create(
-        evidence_dir / name, run_id=name, scenario=scenario.name, tool_versions={}
-    )
-    signer = TestKeySigner.generate()
-    started = datetime.now(UTC)
-    try:
-        result = run_determinism(
-            scenario,
-            bundle,
-            options=DrillOptions(image_mode=args.images),
-            progress=_progress,
+
+    def keyless() -> contextlib.AbstractContextManager[Signer]:
+        return caller_lab_signer(
+            lab_id=args.lab, evidence_dir=evidence_dir, images=args.images, progress=_progress
         )
-    except BaseException as exc:
-        _abandon(bundle, signer, evidence_dir, scenario, started, exc)
-        raise
-    finalized = bundle.finalize(signer)
-    record = telemetry.record_for_bundle(
-        bundle,
-        pipeline="cihub",
-        result=_RESULTS[result.verdict],
-        evidence_dir=evidence_dir,
-        scenario_kind=SCENARIO_KIND,
-        vcs=telemetry.vcs_facts(scenario.subject),
-        errors=[{"message": result.detail, "type": "BuildFailed", "step": "build"}]
-        if result.verdict == "build-failed"
-        else [],
-    )
-    record.update(record_extras(result))
-    ndjson = telemetry.append_record(record, evidence_dir)
+
+    drill = DeterminismDrill(scenario, DrillOptions(image_mode=args.images))
+    with signer_for(spec, keyless) as signer:
+        run = run_drill(drill, RunSettings(evidence_dir, signer, progress=_progress))
     if args.json:
-        value = result.to_json()
-        value.update(
-            bundle=str(bundle.root), manifest_digest=finalized.digest, pipeline_run=str(ndjson)
-        )
+        value = drill.result.to_json() if drill.result is not None else {}
+        value.update(run.to_json())
         print(json.dumps(value, indent=2, sort_keys=True))
     else:
-        for line in result_lines(result):
+        for line in run.lines():
             print(line)
-        print(f"evidence: {bundle.root} ({finalized.digest})")
-    return result.exit_code
-
-
-def _abandon(
-    bundle: EvidenceBundle,
-    signer: TestKeySigner,
-    evidence_dir: Path,
-    scenario: DeterminismScenario,
-    started: datetime,
-    exc: BaseException,
-) -> None:
-    """Keep the evidence of a drill that stopped on an error: incomplete, signed, recorded."""
-    if bundle.finalized is not None:
-        return
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        if CHECK not in bundle.predicate.verdicts:
-            bundle.set_verdict(CHECK, "fail", f"the drill stopped: {message}")
-        bundle.finalize(signer, complete=False)
-        record = telemetry.record_for_bundle(
-            bundle,
-            pipeline="cihub",
-            result="cancellation" if isinstance(exc, KeyboardInterrupt) else "error",
-            evidence_dir=evidence_dir,
-            scenario_kind=SCENARIO_KIND,
-            errors=[{"message": message, "type": type(exc).__name__}],
-            started_at=started,
-        )
-        telemetry.append_record(record, evidence_dir)
-    except Exception as inner:  # the original error matters more
-        _err().print(f"[yellow]warning:[/] could not finalize {bundle.root}: {escape(str(inner))}")
+    return run.exit_code

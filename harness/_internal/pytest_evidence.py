@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from harness import hookspecs, telemetry
+from harness._internal.signing import KEY_PREFIX, KEYLESS, SignSpec
 from harness.errors import CihubError, StepFailed, VerificationFailed
-from harness.evidence import EvidenceBundle, Signer, StepOutcome, TestKeySigner, Verdict
+from harness.evidence import EvidenceBundle, Signer, StepOutcome, Verdict
 
 _logger = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class EvidenceSession:
     evidence_dir: Path
     run_id: str
     pipeline: str
-    signer: Signer
+    signer: Signer | None
+    """None until the lab is up when signing keylessly (`--evidence-sign keyless`)."""
     root: Path
+    keyless: bool = True
     _vcs: dict[str, Any] | None = None
     _vcs_done: bool = False
     _names: set[str] = field(default_factory=set)
@@ -92,6 +95,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="folder for evidence bundles, relative to the ini file",
         default=DEFAULT_EVIDENCE_DIR,
     )
+    group.addoption(
+        "--evidence-sign",
+        dest="evidence_sign",
+        default=None,
+        metavar="keyless|key:PATH",
+        help="how evidence is signed: keyless through the lab's Sigstore stack (default; the "
+        "lab comes up for it) or key:PATH, a local PEM private key "
+        "(default: ini cihub_evidence_sign, else keyless)",
+    )
+    parser.addini(
+        "cihub_evidence_sign",
+        help="keyless (default) or key:PATH (relative to the ini file)",
+        default=KEYLESS,
+    )
     parser.addini(
         "cihub_pipeline",
         help="pipeline name in pipeline_run records (OTel cicd.pipeline.name)",
@@ -125,13 +142,48 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     evidence_dir = _resolve_dir(config)
     config.option.evidence_dir = str(evidence_dir)
+    spec = _sign_spec(config)
     config.stash[EVIDENCE_KEY] = EvidenceSession(
         evidence_dir=evidence_dir,
         run_id=_session_run_id(config),
         pipeline=str(config.getini("cihub_pipeline")),
-        signer=TestKeySigner.generate(),
+        signer=None if spec.keyless else spec.key_signer(),
         root=config.rootpath,
+        keyless=spec.keyless,
     )
+
+
+def _sign_spec(config: pytest.Config) -> SignSpec:
+    option = config.getoption("evidence_sign")
+    value = str(option or config.getini("cihub_evidence_sign") or KEYLESS)
+    if not option and value.startswith(KEY_PREFIX):  # an ini path is relative to the ini file
+        base = config.inipath.parent if config.inipath else config.rootpath
+        value = KEY_PREFIX + str(base / value[len(KEY_PREFIX) :])
+    try:
+        return SignSpec.parse(value)
+    except CihubError as exc:
+        raise pytest.UsageError(f"--evidence-sign: {exc.diagnostics()}") from exc
+
+
+def evidence_signer(request: pytest.FixtureRequest) -> Signer:
+    """The session's evidence signer; signing keylessly brings the lab up first.
+
+    Raises:
+        pytest.fail: keyless signing without the cihub lab plugin, or a lab without Sigstore.
+    """
+    session = request.config.stash[EVIDENCE_KEY]
+    if session.signer is None:
+        try:
+            request.getfixturevalue("lab")  # its setup hands the session a keyless signer
+        except pytest.FixtureLookupError:
+            pytest.fail(
+                "evidence is signed keylessly through the lab, but the cihub lab plugin is not "
+                "loaded: load it, or pass --evidence-sign key:PATH",
+                pytrace=False,
+            )
+    if session.signer is None:
+        pytest.fail("the lab has no Sigstore stack to sign evidence with", pytrace=False)
+    return session.signer
 
 
 @pytest.hookimpl(wrapper=True)
@@ -200,7 +252,8 @@ def evidence(request: pytest.FixtureRequest) -> Iterator[EvidenceBundle]:
     started = datetime.now(UTC)
     lab: Any = None
     try:
-        if "lab" in request.fixturenames:
+        evidence_signer(request)
+        if "lab" in request.fixturenames or session.keyless:
             lab = request.getfixturevalue("lab")
     except BaseException as exc:
         _finish(request, session, bundle, started, None, setup_error=exc)

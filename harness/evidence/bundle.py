@@ -43,6 +43,7 @@ from harness.evidence.manifest import (
     STEP_OUTCOMES,
     VERDICTS,
     Artifact,
+    DrillOutcome,
     FileEntry,
     Manifest,
     Predicate,
@@ -372,6 +373,10 @@ class EvidenceBundle:
                 detail=handle.detail,
             )
 
+    def set_outcome(self, outcome: DrillOutcome) -> None:
+        """Record what the drill observed, what was expected, and whether that was met."""
+        self._update(outcome=outcome)
+
     def set_tool_version(self, tool: str, version: str) -> None:
         """Record the version of a tool the drill used."""
         self._update(tool_versions={**self._predicate.tool_versions, tool: version})
@@ -430,7 +435,14 @@ class EvidenceBundle:
             _fs.atomic_write_bytes(self.root / MANIFEST, data)
             signed_by = None
             if signer is not None:
-                _fs.atomic_write_bytes(self.root / SIGNATURE, signer.sign(data))
+                signature = signer.sign(data)
+                _fs.atomic_write_bytes(self.root / SIGNATURE, signature)
+                # A keyless signer's log entry exists only now: it goes beside the signature.
+                after = getattr(signer, "files_after_signing", None)
+                for relpath, content in (after(signature) if callable(after) else {}).items():
+                    path = self.root.joinpath(*_fs.safe_relpath(relpath).parts)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    _fs.atomic_write_bytes(path, content)
                 signed_by = signer.identity
             else:
                 _logger.warning("%s: finalized without a signer; verify will fail it", self.root)

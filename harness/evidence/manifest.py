@@ -32,8 +32,10 @@ MARKER = "INCOMPLETE"
 SIGSTORE_TRUST_CONFIG = "sigstore/trust_config.json"
 """The trust config a keyless Sigstore signer saves, so the bundle verifies offline."""
 """Written when a bundle is created, removed by `finalize()`: its presence means incomplete."""
-RESERVED = frozenset({MANIFEST, SIGNATURE, MARKER})
-"""Top-level names the manifest does not list (it can't list itself or its signature)."""
+LOG_ENTRY = "rekor/entry.json"
+"""The manifest signature's transparency-log entry, written after signing (so not listed)."""
+RESERVED = frozenset({MANIFEST, SIGNATURE, MARKER, LOG_ENTRY})
+"""Names the manifest does not list: itself, its signature and that signature's log entry."""
 
 Verdict = Literal["pass", "fail", "skip"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "skip")
@@ -122,6 +124,46 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class DrillOutcome:
+    """What a drill observed, what its scenario expected, and whether that was met.
+
+    `result` follows the expectation: a finding the scenario expects (e.g. `not-reproducible`
+    with the culprits it names) is a success, an unexpected one a failure, a drill that could
+    not judge an error; the same values as a pipeline_run record's `result`.
+    """
+
+    drill: str
+    observed: str
+    expected: str
+    met: bool
+    result: StepOutcome
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "drill": self.drill,
+            "observed": self.observed,
+            "expected": self.expected,
+            "expectationMet": self.met,
+            "result": self.result,
+        }
+        if self.detail:
+            value["detail"] = self.detail
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> DrillOutcome:
+        return cls(
+            drill=str(value["drill"]),
+            observed=str(value["observed"]),
+            expected=str(value["expected"]),
+            met=bool(value["expectationMet"]),
+            result=value["result"],
+            detail=str(value.get("detail", "")),
+        )
+
+
+@dataclass(frozen=True)
 class Predicate:
     """The `predicate` of the manifest statement: what the drill claims about its run."""
 
@@ -136,6 +178,7 @@ class Predicate:
     policy_digest: str | None = None
     artifacts: tuple[Artifact, ...] = ()
     complete: bool = False
+    outcome: DrillOutcome | None = None
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {
@@ -156,6 +199,8 @@ class Predicate:
             value["finishedOn"] = self.finished_on
         if self.scenario:
             value["scenario"] = self.scenario
+        if self.outcome is not None:
+            value["outcome"] = self.outcome.to_json()
         return value
 
     @classmethod
@@ -188,6 +233,7 @@ class Predicate:
                 Artifact(a["name"], _digest_string(a["digest"])) for a in value.get("artifacts", ())
             ),
             complete=bool(value.get("complete", False)),
+            outcome=DrillOutcome.from_json(value["outcome"]) if value.get("outcome") else None,
         )
 
 

@@ -51,6 +51,7 @@ from harness.evidence import _fs, _tlog
 from harness.evidence.manifest import (
     MANIFEST,
     MARKER,
+    RESERVED,
     SIGNATURE,
     SIGSTORE_TRUST_CONFIG,
     Manifest,
@@ -450,7 +451,7 @@ def _scan(root: Path) -> tuple[dict[str, int], list[str]]:
 
 def _compare(root: Path, manifest: Manifest, disk: Mapping[str, int]) -> tuple[FileProblems, int]:
     listed = {f.path: f for f in manifest.files}
-    extra = sorted(p for p in disk if p not in listed and p not in (MANIFEST, SIGNATURE, MARKER))
+    extra = sorted(p for p in disk if p not in listed and p not in RESERVED)
     removed = sorted(p for p in listed if p not in disk)
     modified = []
     hashed = 0

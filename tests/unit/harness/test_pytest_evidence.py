@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness.evidence import verify_bundle
 from harness.telemetry import NDJSON_NAME, validate_ndjson
@@ -12,6 +14,19 @@ from harness.telemetry import NDJSON_NAME, validate_ndjson
 pytest_plugins = ["pytester"]
 
 PLUGIN = ["-p", "harness._internal.pytest_evidence"]
+
+
+@pytest.fixture(autouse=True)
+def _key_signing(pytester: pytest.Pytester) -> None:
+    """These tests sign with a local key (`--evidence-sign key:PATH`): no lab, no Docker."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (pytester.path / "signing-key.pem").write_bytes(pem)
+    pytester.makeini("[pytest]\ncihub_evidence_sign = key:signing-key.pem\n")
 
 DRILLS = """
 import pytest
@@ -139,8 +154,26 @@ def test_bundle_names_are_filesystem_safe_and_unique(pytester: pytest.Pytester) 
 
 
 def test_ini_sets_the_evidence_dir(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\ncihub_evidence_dir = from-ini\ncihub_pipeline = nightly\n")
+    pytester.makeini(
+        "[pytest]\ncihub_evidence_dir = from-ini\ncihub_pipeline = nightly\n"
+        "cihub_evidence_sign = key:signing-key.pem\n"
+    )
     pytester.makepyfile(test_one="def test_one(evidence):\n    pass\n")
     pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
     (record,) = _records(pytester.path / "from-ini").values()
     assert record["pipeline"]["name"] == "nightly"
+
+
+def test_keyless_signing_without_the_lab_plugin_fails_clearly(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")  # keyless, the default
+    pytester.makepyfile(test_one="def test_one(evidence):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cihub", *PLUGIN)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*signed keylessly through the lab*--evidence-sign key:PATH*"])
+
+
+def test_a_bad_sign_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest(*PLUGIN, "--evidence-sign", "cosign")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--evidence-sign*expected 'keyless' or 'key:PATH'*"])

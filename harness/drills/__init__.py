@@ -1,0 +1,27 @@
+"""Drills: one runner (`runner.py`) and one module of steps per drill.
+
+Public API: `run_drill`, `RunSettings`, `DrillRun`, `DrillFinding`, `Drill`, `DrillCancelled`,
+and `DeterminismDrill` (the dual-build drill).
+"""
+
+from __future__ import annotations
+
+from harness.drills.determinism import DeterminismDrill
+from harness.drills.runner import (
+    Drill,
+    DrillCancelled,
+    DrillFinding,
+    DrillRun,
+    RunSettings,
+    run_drill,
+)
+
+__all__ = [
+    "DeterminismDrill",
+    "Drill",
+    "DrillCancelled",
+    "DrillFinding",
+    "DrillRun",
+    "RunSettings",
+    "run_drill",
+]

@@ -1,0 +1,126 @@
+"""The determinism drill as a `Drill`: dual builds, compare, culprits (`harness.determinism`).
+
+The steps live in `harness.determinism.run_determinism`; this module only says what the drill
+observed against what its scenario expects. A scenario without `expect` expects a reproducible
+build.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import docker
+
+from harness.build import BuildSession
+from harness.determinism import (
+    CHECK,
+    DEFAULT_EXPECTATION,
+    REQUIRED_EVIDENCE,
+    SCENARIO_KIND,
+    DeterminismResult,
+    DeterminismScenario,
+    DrillOptions,
+    describe_expectation,
+    result_lines,
+    run_determinism,
+)
+from harness.drills.runner import DrillFinding, Progress
+from harness.evidence import EvidenceBundle
+from harness.telemetry import ScenarioKind
+
+_logger = logging.getLogger(__name__)
+
+
+class DeterminismDrill:
+    """Build a subject twice with varied environments and judge it against `scenario.expect`.
+
+    Args:
+        scenario: what to build and what to expect.
+        options: how to run it (image mode, workers, ...).
+        client: the Docker client (default: from the environment).
+
+    Example:
+        >>> run = run_drill(DeterminismDrill(load_scenario(path)), settings)
+        >>> run.result, run.finding.observed
+        ('success', 'not-reproducible')
+    """
+
+    check = CHECK
+
+    def __init__(
+        self,
+        scenario: DeterminismScenario,
+        options: DrillOptions | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self._options = options
+        self._client = client
+        self._session: BuildSession | None = None
+        self._lock = threading.Lock()
+        self.result: DeterminismResult | None = None
+
+    @property
+    def kind(self) -> ScenarioKind:
+        return SCENARIO_KIND
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def subject(self) -> Path | None:
+        return self.scenario.subject
+
+    @property
+    def required(self) -> Sequence[str]:
+        return REQUIRED_EVIDENCE
+
+    def run(self, bundle: EvidenceBundle, progress: Progress | None) -> DrillFinding:
+        result = run_determinism(
+            self.scenario,
+            bundle,
+            client=self._client,
+            options=self._options,
+            progress=progress,
+            on_session=self._keep_session,
+        )
+        self.result = result
+        return finding_of(result)
+
+    def cancel(self) -> None:
+        with self._lock:
+            session = self._session
+        if session is None:
+            return
+        # `cancel` (stop and refuse new builds) where the session has it; else remove them.
+        stop = getattr(session, "cancel", None) or session.close
+        stop()
+
+    def _keep_session(self, session: BuildSession) -> None:
+        with self._lock:
+            self._session = session
+
+
+def finding_of(result: DeterminismResult) -> DrillFinding:
+    """The drill's finding: the verdict observed against the scenario's expectation."""
+    expect = result.scenario.expect or DEFAULT_EXPECTATION
+    problems = tuple(result.expectation_problems())
+    met = not problems
+    # A failed build judges nothing unless the scenario expected exactly that.
+    judged = result.verdict != "build-failed" or expect.verdict == "build-failed"
+    expected = describe_expectation(expect)
+    detail = result.detail + (" (as expected)" if met else f"; expected {expected}")
+    return DrillFinding(
+        observed=result.verdict,
+        expected=expected,
+        met=met,
+        detail=detail,
+        judged=judged,
+        lines=tuple(result_lines(result)[1:]),
+        record={"determinism": result.record_json()},
+        problems=problems,
+    )
