@@ -189,6 +189,7 @@ class _Context:
     required_paths: tuple[str, ...]
     verifier: Verifier | None
     log_keys: Sequence[_tlog.PublicKey] | None
+    predicate: Predicate | None = None
 
     def read_json(self, rel: str) -> Any:
         try:
@@ -259,15 +260,64 @@ def _check_provenance(ctx: _Context) -> str:
 
 
 def _check_determinism(ctx: _Context) -> str:
+    """An empty diff passes; a non-empty one passes only as the scenario's expected finding.
+
+    The expectation is taken from the signed manifest (`outcome`) and must agree with the
+    files: the diff, `determinism/result.json` (verdict and culprits) and the scenario's
+    `expect` in `determinism/scenario.json`. Nothing unsigned can turn a difference into a pass.
+    """
     if "determinism/diff.txt" not in ctx.present:
         raise _Fail("determinism/diff.txt is missing (the comparison did not finish)")
     size = (ctx.root / "determinism/diff.txt").stat().st_size
-    if size:
-        report = (
-            " (see determinism/report.html)" if "determinism/report.html" in ctx.present else ""
-        )
-        raise _Fail(f"determinism/diff.txt: the two builds differ ({size} bytes of diff){report}")
-    return "the two builds are identical (empty diff)"
+    outcome = ctx.predicate.outcome if ctx.predicate is not None else None
+    if not size:
+        if outcome is not None and outcome.observed != "reproducible":
+            raise _Fail(f"the diff is empty but the manifest says {outcome.observed}")
+        return "the two builds are identical (empty diff)"
+    report = " (see determinism/report.html)" if "determinism/report.html" in ctx.present else ""
+    differ = f"determinism/diff.txt: the two builds differ ({size} bytes of diff){report}"
+    if outcome is None or outcome.observed != "not-reproducible" or not outcome.met:
+        raise _Fail(differ)
+    verdict, culprits = _determinism_result(ctx)
+    expect = _determinism_expect(ctx)
+    if verdict != "not-reproducible" or expect is None:
+        raise _Fail(f"{differ}; determinism/result.json or scenario.json does not back the "
+                    "manifest's expected finding")
+    wanted_verdict, wanted_culprits = expect
+    if wanted_verdict != "not-reproducible" or (
+        wanted_culprits is not None and set(wanted_culprits) != set(culprits)
+    ):
+        raise _Fail(f"{differ}; the scenario expected {wanted_verdict}"
+                    + (f" with culprits {', '.join(sorted(wanted_culprits))}"
+                       if wanted_culprits is not None else "")
+                    + f", found culprits {', '.join(culprits) or 'none'}")
+    named = f" (culprits: {', '.join(culprits)})" if culprits else ""
+    return f"the builds differ, as the scenario expects{named}; {size} bytes of diff{report}"
+
+
+def _determinism_result(ctx: _Context) -> tuple[str, list[str]]:
+    if "determinism/result.json" not in ctx.present:
+        raise _Fail("determinism/result.json is missing")
+    value = ctx.read_json("determinism/result.json")
+    culprits = value.get("culprits") if isinstance(value, dict) else None
+    if not isinstance(culprits, list) or not all(isinstance(c, str) for c in culprits):
+        raise _Fail("determinism/result.json: no list of culprits")
+    return str(value.get("verdict")), sorted(culprits)
+
+
+def _determinism_expect(ctx: _Context) -> tuple[str, list[str] | None] | None:
+    if "determinism/scenario.json" not in ctx.present:
+        return None
+    value = ctx.read_json("determinism/scenario.json")
+    expect = value.get("expect") if isinstance(value, dict) else None
+    if not isinstance(expect, dict) or not isinstance(expect.get("verdict"), str):
+        return None
+    culprits = expect.get("culprits")
+    if culprits is not None and not (
+        isinstance(culprits, list) and all(isinstance(c, str) for c in culprits)
+    ):
+        raise _Fail("determinism/scenario.json: $.expect.culprits is not a list of names")
+    return expect["verdict"], culprits
 
 
 def _check_rekor(ctx: _Context) -> str:
@@ -596,7 +646,9 @@ def verify_folder(
 
     predicate = manifest.predicate if manifest is not None else (marker[0] if marker else None)
     required = predicate.required_paths if predicate is not None else ()
-    ctx = _Context(root, set(disk) - {MANIFEST, SIGNATURE, MARKER}, required, verifier, log_keys)
+    ctx = _Context(
+        root, set(disk) - {MANIFEST, SIGNATURE, MARKER}, required, verifier, log_keys, predicate
+    )
     absent = [r for r in required if not _present(ctx, r)]
     checks.append(
         _must("required", "fail", f"required but absent: {_name_some(absent)}", *required)

@@ -28,6 +28,7 @@ def _key_signing(pytester: pytest.Pytester) -> None:
     (pytester.path / "signing-key.pem").write_bytes(pem)
     pytester.makeini("[pytest]\ncihub_evidence_sign = key:signing-key.pem\n")
 
+
 DRILLS = """
 import pytest
 
