@@ -7,6 +7,7 @@ reported only after `sigstore.verify.Verifier` accepted it for the expected iden
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
+import rfc8785
 from cryptography import x509
 from sigstore import dsse
 from sigstore._internal.fulcio.client import ExpiredCertificate, FulcioClientError
@@ -201,6 +203,19 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def trusted_root_digest(trust_config: Path) -> str:
+    """`sha256:<hex>` of a trust config's trusted root in RFC 8785 form: names a root briefly.
+
+    Raises:
+        ConfigError: the file can't be read or has no trusted root.
+    """
+    try:
+        root = json.loads(trust_config.read_bytes())["trustedRoot"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{trust_config}: no trustedRoot in the trust config") from exc
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(root)).hexdigest()
+
+
 class SigstoreSigner:
     """Signs evidence keylessly: `manifest.json` as a DSSE in-toto attestation (`sign_payload`),
     logged in Rekor, into `manifest.sigstore.json`.
@@ -239,6 +254,11 @@ class SigstoreSigner:
     def cert_oidc_issuer(self) -> str:
         """The OIDC issuer the certificate names (sigstore's `--cert-oidc-issuer`)."""
         return self._issuer
+
+    @property
+    def trust_root(self) -> str:
+        """`sha256:<hex>` of the trusted root signed under (RFC 8785 JSON), for summaries."""
+        return trusted_root_digest(self._trust_config)
 
     def sign(self, data: bytes) -> bytes:
         setup = SigningSetup(self._trust_config, self._token(), self._identity, self._issuer)

@@ -64,6 +64,7 @@ from harness.evidence.summary import (
     SUMMARY_MD,
     SummaryData,
     collect_files,
+    read_culprits,
     write_summaries,
 )
 
@@ -426,6 +427,9 @@ class EvidenceBundle:
                     commands=tuple(commands),
                     total_commands=total,
                     complete=complete,
+                    signer=signer.identity if signer is not None else None,
+                    trust_root=getattr(signer, "trust_root", None),
+                    culprits=read_culprits(self.root),
                 ),
             )
             for name in sorted(_WRITTEN_BY_FINALIZE):

@@ -8,6 +8,7 @@ every value in it is HTML-escaped. `cihub evidence show` prints the same facts w
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,82 @@ class SummaryData:
     digest: str | None = None
     """The manifest digest (unknown while the summaries themselves are being written)."""
     complete: bool = False
+    signer: str | None = None
+    """Who signs the manifest (identity and issuer, or a key), when known."""
+    trust_root: str | None = None
+    """The trust root the signature is made under (verify pins its own)."""
+    culprits: tuple[str, ...] = ()
+    """A dual build's culprit variations, each shown with a fix hint."""
+
+
+FIX_HINTS: dict[str, str] = {
+    "umask": "set `umask 022` before the build, or give archived files fixed modes "
+    "(`tar --mode=go-w`)",
+    "time": "honour SOURCE_DATE_EPOCH and don't embed the build time (`tar "
+    "--mtime=@$SOURCE_DATE_EPOCH --clamp-mtime`, `gzip -n`, no `date` in outputs)",
+    "timezone": "build with `TZ=UTC`, and format times in UTC",
+    "domain_host": "don't embed the host or domain name (`uname -n`, `hostname`) in outputs",
+    "locales": "set `LC_ALL=C.UTF-8` for the build; sort with `LC_ALL=C`",
+    "fileordering": "sort directory listings (`sorted(os.listdir())`, `find | sort`, "
+    "`tar --sort=name`)",
+    "disorderfs": "sort directory listings (`sorted(os.listdir())`, `find | sort`, "
+    "`tar --sort=name`)",
+    "build_path": "don't embed the build folder (`-ffile-prefix-map=$PWD=.`, relative paths)",
+    "user_group": "archive with fixed owners (`tar --owner=0 --group=0 --numeric-owner`)",
+    "home": "don't embed $HOME; give the build a fixed HOME",
+    "num_cpus": "don't let outputs depend on the CPU count (`nproc`): fix job counts, sort "
+    "results",
+    "environment": "don't embed environment variables in outputs",
+    "aslr": "don't embed addresses or hash seeds (`PYTHONHASHSEED=0`)",
+}
+"""What to change when a variation is a culprit (reprotest's variation names)."""
+
+
+def fix_hint(culprit: str) -> str:
+    """How to remove one culprit variation from a build."""
+    return FIX_HINTS.get(culprit, "make the build independent of this variation")
+
+
+def headline(data: SummaryData) -> tuple[str, str]:
+    """(PASS/FAIL/INCOMPLETE, why): the one line a reviewer reads first.
+
+    A drill's outcome says whether its finding was expected; without one, every verdict must
+    have passed. This is the drill's own claim: `cihub evidence verify` is what checks it.
+    """
+    p = data.predicate
+    if not data.complete:
+        return "INCOMPLETE", "the bundle was not finalized (the drill stopped or crashed)"
+    outcome = p.outcome
+    if outcome is not None:
+        if outcome.met:
+            rest = outcome.expected.removeprefix(outcome.observed).strip()
+            return "PASS", f"{outcome.observed}, as expected" + (f" {rest}" if rest else "")
+        return "FAIL", f"{outcome.observed}, expected {outcome.expected or 'another finding'}"
+    failed = sorted(k for k, v in p.verdicts.items() if v.verdict == "fail")
+    if failed:
+        return "FAIL", "failed: " + ", ".join(failed)
+    return "PASS", f"{len(p.verdicts)} verdict(s), none failed"
+
+
+LINKS: tuple[tuple[str, str], ...] = (
+    ("determinism/report.html", "diffoscope report"),
+    ("determinism/diff.txt", "diff"),
+    ("determinism/result.json", "dual-build result"),
+    ("determinism/culprits.json", "culprit search"),
+    (COMMANDS_LOG, "commands log"),
+)
+"""Files a reviewer opens next, linked from the top of the page when present."""
+
+
+def _links(data: SummaryData) -> list[tuple[str, str]]:
+    present = {f.path for f in data.files}
+    return [(path, label) for path, label in LINKS if path in present]
+
+
+def _signer_line(data: SummaryData) -> str:
+    signer = data.signer or "not signed"
+    root = f"; trust root {data.trust_root}" if data.trust_root else ""
+    return f"{signer}{root}; log index: `rekor/entry.json` (`cihub evidence show`)"
 
 
 def _cmd_line(command: dict[str, Any]) -> str:
@@ -67,9 +144,22 @@ def _md(text: object) -> str:
 def render_markdown(data: SummaryData) -> str:
     """The summary as GitHub-flavoured Markdown."""
     p = data.predicate
+    word, why = headline(data)
     out = [
         f"# Evidence bundle `{_md(data.name)}`",
         "",
+        f"**{word}**: {_md(why)}",
+        "",
+        f"- **Signed by:** {_md(_signer_line(data))}",
+    ]
+    links = _links(data)
+    if links:
+        out.append("- **Open:** " + ", ".join(f"[{label}]({path})" for path, label in links))
+    if data.culprits:
+        out += ["", "## How to fix the culprits", ""]
+        out += [f"- **{_md(c)}**: {_md(fix_hint(c))}" for c in data.culprits]
+        out.append("")
+    out += [
         f"- **Run id:** `{_md(p.run_id)}`",
         f"- **Scenario:** {_md(p.scenario or '-')}",
         f"- **Started:** {_md(p.started_on)}; **finished:** {_md(p.finished_on or '-')}",
@@ -131,6 +221,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
 table{border-collapse:collapse;margin:.4rem 0}
 td,th{border:1px solid #ccd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+.verdict{font-size:1.3rem;padding:.5rem .8rem;border:2px solid currentColor;display:inline-block}
 th{background:#eef}code{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
 .pass,.success{color:#146c2e;font-weight:600}.fail,.failure,.error,.timeout{color:#b3261e;
 font-weight:600}.skip,.cancellation{color:#7a5b00}.num{text-align:right}
@@ -153,6 +244,33 @@ def _td(value: object, css: str = "", code: bool = False) -> str:
     return f"<td{cls}>{inner}</td>"
 
 
+def _code_spans(text: str) -> str:
+    """Escape `text`, showing its `backticked` parts as code."""
+    pieces = text.split("`")
+    return "".join(
+        f"<code>{_h(piece)}</code>" if index % 2 else _h(piece) for index, piece in enumerate(pieces)
+    )
+
+
+def _html_top(data: SummaryData) -> list[str]:
+    word, why = headline(data)
+    css = {"PASS": "pass", "FAIL": "fail"}.get(word, "skip")
+    parts = [
+        f'<p id="verdict" class="verdict {css}"><strong>{_h(word)}</strong>: {_h(why)}</p>',
+        f'<p id="signer">Signed by: {_code_spans(_signer_line(data))}</p>',
+    ]
+    links = _links(data)
+    if links:
+        anchors = ", ".join(f'<a href="{_h(path)}">{_h(label)}</a>' for path, label in links)
+        parts.append(f'<p id="links">Open: {anchors}</p>')
+    if data.culprits:
+        items = "".join(
+            f"<li><strong>{_h(c)}</strong>: {_code_spans(fix_hint(c))}</li>" for c in data.culprits
+        )
+        parts.append(f'<h2>How to fix the culprits</h2><ul id="fixes">{items}</ul>')
+    return parts
+
+
 def render_html(data: SummaryData) -> str:
     """The summary as one self-contained HTML page (no scripts, no external resources)."""
     p = data.predicate
@@ -173,6 +291,7 @@ def render_html(data: SummaryData) -> str:
         f"<title>Evidence bundle {_h(data.name)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Evidence bundle <code>{_h(data.name)}</code></h1>",
+        *_html_top(data),
         _table(["Fact", "Value"], [[_td(k), _td(v, code=True)] for k, v in facts]),
         "<h2>Verdicts</h2>",
         _table(
@@ -294,6 +413,21 @@ def load_summary_data(root: Path) -> SummaryData:
         digest=None,
         complete=False,
     )
+
+
+def read_culprits(root: Path) -> tuple[str, ...]:
+    """The culprits a dual build named, from `determinism/result.json` (none if unreadable)."""
+    path = root / "determinism" / "result.json"
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 1 << 20:
+            return ()
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return ()
+    culprits = value.get("culprits") if isinstance(value, dict) else None
+    if not isinstance(culprits, list):
+        return ()
+    return tuple(str(c) for c in culprits if isinstance(c, str))
 
 
 def write_summaries(root: Path, data: SummaryData) -> None:
