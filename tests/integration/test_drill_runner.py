@@ -1,0 +1,157 @@
+"""The one drill runner end to end: the CLI and pytest give the same record, and a drill
+stopped by SIGINT or SIGTERM stops its builds at once and keeps its evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from harness import telemetry
+from harness.determinism import load_scenario
+from harness.drills import DeterminismDrill, RunSettings, run_drill
+from lab import Lab, labels
+from lab._internal.docker import docker_client
+from lab.resources import resource_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCENARIOS = resource_path("scenarios", "determinism")
+SUBJECTS = resource_path("scenarios", "subjects")
+CIHUB = [sys.executable, "-m", "harness"]
+
+# What may differ between two runs of one drill: ids, times, paths and digests that contain
+# them, and the process that ran it.
+_VOLATILE = {
+    "run_id",
+    "session_id",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "started_on",
+    "wall_s",
+    "build_wall_s",
+    "bundle_path",
+    "manifest_digest",
+    "pid",
+    "worker_id",
+}
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalized(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_normalized(v) for v in value]
+    return value
+
+
+def _records(evidence: Path) -> list[dict[str, Any]]:
+    path = evidence / telemetry.NDJSON_NAME
+    assert telemetry.validate_ndjson(path).valid
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["py-reproducible", "py-buildinfo", "c-hello", "tarball"])
+def test_the_cli_and_pytest_give_the_same_record(
+    name: str, lab: Lab, drill_settings: RunSettings, tmp_path: Path
+) -> None:
+    scenario_file = SCENARIOS / f"{name}.yaml"
+    pytest_dir, cli_dir = tmp_path / "pytest", tmp_path / "cli"
+    settings = RunSettings(pytest_dir, drill_settings.signer, session_id=None)
+    from_pytest = run_drill(DeterminismDrill(load_scenario(scenario_file)), settings)
+    proc = subprocess.run(
+        [*CIHUB, "run", "determinism", "--scenario", str(scenario_file)]
+        + ["--evidence-dir", str(cli_dir), "--lab", lab.config.lab_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert from_pytest.passed, from_pytest.lines()
+    (pytest_record,) = _records(pytest_dir)
+    (cli_record,) = _records(cli_dir)
+    assert _normalized(cli_record) == _normalized(pytest_record)
+    assert cli_record["result"] == "success" and cli_record["expectation"]["met"] is True
+    assert json.loads(proc.stdout)["signed_by"] == from_pytest.signed_by
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path_factory.mktemp("key") / "key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def _build_containers(client: docker.DockerClient, pid: int) -> list[str]:
+    mine = {"label": [f"{labels.MANAGED}=true", f"{labels.OWNER_PID}={pid}"]}
+    return [
+        str(c.name)
+        for c in client.containers.list(all=True, filters=mine)
+        if str(c.labels.get(labels.SERVICE, "")).startswith("build-")
+    ]
+
+
+def _wait_for(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return bool(predicate())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_builds_and_keeps_the_evidence(
+    signum: int, signing_key: Path, tmp_path: Path
+) -> None:
+    client = docker_client()
+    evidence = tmp_path / "evidence"
+    proc = subprocess.Popen(
+        [*CIHUB, "run", "determinism", "--subject", str(SUBJECTS / "tarball")]
+        + ["--build", "sleep 600", "--artifacts", "x", "--image", "builder-c"]
+        + ["--evidence-dir", str(evidence), "--sign", f"key:{signing_key}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert _wait_for(lambda: len(_build_containers(client, proc.pid)) == 2, 300), (
+            "the builds never started"
+        )
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+        stopped_s = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"{signal.Signals(signum).name}: the drill stopped in {stopped_s:.2f} s")
+    assert proc.returncode == 130, err
+    assert _build_containers(client, proc.pid) == []
+    (record,) = _records(evidence)
+    assert record["result"] == "cancellation"
+    assert signal.Signals(signum).name in record["errors"][0]["message"]
+    bundle = evidence / record["evidence"]["bundle_path"]
+    assert (bundle / "INCOMPLETE").is_file()
+    assert (bundle / "manifest.json").is_file()
+    assert "evidence written so far is kept" in err
