@@ -71,8 +71,11 @@ def test_the_cli_and_pytest_give_the_same_record(
     settings = RunSettings(pytest_dir, drill_settings.signer, session_id=None)
     from_pytest = run_drill(DeterminismDrill(load_scenario(scenario_file)), settings)
     proc = subprocess.run(
-        [*CIHUB, "run", "determinism", "--scenario", str(scenario_file)]
-        + ["--evidence-dir", str(cli_dir), "--lab", lab.config.lab_id, "--json"],
+        [
+            *CIHUB,
+            *("run", "determinism", "--scenario", str(scenario_file)),
+            *("--evidence-dir", str(cli_dir), "--lab", lab.config.lab_id, "--json"),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -126,9 +129,12 @@ def test_a_signal_stops_the_builds_and_keeps_the_evidence(
     client = docker_client()
     evidence = tmp_path / "evidence"
     proc = subprocess.Popen(
-        [*CIHUB, "run", "determinism", "--subject", str(SUBJECTS / "tarball")]
-        + ["--build", "sleep 600", "--artifacts", "x", "--image", "builder-c"]
-        + ["--evidence-dir", str(evidence), "--sign", f"key:{signing_key}"],
+        [
+            *CIHUB,
+            *("run", "determinism", "--subject", str(SUBJECTS / "tarball")),
+            *("--build", "sleep 600", "--artifacts", "x", "--image", "builder-c"),
+            *("--evidence-dir", str(evidence), "--sign", f"key:{signing_key}"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -140,7 +146,7 @@ def test_a_signal_stops_the_builds_and_keeps_the_evidence(
         )
         sent = time.monotonic()
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         stopped_s = time.monotonic() - sent
     finally:
         if proc.poll() is None:
