@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,11 +49,16 @@ _VOLATILE = {
 }
 
 
+_SECONDS = re.compile(r"\b\d+(\.\d+)? s\b")
+
+
 def _normalized(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _normalized(v) for k, v in value.items() if k not in _VOLATILE}
     if isinstance(value, list):
         return [_normalized(v) for v in value]
+    if isinstance(value, str):
+        return _SECONDS.sub("N s", value)  # "A and B built in 3.2 s"
     return value
 
 
