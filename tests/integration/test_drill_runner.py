@@ -206,3 +206,49 @@ def test_a_signal_stops_the_builds_and_keeps_the_evidence(
     assert (bundle / "INCOMPLETE").is_file()
     assert (bundle / "manifest.json").is_file()
     assert "evidence written so far is kept" in err
+
+
+def test_the_evidence_verifies_with_the_plain_sigstore_cli(lab: Lab, tmp_path: Path) -> None:
+    """The manifest is a DSSE in-toto attestation: sigstore verifies any listed file with it."""
+    evidence = tmp_path / "evidence"
+    proc = subprocess.run(
+        [
+            *CIHUB,
+            *("run", "determinism", "--scenario", str(SCENARIOS / "py-reproducible.yaml")),
+            *("--evidence-dir", str(evidence), "--lab", lab.config.lab_id, "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    bundle = Path(json.loads(proc.stdout)["bundle"])
+    trust_config = lab.endpoints.trust_config
+    assert trust_config is not None
+
+    def sigstore_verify(target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "sigstore", "--trust-config", str(trust_config)),
+                *("verify", "identity", "--offline"),
+                *("--bundle", str(bundle / "manifest.sigstore.json")),
+                *("--cert-identity", lab.config.identity),
+                *("--cert-oidc-issuer", lab.config.issuer),
+                str(target),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    for listed in ("summary.md", "determinism/result.json"):
+        ok = sigstore_verify(bundle / listed)
+        assert ok.returncode == 0, ok.stderr
+        assert "OK" in ok.stderr
+    tampered = tmp_path / "result.json"
+    tampered.write_bytes((bundle / "determinism/result.json").read_bytes() + b" ")
+    bad = sigstore_verify(tampered)
+    assert bad.returncode != 0
+    assert "no subject for digest" in bad.stderr
