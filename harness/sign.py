@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
-from cryptography import x509
 from sigstore import dsse
 from sigstore._internal.fulcio.client import ExpiredCertificate, FulcioClientError
 from sigstore._internal.rekor import RekorClientError
@@ -27,8 +26,7 @@ from sigstore.sign import SigningContext
 from sigstore.verify import Verifier, policy
 
 from harness.errors import ConfigError, InfraError, VerificationFailed
-from harness.evidence.manifest import SIGSTORE_TRUST_CONFIG
-from harness.evidence.signer import SignatureInvalid
+from harness.evidence.manifest import SIGSTORE_SIGNATURE, SIGSTORE_TRUST_CONFIG
 
 if TYPE_CHECKING:
     from harness.evidence.bundle import EvidenceBundle
@@ -122,23 +120,6 @@ def sign_statement(statement: dict[str, Any], setup: SigningSetup) -> SignedArti
     return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
 
 
-def verify_artifact(
-    data: bytes, bundle_json: bytes | str, *, trust_config: Path, identity: str, issuer: str
-) -> None:
-    """Verify a Sigstore bundle over `data` offline against `trust_config`.
-
-    Raises:
-        VerificationFailed: the bundle is malformed or does not verify; says why.
-    """
-    setup = SigningSetup(trust_config, "", identity, issuer)
-    trust = setup.load_trust()
-    try:
-        bundle = Bundle.from_json(bundle_json)
-    except (ValueError, SigstoreError) as exc:
-        raise VerificationFailed(f"not a Sigstore bundle: {exc}") from exc
-    _verify(trust, setup, lambda verifier, pol: verifier.verify_artifact(data, bundle, pol))
-
-
 def _sign(trust: ClientTrustConfig, setup: SigningSetup, action: Any) -> Bundle:
     try:
         token = IdentityToken(setup.identity_token)
@@ -180,6 +161,8 @@ class SigstoreSigner:
         issuer: the OIDC issuer the certificate must name.
     """
 
+    signature_file = SIGSTORE_SIGNATURE
+
     def __init__(
         self, trust_config: Path, token: Callable[[], str], identity: str, issuer: str
     ) -> None:
@@ -201,63 +184,8 @@ class SigstoreSigner:
         return {SIGSTORE_TRUST_CONFIG: self._trust_config.read_bytes()}
 
 
-class SigstoreVerifier:
-    """Checks a keyless Sigstore bundle offline against a trust config.
-
-    Without a pinned `identity` the certificate's own identity and issuer are checked (the
-    chain, SCT, log entry and timestamps still have to verify against the trust config);
-    pin them (`cihub evidence verify --identity`) to also check who signed.
-    """
-
-    def __init__(
-        self, trust_config: Path, *, identity: str | None = None, issuer: str | None = None
-    ) -> None:
-        self._trust_config = trust_config
-        self._identity = identity
-        self._issuer = issuer
-
-    def verify(self, data: bytes, bundle: bytes) -> str:
-        try:
-            parsed = Bundle.from_json(bundle)
-        except (ValueError, SigstoreError) as exc:
-            raise SignatureInvalid(f"not a Sigstore bundle: {_one_line(exc)}") from exc
-        identity, issuer = _certificate_identity(parsed.signing_certificate)
-        identity = self._identity or identity
-        issuer = self._issuer or issuer
-        try:
-            verify_artifact(
-                data, bundle, trust_config=self._trust_config, identity=identity, issuer=issuer
-            )
-        except (ConfigError, VerificationFailed) as exc:
-            raise SignatureInvalid(str(exc)) from exc
-        return f"{identity} ({issuer})"
-
-
 def record_signature(bundle: EvidenceBundle, name: str, signed: SignedArtifact) -> None:
     """Write `<name>.sigstore.json` and `rekor/entry.json` (log entry, inclusion proof and
     signed checkpoint) into an evidence bundle."""
     bundle.write_bytes(f"{name}.sigstore.json", signed.bundle_json.encode())
     bundle.write_json("rekor/entry.json", signed.log_entry)
-
-
-_ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-
-
-def _certificate_identity(cert: x509.Certificate) -> tuple[str, str]:
-    """(SAN identity, OIDC issuer) of a Fulcio certificate."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound as exc:
-        raise SignatureInvalid("the signing certificate has no subject alternative name") from exc
-    names = [*san.get_values_for_type(x509.RFC822Name)]
-    names += [*san.get_values_for_type(x509.UniformResourceIdentifier)]
-    if not names:
-        raise SignatureInvalid("the signing certificate names no email or URI identity")
-    try:
-        raw = cert.extensions.get_extension_for_oid(_ISSUER_V2_OID).value
-    except x509.ExtensionNotFound as exc:
-        raise SignatureInvalid("the signing certificate names no OIDC issuer") from exc
-    der = raw.value if isinstance(raw, x509.UnrecognizedExtension) else b""
-    # A DER UTF8String: tag 0x0C, a short length, then the text.
-    issuer = der[2:].decode("utf-8", errors="replace") if der[:1] == b"\x0c" else ""
-    return names[0], issuer
