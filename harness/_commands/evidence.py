@@ -222,6 +222,8 @@ def _verify(args: argparse.Namespace) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    for check in report.failures:  # one unwrapped line per reason, for people and for grep
+        err.print(f"  {check.name}: {check.detail}", markup=False, highlight=False, soft_wrap=True)
     return _exit.SUCCESS if report.passed else _exit.FAILED
 
 
