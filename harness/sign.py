@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import rfc8785
-from cryptography import x509
 from sigstore import dsse
 from sigstore._internal.fulcio.client import ExpiredCertificate, FulcioClientError
 from sigstore._internal.rekor import RekorClientError
@@ -29,8 +28,7 @@ from sigstore.sign import SigningContext
 from sigstore.verify import Verifier, policy
 
 from harness.errors import ConfigError, InfraError, VerificationFailed
-from harness.evidence.manifest import SIGSTORE_TRUST_CONFIG
-from harness.evidence.signer import SignatureInvalid
+from harness.evidence.manifest import SIGSTORE_SIGNATURE, SIGSTORE_TRUST_CONFIG
 
 if TYPE_CHECKING:
     from harness.evidence.bundle import EvidenceBundle
@@ -38,10 +36,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-LOG_ENTRY_FILE = "rekor/entry.json"
-"""The manifest signature's log entry (entry, inclusion proof, signed checkpoint), written after
-signing: it can't be listed in the manifest it logs; verify checks it equals the entry inside the
-signature bundle."""
 
 # sigstore-python's service clients raise these, outside its `Error` hierarchy.
 _SIGNING_ERRORS = (
@@ -158,23 +152,6 @@ def sign_payload(
     return SignedArtifact(bundle.to_json(), setup.identity, setup.issuer)
 
 
-def verify_artifact(
-    data: bytes, bundle_json: bytes | str, *, trust_config: Path, identity: str, issuer: str
-) -> None:
-    """Verify a Sigstore bundle over `data` offline against `trust_config`.
-
-    Raises:
-        VerificationFailed: the bundle is malformed or does not verify; says why.
-    """
-    setup = SigningSetup(trust_config, "", identity, issuer)
-    trust = setup.load_trust()
-    try:
-        bundle = Bundle.from_json(bundle_json)
-    except (ValueError, SigstoreError) as exc:
-        raise VerificationFailed(f"not a Sigstore bundle: {exc}") from exc
-    _verify(trust, setup, lambda verifier, pol: verifier.verify_artifact(data, bundle, pol))
-
-
 def _sign(trust: ClientTrustConfig, setup: SigningSetup, action: Any) -> Bundle:
     try:
         token = IdentityToken(setup.identity_token)
@@ -231,6 +208,8 @@ class SigstoreSigner:
         issuer: the OIDC issuer the certificate must name.
     """
 
+    signature_file = SIGSTORE_SIGNATURE
+
     def __init__(
         self, trust_config: Path, token: Callable[[], str], identity: str, issuer: str
     ) -> None:
@@ -238,8 +217,6 @@ class SigstoreSigner:
         self._token = token
         self._identity = identity
         self._issuer = issuer
-
-    signature_file = "manifest.sigstore.json"
 
     @property
     def identity(self) -> str:
@@ -264,46 +241,9 @@ class SigstoreSigner:
         setup = SigningSetup(self._trust_config, self._token(), self._identity, self._issuer)
         return sign_payload(data, setup).bundle_json.encode()
 
-    def files_after_signing(self, signature: bytes) -> dict[str, bytes]:
-        """Files written beside the signature, outside the manifest: the log entry."""
-        entries = json.loads(signature)["verificationMaterial"]["tlogEntries"]
-        return {LOG_ENTRY_FILE: (json.dumps(entries[0], indent=2, sort_keys=True) + "\n").encode()}
-
     def evidence_files(self) -> dict[str, bytes]:
         """Files to add to the evidence bundle before its manifest is written."""
         return {SIGSTORE_TRUST_CONFIG: self._trust_config.read_bytes()}
-
-
-class SigstoreVerifier:
-    """Checks a keyless Sigstore bundle offline against a trust config.
-
-    Without a pinned `identity` the certificate's own identity and issuer are checked (the
-    chain, SCT, log entry and timestamps still have to verify against the trust config);
-    pin them (`cihub evidence verify --identity`) to also check who signed.
-    """
-
-    def __init__(
-        self, trust_config: Path, *, identity: str | None = None, issuer: str | None = None
-    ) -> None:
-        self._trust_config = trust_config
-        self._identity = identity
-        self._issuer = issuer
-
-    def verify(self, data: bytes, bundle: bytes) -> str:
-        try:
-            parsed = Bundle.from_json(bundle)
-        except (ValueError, SigstoreError) as exc:
-            raise SignatureInvalid(f"not a Sigstore bundle: {_one_line(exc)}") from exc
-        identity, issuer = _certificate_identity(parsed.signing_certificate)
-        identity = self._identity or identity
-        issuer = self._issuer or issuer
-        try:
-            verify_artifact(
-                data, bundle, trust_config=self._trust_config, identity=identity, issuer=issuer
-            )
-        except (ConfigError, VerificationFailed) as exc:
-            raise SignatureInvalid(str(exc)) from exc
-        return f"{identity} ({issuer})"
 
 
 def record_signature(bundle: EvidenceBundle, name: str, signed: SignedArtifact) -> None:
@@ -311,26 +251,3 @@ def record_signature(bundle: EvidenceBundle, name: str, signed: SignedArtifact) 
     signed checkpoint) into an evidence bundle."""
     bundle.write_bytes(f"{name}.sigstore.json", signed.bundle_json.encode())
     bundle.write_json("rekor/entry.json", signed.log_entry)
-
-
-_ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-
-
-def _certificate_identity(cert: x509.Certificate) -> tuple[str, str]:
-    """(SAN identity, OIDC issuer) of a Fulcio certificate."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound as exc:
-        raise SignatureInvalid("the signing certificate has no subject alternative name") from exc
-    names = [*san.get_values_for_type(x509.RFC822Name)]
-    names += [*san.get_values_for_type(x509.UniformResourceIdentifier)]
-    if not names:
-        raise SignatureInvalid("the signing certificate names no email or URI identity")
-    try:
-        raw = cert.extensions.get_extension_for_oid(_ISSUER_V2_OID).value
-    except x509.ExtensionNotFound as exc:
-        raise SignatureInvalid("the signing certificate names no OIDC issuer") from exc
-    der = raw.value if isinstance(raw, x509.UnrecognizedExtension) else b""
-    # A DER UTF8String: tag 0x0C, a short length, then the text.
-    issuer = der[2:].decode("utf-8", errors="replace") if der[:1] == b"\x0c" else ""
-    return names[0], issuer

@@ -288,13 +288,16 @@ def append_record(
 ) -> Path:
     """Validate `record` and append it as one line to `<evidence_dir>/<name>`; return the path.
 
-    The line is written with a single `write` under an exclusive file lock
-    (`<name>.lock`), then flushed and fsynced. If the file's last line was torn by an earlier
-    crash, a newline is written first so the new record stays on a line of its own.
+    The line is written under an exclusive file lock (`<name>.lock`), looping until every
+    byte is written (`os.write` may write less), then fsynced. If the file's last line was
+    torn by an earlier crash, a newline is written first so the new record stays on a line of
+    its own. If the write fails part way (disk full, file-size limit), the file is truncated
+    back to its old size, so no partial line is ever left, and the call fails.
 
     Raises:
         ConfigError: the record is invalid (nothing is written).
-        InfraError: the lock could not be taken within `LOCK_TIMEOUT_S`.
+        InfraError: the lock could not be taken within `LOCK_TIMEOUT_S`, or the line could
+            not be written whole (the file is left as it was).
     """
     validate_record(record)
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
@@ -308,13 +311,37 @@ def append_record(
                 prefix = b""
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     prefix = b"\n"
-                os.write(fd, prefix + line + b"\n")
-                os.fsync(fd)
+                _append_whole(fd, prefix + line + b"\n", size, path)
             finally:
                 os.close(fd)
     except filelock.Timeout as exc:
         raise InfraError(f"{path}: could not lock it within {LOCK_TIMEOUT_S:.0f} s") from exc
     return path
+
+
+def _append_whole(fd: int, data: bytes, old_size: int, path: Path) -> None:
+    """Write all of `data` at the end of `fd` and fsync, or truncate back to `old_size`."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:  # pragma: no cover - os.write raises rather than returning 0
+                raise OSError(f"wrote {written} bytes")
+            view = view[written:]
+        os.fsync(fd)
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, old_size)
+            os.fsync(fd)
+        except OSError as undo:
+            raise InfraError(
+                f"{path}: appending a record failed ({exc}) and so did removing the partial "
+                f"line ({undo}); its last line is torn"
+            ) from exc
+        raise InfraError(
+            f"{path}: could not append the record whole ({exc.strerror or exc}); "
+            "the file is unchanged"
+        ) from exc
 
 
 @dataclass(frozen=True)

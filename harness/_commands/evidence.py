@@ -14,8 +14,16 @@ from rich.table import Table
 from harness import _exit
 from harness.errors import ConfigError
 from harness.evidence import load_summary_data, pack_bundle, verify_bundle
-from harness.evidence.pack import bundle_folder
-from harness.evidence.signer import TestKeyVerifier, Verifier
+from harness.evidence.pack import (
+    ExtractLimits,
+    bundle_folder,
+    format_size,
+    parse_size,
+    tar_digest,
+)
+from harness.evidence.signer import KeyVerifier
+from harness.evidence.sigstore_verify import IdentityPin
+from harness.evidence.verify import TrustPins
 
 _STATUS_STYLE = {"ok": "green", "fail": "bold red", "missing": "yellow"}
 
@@ -39,54 +47,156 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pack.set_defaults(handler=_pack)
 
     verify = actions.add_parser(
-        "verify", help="recompute digests, check the signature and the pass criteria"
+        "verify",
+        help="recompute digests, check the signature against what YOU pin, and the pass criteria",
     )
     verify.add_argument("bundle", type=Path, metavar="BUNDLE|TARBALL")
     verify.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    verify.add_argument(
-        "--trusted-key",
+    trust = verify.add_argument_group(
+        "trust (pinned by the verifier; nothing in the bundle is a trust anchor)"
+    )
+    trust.add_argument(
+        "--trust-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Sigstore trust config (e.g. from `cihub trust export`) keyless signatures must "
+        "chain to (default: the local trust domain)",
+    )
+    identity = trust.add_mutually_exclusive_group()
+    identity.add_argument(
+        "--cert-identity", default=None, metavar="ID", help="the signing certificate's identity"
+    )
+    identity.add_argument(
+        "--cert-identity-regexp",
+        default=None,
+        metavar="RE",
+        help="a regular expression the whole certificate identity must match",
+    )
+    issuer = trust.add_mutually_exclusive_group()
+    issuer.add_argument(
+        "--cert-oidc-issuer", default=None, metavar="URL", help="the certificate's OIDC issuer"
+    )
+    issuer.add_argument(
+        "--cert-oidc-issuer-regexp",
+        default=None,
+        metavar="RE",
+        help="a regular expression the whole OIDC issuer must match",
+    )
+    trust.add_argument(
+        "--key",
         type=Path,
         action="append",
         default=None,
-        metavar="PEM",
-        help="accept test-key signatures only from this public key (repeatable)",
+        metavar="PUB.pem",
+        help="public key a key-signed (manifest.dsse.json) bundle must be signed with (repeatable)",
     )
-    verify.add_argument(
-        "--identity", default=None, help="the signer identity the manifest signature must have"
-    )
+    for retired in ("--identity", "--trusted-key"):
+        trust.add_argument(retired, default=None, help=argparse.SUPPRESS)
+    _add_limits(verify)
     verify.set_defaults(handler=_verify)
 
     show = actions.add_parser("show", help="summarize a bundle for people")
     show.add_argument("bundle", type=Path, metavar="BUNDLE|TARBALL")
     show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_limits(show)
     show.set_defaults(handler=_show)
+
+
+def _size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 4G") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    defaults = ExtractLimits()
+    group = parser.add_argument_group("limits when reading a .tar.gz (raise them for big bundles)")
+    group.add_argument(
+        "--max-total-size",
+        type=_size,
+        default=defaults.max_total_bytes,
+        metavar="SIZE",
+        help=f"all members together (default {format_size(defaults.max_total_bytes)})",
+    )
+    group.add_argument(
+        "--max-member-size",
+        type=_size,
+        default=defaults.max_member_bytes,
+        metavar="SIZE",
+        help=f"one member (default {format_size(defaults.max_member_bytes)})",
+    )
+    group.add_argument(
+        "--max-members",
+        type=int,
+        default=defaults.max_members,
+        metavar="N",
+        help=f"number of members (default {defaults.max_members})",
+    )
+    group.add_argument(
+        "--max-ratio",
+        type=float,
+        default=defaults.max_ratio,
+        metavar="X",
+        help=f"uncompressed bytes per archive byte (default {defaults.max_ratio:g})",
+    )
+
+
+def _limits(args: argparse.Namespace) -> ExtractLimits:
+    return ExtractLimits(
+        max_total_bytes=args.max_total_size,
+        max_member_bytes=args.max_member_size,
+        max_members=args.max_members,
+        max_ratio=args.max_ratio,
+    )
 
 
 def _pack(args: argparse.Namespace) -> int:
     out = pack_bundle(args.bundle, args.output)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    Console(file=sys.stderr).print(f"packed [bold]{args.bundle}[/] -> {out} (sha256:{digest})")
+    digest = hashlib.sha256()
+    with out.open("rb") as handle:
+        while chunk := handle.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    Console(file=sys.stderr).print(
+        f"packed [bold]{args.bundle}[/] -> {out} (sha256:{digest.hexdigest()}; inner tar "
+        f"{tar_digest(out)}, reproducible whatever the zlib build)",
+        highlight=False,
+        soft_wrap=True,
+    )
     print(out)
     return _exit.SUCCESS
 
 
-def _verifier(args: argparse.Namespace) -> Verifier | None:
-    if not args.trusted_key:
-        return None
-    pems = []
-    for path in args.trusted_key:
-        try:
-            pems.append(Path(path).read_bytes())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the trusted key ({exc.strerror})") from exc
-    try:
-        return TestKeyVerifier(pems)
-    except ValueError as exc:
-        raise ConfigError(f"{args.trusted_key[0]}: not a PEM EC public key") from exc
+def _pins(args: argparse.Namespace) -> TrustPins:
+    if args.identity is not None:
+        raise ConfigError(
+            "--identity is gone: pin keyless signers with --cert-identity ID "
+            "--cert-oidc-issuer URL (or their -regexp forms), as sigstore does"
+        )
+    if args.trusted_key is not None:
+        raise ConfigError("--trusted-key is gone: pin a signing key with --key PUB.pem")
+    keys: tuple[bytes, ...] = ()
+    if args.key:
+        KeyVerifier.from_pem_files(args.key)  # names the file that is unusable
+        keys = tuple(Path(p).read_bytes() for p in args.key)
+    return TrustPins(
+        trust_config=args.trust_config,
+        identity=IdentityPin(
+            identity=args.cert_identity,
+            identity_regexp=args.cert_identity_regexp,
+            issuer=args.cert_oidc_issuer,
+            issuer_regexp=args.cert_oidc_issuer_regexp,
+        ),
+        keys=keys,
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = verify_bundle(args.bundle, verifier=_verifier(args), expected_identity=args.identity)
+    report = verify_bundle(args.bundle, pins=_pins(args), limits=_limits(args))
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -112,11 +222,13 @@ def _verify(args: argparse.Namespace) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    for check in report.failures:  # one unwrapped line per reason, for people and for grep
+        err.print(f"  {check.name}: {check.detail}", markup=False, highlight=False, soft_wrap=True)
     return _exit.SUCCESS if report.passed else _exit.FAILED
 
 
 def _show(args: argparse.Namespace) -> int:
-    with bundle_folder(args.bundle) as root:
+    with bundle_folder(args.bundle, _limits(args)) as root:
         data = load_summary_data(root)
     p = data.predicate
     if args.json:
@@ -177,6 +289,7 @@ def _show(args: argparse.Namespace) -> int:
                 " ".join(str(a) for a in command.get("argv") or []),
             )
         err.print(commands)
-    if Path(args.bundle).is_dir() and (Path(args.bundle) / "summary.html").is_file():
-        err.print(f"summary: {Path(args.bundle) / 'summary.html'}", highlight=False, soft_wrap=True)
+    html = Path(args.bundle) / "summary.html"
+    if Path(args.bundle).is_dir() and not html.is_symlink() and html.is_file():
+        err.print(f"summary: {html}", highlight=False, soft_wrap=True)
     return _exit.SUCCESS

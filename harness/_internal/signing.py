@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.evidence import Signer
-from harness.evidence.signer import TestKeySigner
+from harness.evidence.signer import KeySigner
 
 _logger = logging.getLogger(__name__)
 
@@ -60,12 +60,7 @@ class SignSpec:
             ConfigError: the file is not an unencrypted PEM EC P-256 private key.
         """
         assert self.key_path is not None
-        try:
-            return TestKeySigner.from_pem(self.key_path.read_bytes())
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"{self.key_path}: not an unencrypted PEM ECDSA P-256 private key"
-            ) from exc
+        return KeySigner.from_pem_file(self.key_path)
 
 
 @contextlib.contextmanager

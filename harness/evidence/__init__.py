@@ -6,9 +6,15 @@ Public API:
   commands, record steps/verdicts/artifacts, `finalize(signer)`.
 - `Redactor`, `AuditLog`, `CommandResult` (`audit.py`): `audit/commands.log`.
 - `Manifest`, `Predicate` (`manifest.py`): `manifest.json`, an in-toto Statement v1.
-- `Signer`, `Verifier`, `TestKeySigner`, `TestKeyVerifier` (`signer.py`).
-- `pack_bundle`, `extract_bundle` (`pack.py`): reproducible `.tar.gz`.
-- `verify_bundle`, `VerifyReport`, `CheckResult` (`verify.py`): offline verification.
+- `Signer` (protocol), `KeySigner`, `KeyVerifier` (`signer.py`): signing the manifest; the
+  key signer writes a standard DSSE envelope (`manifest.dsse.json`).
+- `IdentityPin`, `KeylessVerifier`, `PinnedRoot` (`sigstore_verify.py`): keyless Sigstore
+  signatures checked against a pinned trust root.
+- `pack_bundle`, `extract_bundle`, `ExtractLimits`, `tar_digest` (`pack.py`): reproducible
+  `.tar.gz` and bounded extraction.
+- `verify_bundle`, `TrustPins`, `VerifyReport`, `CheckResult` (`verify.py`): offline
+  verification against what the verifier pins.
+- `escape_name`, `unescape_name` (`names.py`): lossless file names in manifests.
 - `write_summaries`, `load_summary_data` (`summary.py`): `summary.md` and `summary.html`.
 """
 
@@ -17,10 +23,14 @@ from __future__ import annotations
 from harness.evidence.audit import AuditLog, CommandResult, Redactor
 from harness.evidence.bundle import EvidenceBundle, FinalizedBundle, StepHandle, now_rfc3339
 from harness.evidence.manifest import (
+    DSSE_SIGNATURE,
+    LOG_ENTRY,
     MANIFEST,
     MARKER,
     PREDICATE_TYPE,
     SIGNATURE,
+    SIGNATURE_FILES,
+    SIGSTORE_SIGNATURE,
     STATEMENT_TYPE,
     Artifact,
     DrillOutcome,
@@ -33,34 +43,58 @@ from harness.evidence.manifest import (
     Verdict,
     VerdictEntry,
 )
-from harness.evidence.pack import extract_bundle, is_bundle_dir, pack_bundle
-from harness.evidence.signer import (
-    SignatureInvalid,
-    Signer,
-    TestKeySigner,
-    TestKeyVerifier,
-    Verifier,
+from harness.evidence.names import escape_name, unescape_name
+from harness.evidence.pack import (
+    ArchiveLimitExceeded,
+    ExtractLimits,
+    extract_bundle,
+    is_bundle_dir,
+    pack_bundle,
+    tar_digest,
 )
+from harness.evidence.signer import KeySigner, KeyVerifier, SignatureInvalid, Signer
+from harness.evidence.sigstore_verify import IdentityPin, KeylessVerifier, PinnedRoot
 from harness.evidence.summary import load_summary_data, write_summaries
-from harness.evidence.verify import CheckResult, FileProblems, VerifyReport, verify_bundle
+from harness.evidence.verify import (
+    CheckResult,
+    FileProblems,
+    TrustPins,
+    VerifyReport,
+    verify_bundle,
+)
+
+TestKeySigner = KeySigner
+"""Deprecated name of `KeySigner` (it now writes a standard DSSE envelope, never the old
+test-key "Sigstore bundle"); kept until every caller signs keylessly or names `KeySigner`."""
 
 __all__ = [
+    "DSSE_SIGNATURE",
+    "LOG_ENTRY",
     "MANIFEST",
     "MARKER",
     "PREDICATE_TYPE",
     "SIGNATURE",
+    "SIGNATURE_FILES",
+    "SIGSTORE_SIGNATURE",
     "STATEMENT_TYPE",
+    "ArchiveLimitExceeded",
     "Artifact",
     "AuditLog",
     "CheckResult",
     "CommandResult",
     "DrillOutcome",
     "EvidenceBundle",
+    "ExtractLimits",
     "FileEntry",
     "FileProblems",
     "FinalizedBundle",
+    "IdentityPin",
+    "KeySigner",
+    "KeyVerifier",
+    "KeylessVerifier",
     "Manifest",
     "ManifestInvalid",
+    "PinnedRoot",
     "Predicate",
     "Redactor",
     "SignatureInvalid",
@@ -69,16 +103,18 @@ __all__ = [
     "StepHandle",
     "StepOutcome",
     "TestKeySigner",
-    "TestKeyVerifier",
+    "TrustPins",
     "Verdict",
     "VerdictEntry",
-    "Verifier",
     "VerifyReport",
+    "escape_name",
     "extract_bundle",
     "is_bundle_dir",
     "load_summary_data",
     "now_rfc3339",
     "pack_bundle",
+    "tar_digest",
+    "unescape_name",
     "verify_bundle",
     "write_summaries",
 ]

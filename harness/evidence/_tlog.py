@@ -143,7 +143,9 @@ def verify_checkpoint(note: str, keys: Sequence[PublicKey]) -> Checkpoint:
     try:
         signer = signed.verify(verifiers)
     except notes.NoteError as exc:
-        raise LogEntryInvalid("no checkpoint signature verifies with the log's public key") from exc
+        raise LogEntryInvalid(
+            "no checkpoint signature verifies with a log key of the pinned trust root"
+        ) from exc
     return Checkpoint(body.origin, body.size, body.root_hash, signer.name)
 
 
@@ -213,20 +215,65 @@ def _parse_entry(entry: Any) -> _Proof:
                 hashes=tuple(_decode_hash(h, hex_form=True) for h in proof.get("hashes", [])),
                 checkpoint=str(proof["checkpoint"]),
             )
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise LogEntryInvalid(f"the log entry is malformed ({type(exc).__name__}: {exc})") from exc
     raise LogEntryInvalid("no inclusion proof in the log entry")
 
 
-def verify_log_entry(document: Any, trusted_keys: Sequence[PublicKey] | None = None) -> str:
+def _public_der(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class EntryIdentity:
+    """What names a log entry: its index, its log's id and its canonicalized body."""
+
+    index: int
+    log_id: bytes
+    body: bytes
+
+
+def entry_identity(document: Any) -> EntryIdentity:
+    """The index, log id and body of a log entry document (any form `verify_log_entry` reads).
+
+    Raises:
+        LogEntryInvalid: the entry is malformed.
+    """
+    entry = document.get("tlogEntry", document) if isinstance(document, dict) else document
+    if not isinstance(entry, dict):
+        raise LogEntryInvalid("the log entry is not a JSON object")
+    try:
+        if "canonicalizedBody" in entry:
+            log_id = entry["logId"]["keyId"]
+            return EntryIdentity(
+                int(entry["logIndex"]),
+                base64.b64decode(log_id, validate=True),
+                base64.b64decode(entry["canonicalizedBody"], validate=True),
+            )
+        if len(entry) == 1:
+            (value,) = entry.values()
+            return EntryIdentity(
+                int(value["logIndex"]),
+                bytes.fromhex(value["logID"]),
+                base64.b64decode(value["body"], validate=True),
+            )
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise LogEntryInvalid(f"the log entry is malformed ({type(exc).__name__}: {exc})") from exc
+    raise LogEntryInvalid("the log entry has no canonicalized body")
+
+
+def verify_log_entry(document: Any, trusted_keys: Sequence[PublicKey]) -> str:
     """Check a log entry offline: the inclusion proof and the checkpoint that signs its root.
 
     Args:
         document: the parsed `rekor/entry.json`. Either a Rekor entry itself (a Sigstore
             TransparencyLogEntry in protobuf JSON, or Rekor v1's `{uuid: {...}}` response)
             or ``{"tlogEntry": <entry>, "logPublicKey": <PEM or {"rawBytes": ...}>}``.
-        trusted_keys: log keys to check the checkpoint with; default the `logPublicKey` in
-            the document.
+        trusted_keys: the pinned log keys the checkpoint must be signed with. A key stored
+            in the document never vouches for it: a `logPublicKey` that is not one of
+            `trusted_keys` fails the entry.
 
     Returns:
         a one-line description of what was verified.
@@ -235,17 +282,19 @@ def verify_log_entry(document: Any, trusted_keys: Sequence[PublicKey] | None = N
         LogEntryInvalid: the proof, the checkpoint or its signature does not verify.
     """
     entry = document
-    keys: list[PublicKey] = list(trusted_keys or ())
+    keys: list[PublicKey] = list(trusted_keys)
     if isinstance(document, dict) and "tlogEntry" in document:
         entry = document["tlogEntry"]
-        if not keys and document.get("logPublicKey") is not None:
-            keys.append(load_public_key(document["logPublicKey"]))
+        if document.get("logPublicKey") is not None:
+            embedded = _public_der(load_public_key(document["logPublicKey"]))
+            if embedded not in {_public_der(k) for k in keys}:
+                raise LogEntryInvalid("its logPublicKey is not a log key of the pinned trust root")
     proof = _parse_entry(entry)
     root = root_from_inclusion(leaf_hash(proof.body), proof.index, proof.size, proof.hashes)
     if root != proof.root:
         raise LogEntryInvalid("the inclusion proof does not lead to the stated root hash")
     if not keys:
-        raise LogEntryInvalid("no log public key to check the checkpoint signature with")
+        raise LogEntryInvalid("no pinned log public key to check the checkpoint signature with")
     checkpoint = verify_checkpoint(proof.checkpoint, keys)
     if checkpoint.size != proof.size or checkpoint.root != proof.root:
         raise LogEntryInvalid("the signed checkpoint is for another tree head than the proof")

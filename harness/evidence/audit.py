@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import stat
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InfraError, StepFailed
+from harness.evidence import _fs
 
 _logger = logging.getLogger(__name__)
 
@@ -297,21 +299,38 @@ class AuditLog:
         return result
 
 
+MAX_LINE = 16 * 1024 * 1024
+"""The longest commands.log line `read_commands` parses."""
+
+
 def read_commands(path: Path, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """The last `limit` (default all) records of a commands.log, and how many there are.
 
-    Reads line by line, so memory stays bounded by `limit`; lines that are not JSON objects
-    are skipped with a warning.
+    Reads line by line, so memory stays bounded by `limit` and `MAX_LINE`; lines that are
+    not JSON objects, or longer than `MAX_LINE`, are skipped with a warning. A log that is a
+    link, FIFO or device, or sits in a folder that is a link, is not read (no records).
     """
-    if not path.is_file():
+    try:
+        if stat.S_ISLNK(os.lstat(path.parent).st_mode):
+            raise _fs.UnsafeEntry(str(path), "its folder is a link")
+        fd = _fs.open_regular(path.parent, path.name)
+    except FileNotFoundError:
+        return [], 0
+    except (_fs.UnsafeEntry, OSError) as exc:
+        _logger.warning("%s: not read (%s)", path, exc)
         return [], 0
     records: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
     total = 0
-    with path.open("rb") as handle:
-        for raw in handle:
+    with open(fd, "rb") as handle:
+        while raw := handle.readline(MAX_LINE + 1):
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while (rest := handle.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass  # drop the rest of an overlong line without keeping it
+                _logger.warning("%s: skipping a line longer than %d bytes", path, MAX_LINE)
+                continue
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = None
             if not isinstance(value, dict):
                 _logger.warning("%s: skipping a line that is not a JSON object", path)

@@ -8,9 +8,11 @@ Life of a bundle:
    file, fsync, rename), runs commands through `run()` (recorded in `audit/commands.log`), and
    records steps, verdicts, artifacts and tool versions.
 3. `finalize(signer)` writes `summary.md` and `summary.html`, then `manifest.json` (in-toto
-   Statement, RFC 8785) and `manifest.sigstore.json`, and only then removes the marker. A
-   crash at any point before that leaves the marker, and `verify` reports the bundle
-   incomplete.
+   Statement, RFC 8785) and the signature into `signer.signature_file`
+   (`manifest.sigstore.json` keyless, `manifest.dsse.json` with a key); for a keyless
+   signature also `rekor/entry.json`, the log entry inside it. Only then is the marker
+   removed. A crash at any point before that leaves the marker, and `verify` reports the
+   bundle incomplete.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from harness.errors import ConfigError, InfraError, StepFailed
 from harness.evidence import _fs
 from harness.evidence.audit import AuditLog, CommandResult, Redactor, read_commands
 from harness.evidence.manifest import (
+    LOG_ENTRY,
     MANIFEST,
     MARKER,
     RESERVED,
-    SIGNATURE,
+    SIGNATURE_FILES,
+    SIGSTORE_SIGNATURE,
     STEP_OUTCOMES,
     VERDICTS,
     Artifact,
@@ -123,7 +127,7 @@ class EvidenceBundle:
         ...     bundle.run(["make"], cwd=src, check=True)
         >>> bundle.write_text("determinism/diff.txt", "")
         >>> bundle.set_verdict("determinism", "pass")
-        >>> result = bundle.finalize(TestKeySigner.generate())
+        >>> result = bundle.finalize(KeySigner.from_pem_file(Path("signing-key.pem")))
         >>> result.digest
         'sha256:…'
     """
@@ -273,19 +277,41 @@ class EvidenceBundle:
     def add_tree(self, relpath: str, source: Path) -> list[Path]:
         """Copy every regular file below the folder `source` to `relpath/...` in the bundle.
 
-        Symbolic links are not followed; they are recorded as a text file `<name>.symlink`
-        holding the link target, so the bundle never contains a link.
+        Symbolic links are not followed; they are recorded as a file `<name>.symlink` holding
+        the link target (its bytes, then a newline), so the bundle never contains a link.
+        Names are kept as bytes (any Linux name, the manifest escapes it).
+
+        Raises:
+            ConfigError: `source` is not a folder, or two entries would land on one bundle
+                path (e.g. a link `foo` and a file `foo.symlink`), or one is already in the
+                bundle; nothing is copied then.
         """
         if not source.is_dir():
             raise ConfigError(f"{source}: not a folder, cannot add it to the evidence bundle")
         base = str(_fs.safe_relpath(relpath))
-        written = []
+        plan: dict[str, tuple[str, os.DirEntry[str]]] = {}
         for rel, entry in sorted(_fs.walk_files(source)):
             if entry.is_symlink():
-                target = os.readlink(entry.path)
-                written.append(self.write_text(f"{base}/{rel}.symlink", target + "\n"))
+                target = f"{base}/{rel}.symlink"
             elif entry.is_file(follow_symlinks=False):
-                written.append(self.add_file(f"{base}/{rel}", Path(entry.path)))
+                target = f"{base}/{rel}"
+            else:
+                continue
+            if target in plan:
+                raise ConfigError(
+                    f"{source}: {plan[target][0]!r} and {rel!r} would both be stored as "
+                    f"{target!r} in the evidence bundle"
+                )
+            if _fs.exists_no_follow(self.root / target):
+                raise ConfigError(f"{target}: already in the evidence bundle, not overwritten")
+            plan[target] = (rel, entry)
+        written = []
+        for target, (_, entry) in plan.items():
+            if entry.is_symlink():
+                link = os.fsencode(os.readlink(entry.path))
+                written.append(self.write_bytes(target, link + b"\n"))
+            else:
+                written.append(self.add_file(target, Path(entry.path)))
         return written
 
     # -- commands ----------------------------------------------------------------------------
@@ -397,14 +423,22 @@ class EvidenceBundle:
         """Write the summaries, `manifest.json` and its signature; then drop the marker.
 
         Args:
-            signer: signs `manifest.json` into `manifest.sigstore.json`. Without one the
+            signer: signs `manifest.json` into `signer.signature_file`. Without one the
                 bundle is unsigned, and `verify` fails it.
             complete: False keeps the `INCOMPLETE` marker (for a drill that was cut short
                 but still wants what it has listed and signed).
 
         Raises:
-            ConfigError: the bundle was already finalized.
+            ConfigError: the bundle was already finalized, or the signer names a signature
+                file that is not one of `SIGNATURE_FILES`.
         """
+        signature_file = None
+        if signer is not None:
+            signature_file = signer.signature_file
+            if signature_file not in SIGNATURE_FILES:
+                raise ConfigError(
+                    f"{signature_file!r}: a signer must write one of {', '.join(SIGNATURE_FILES)}"
+                )
         with self._lock:
             self._check_open()
             self._remove_stale_temporaries()
@@ -438,20 +472,17 @@ class EvidenceBundle:
             data = serialize(build_statement(files, self._predicate))
             _fs.atomic_write_bytes(self.root / MANIFEST, data)
             signed_by = None
-            if signer is not None:
+            for name in (*SIGNATURE_FILES, LOG_ENTRY):  # a bundle holds one signature only
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / name).unlink()
+            if signer is not None and signature_file is not None:
                 signature = signer.sign(data)
-                _fs.atomic_write_bytes(self.root / SIGNATURE, signature)
-                # A keyless signer's log entry exists only now: it goes beside the signature.
-                after = getattr(signer, "files_after_signing", None)
-                for relpath, content in (after(signature) if callable(after) else {}).items():
-                    path = self.root.joinpath(*_fs.safe_relpath(relpath).parts)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    _fs.atomic_write_bytes(path, content)
+                _fs.atomic_write_bytes(self.root / signature_file, signature)
+                if signature_file == SIGSTORE_SIGNATURE:
+                    self._write_log_entry(signature)
                 signed_by = signer.identity
             else:
                 _logger.warning("%s: finalized without a signer; verify will fail it", self.root)
-                with contextlib.suppress(FileNotFoundError):
-                    (self.root / SIGNATURE).unlink()
             if complete:
                 (self.root / MARKER).unlink()
                 _fs.fsync_dir(self.root)
@@ -472,6 +503,18 @@ class EvidenceBundle:
             self._check_open()
             self._predicate = dataclasses.replace(self._predicate, **changes)
             self._save_marker()
+
+    def _write_log_entry(self, sigstore_bundle: bytes) -> None:
+        """Save the keyless signature's log entry as `rekor/entry.json` (for people and tools;
+        `verify` requires it to equal the entry inside the signature)."""
+        try:
+            entries = json.loads(sigstore_bundle)["verificationMaterial"]["tlogEntries"]
+            entry = entries[0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            _logger.warning("%s: the keyless signature holds no log entry", self.root)
+            return
+        text = json.dumps(entry, indent=2, sort_keys=True) + "\n"
+        _fs.atomic_write_bytes(self.root / LOG_ENTRY, text.encode())
 
     def _save_marker(self) -> None:
         data = marker_bytes(self._predicate, pid=os.getpid(), host=socket.gethostname())

@@ -1,16 +1,18 @@
 """`manifest.json`: an in-toto Statement v1 listing every file of a bundle, in RFC 8785 form.
 
-The statement's `subject[]` holds every file of the bundle except `manifest.json`,
-`manifest.sigstore.json` and the `INCOMPLETE` marker, sorted by path, each with its sha256
-and size. The predicate (type `PREDICATE_TYPE`) holds the run id, the required paths, the
-drill's verdicts and step results, tool versions, the policy digest, the artifacts the drill
-produced and whether the bundle was finalized complete. The sha256 of the serialized
-statement is the bundle's identity.
+The statement's `subject[]` holds every file of the bundle except `manifest.json`, the
+signature file (`manifest.sigstore.json` or `manifest.dsse.json`) and the `INCOMPLETE` marker,
+sorted by name with no name twice, each with its sha256 and size. Names are escaped as
+`names.py` says (lossless for any Linux file name). The predicate (type `PREDICATE_TYPE`)
+holds the run id, the required paths, the drill's verdicts and step results, tool versions,
+the policy digest, the artifacts the drill produced and whether the bundle was finalized
+complete. The sha256 of the serialized statement is the bundle's identity.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,21 +23,33 @@ import rfc8785
 
 from harness._internal.schemas import validator_for
 from harness.errors import VerificationFailed
+from harness.evidence import _fs
+from harness.evidence.names import NameInvalid, escape_name, unescape_name
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://cihub.dev/evidence-manifest/v1"
 SCHEMA_FILE = "evidence_manifest.v1.json"
 
 MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sigstore.json"
+SIGSTORE_SIGNATURE = "manifest.sigstore.json"
+"""A keyless signature: a Sigstore bundle v0.3 holding a DSSE envelope over `manifest.json`."""
+DSSE_SIGNATURE = "manifest.dsse.json"
+"""A key signature (air-gapped): a plain DSSE envelope over `manifest.json`."""
+SIGNATURE_FILES = (SIGSTORE_SIGNATURE, DSSE_SIGNATURE)
+"""A finalized, signed bundle holds exactly one of these."""
+SIGNATURE = SIGSTORE_SIGNATURE
+"""Kept for callers written when keyless was the only signature file."""
 MARKER = "INCOMPLETE"
-SIGSTORE_TRUST_CONFIG = "sigstore/trust_config.json"
-"""The trust config a keyless Sigstore signer saves, so the bundle verifies offline."""
 """Written when a bundle is created, removed by `finalize()`: its presence means incomplete."""
+SIGSTORE_TRUST_CONFIG = "sigstore/trust_config.json"
+"""The trust config a keyless signer saves: information for people, never a trust anchor."""
 LOG_ENTRY = "rekor/entry.json"
-"""The manifest signature's transparency-log entry, written after signing (so not listed)."""
-RESERVED = frozenset({MANIFEST, SIGNATURE, MARKER, LOG_ENTRY})
-"""Names the manifest does not list: itself, its signature and that signature's log entry."""
+"""The keyless signature's transparency-log entry, written by `finalize()` after signing (so the
+manifest can't list it); `verify` requires it to be the entry inside `manifest.sigstore.json`."""
+RESERVED = frozenset({MANIFEST, MARKER, LOG_ENTRY, *SIGNATURE_FILES})
+"""Names the manifest does not list (itself, its signature and what is written after it)."""
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+"""`manifest.json` and the `INCOMPLETE` marker are read only up to this size."""
 
 Verdict = Literal["pass", "fail", "skip"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "skip")
@@ -58,15 +72,24 @@ class ManifestInvalid(VerificationFailed):
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of a bundle: its relative POSIX path, sha256 (hex) and size in bytes."""
+    """One file of a bundle: its relative POSIX path, sha256 (hex) and size in bytes.
+
+    `path` is the name as `os` spells it (undecodable bytes as surrogates); `name` is its
+    escaped manifest spelling.
+    """
 
     path: str
     sha256: str
     size: int
 
+    @property
+    def name(self) -> str:
+        """The manifest spelling of `path` (see `names.py`)."""
+        return escape_name(self.path)
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.path,
+            "name": self.name,
             "digest": {"sha256": self.sha256},
             "annotations": {"size": self.size},
         }
@@ -250,10 +273,10 @@ def _digest_string(digest_set: Mapping[str, str]) -> str:
 
 
 def build_statement(files: Iterable[FileEntry], predicate: Predicate) -> dict[str, Any]:
-    """The in-toto Statement v1 for `files` (sorted here) and `predicate`."""
+    """The in-toto Statement v1 for `files` (sorted here by manifest name) and `predicate`."""
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [f.to_json() for f in sorted(files, key=lambda f: f.path)],
+        "subject": [f.to_json() for f in sorted(files, key=lambda f: f.name)],
         "predicateType": PREDICATE_TYPE,
         "predicate": predicate.to_json(),
     }
@@ -287,32 +310,54 @@ class Manifest:
         """Parse and check a serialized manifest.
 
         Raises:
-            ManifestInvalid: not JSON, not RFC 8785 canonical, or not matching the schema;
-                the message starts with `source`.
+            ManifestInvalid: not JSON, not RFC 8785 canonical, not matching the schema, a
+                subject name twice, subjects not sorted by name, or a name not escaped as
+                `names.py` says; the message starts with `source`.
         """
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise ManifestInvalid(f"{source}: not valid JSON ({exc})") from exc
+        value = _load_json(data, source)
         errors = validator_for(SCHEMA_FILE).errors(value)
         if errors:
             raise ManifestInvalid(f"{source}: does not match {SCHEMA_FILE}: {errors[0]}")
-        if serialize(value) != data:
+        try:
+            canonical = serialize(value) == data
+        except (ValueError, TypeError, UnicodeError, RecursionError):
+            canonical = False
+        if not canonical:
             raise ManifestInvalid(f"{source}: not in RFC 8785 canonical form")
-        files = tuple(
-            FileEntry(s["name"], s["digest"]["sha256"], int(s["annotations"]["size"]))
-            for s in value["subject"]
-        )
-        return cls(raw=data, files=files, predicate=Predicate.from_json(value["predicate"]))
+        names = [str(s["name"]) for s in value["subject"]]
+        for before, after in itertools.pairwise(names):
+            if before == after:
+                raise ManifestInvalid(f"{source}: subject {after!r} is listed twice")
+            if before > after:
+                raise ManifestInvalid(
+                    f"{source}: subject is not sorted by name ({after!r} after {before!r})"
+                )
+        files = []
+        for s in value["subject"]:
+            try:
+                path = unescape_name(s["name"])
+            except NameInvalid as exc:
+                raise ManifestInvalid(f"{source}: subject name {exc}") from exc
+            files.append(FileEntry(path, s["digest"]["sha256"], int(s["annotations"]["size"])))
+        return cls(raw=data, files=tuple(files), predicate=Predicate.from_json(value["predicate"]))
 
     @classmethod
     def from_path(cls, path: Path) -> Manifest:
-        """Read and parse `path` (see `from_bytes`)."""
+        """Read and parse `path` without following a link (see `from_bytes`)."""
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ManifestInvalid(f"{path}: cannot read the manifest") from exc
+            data = _fs.read_regular(path.parent, path.name, MAX_MANIFEST_BYTES)
+        except (OSError, _fs.UnsafeEntry, _fs.TooLarge) as exc:
+            raise ManifestInvalid(f"{path}: cannot read the manifest ({exc})") from exc
         return cls.from_bytes(data, source=str(path))
+
+
+def _load_json(data: bytes, source: str) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ManifestInvalid(f"{source}: not valid JSON (nested too deeply)") from exc
+    except ValueError as exc:
+        raise ManifestInvalid(f"{source}: not valid JSON ({exc})") from exc
 
 
 def marker_bytes(predicate: Predicate, *, pid: int, host: str) -> bytes:
@@ -331,12 +376,20 @@ def read_marker(root: Path) -> tuple[Predicate, dict[str, Any]] | None:
 
     A marker that can't be parsed (a crash while writing it can't happen: it is replaced
     atomically, but it may be hand-edited) yields an empty predicate with run id "unknown".
+    A marker that is a link, FIFO or device, or too large, is never opened or read: it
+    yields the same, with `{"unsafe": reason}` as writer info.
     """
-    path = root / MARKER
+    unknown = Predicate(run_id="unknown", started_on="1970-01-01T00:00:00Z")
     try:
-        value = json.loads(path.read_bytes())
-        return Predicate.from_json(value["predicate"]), value
+        data = _fs.read_regular(root, MARKER, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return Predicate(run_id="unknown", started_on="1970-01-01T00:00:00Z"), {}
+    except (_fs.UnsafeEntry, _fs.TooLarge) as exc:
+        return unknown, {"unsafe": str(exc)}
+    except OSError as exc:
+        return unknown, {"unsafe": f"{MARKER}: cannot read ({exc.strerror})"}
+    try:
+        value = json.loads(data)
+        return Predicate.from_json(value["predicate"]), value
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return unknown, {}

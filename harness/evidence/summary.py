@@ -206,7 +206,7 @@ def render_markdown(data: SummaryData) -> str:
     else:
         out.append("No commands recorded.")
     out += ["", f"## Files ({len(data.files)})", "", "| Path | Size | sha256 |", "|---|---:|---|"]
-    out += [f"| `{_md(f.path)}` | {f.size} | `{f.sha256}` |" for f in data.files]
+    out += [f"| `{_md(f.name)}` | {f.size} | `{f.sha256}` |" for f in data.files]
     out += [
         "",
         f"`{SUMMARY_MD}` and `{SUMMARY_HTML}` are listed in `{MANIFEST}`, which is not listed "
@@ -356,7 +356,7 @@ def render_html(data: SummaryData) -> str:
         _table(
             ["Path", "Size", "sha256"],
             [
-                [_td(f.path, code=True), _td(_fmt_size(f.size), "num"), _td(f.sha256, code=True)]
+                [_td(f.name, code=True), _td(_fmt_size(f.size), "num"), _td(f.sha256, code=True)]
                 for f in data.files
             ],
         ),
@@ -379,7 +379,7 @@ def collect_files(root: Path, *, skip: frozenset[str] = frozenset()) -> tuple[Fi
             continue
         sha, size = _fs.hash_file(Path(entry.path), buffer)
         entries.append(FileEntry(rel, sha, size))
-    return tuple(sorted(entries, key=lambda f: f.path))
+    return tuple(sorted(entries, key=lambda f: f.name))  # manifest order (escaped names)
 
 
 def load_summary_data(root: Path) -> SummaryData:
@@ -391,8 +391,8 @@ def load_summary_data(root: Path) -> SummaryData:
     commands, total = read_commands(root / COMMANDS_LOG, MAX_COMMANDS)
     marker = read_marker(root)
     manifest_path = root / MANIFEST
-    if manifest_path.is_file():
-        manifest = Manifest.from_path(manifest_path)
+    if _fs.exists_no_follow(manifest_path):
+        manifest = Manifest.from_path(manifest_path)  # refuses a link or special file
         return SummaryData(
             name=root.name,
             predicate=manifest.predicate,

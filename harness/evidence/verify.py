@@ -3,11 +3,25 @@
 Every check ends `ok`, `fail` or `missing`:
 
 - Always required (a `missing` counts as a failure): `manifest` (parses, matches its schema,
-  RFC 8785 form), `files` (every listed file present with its digest and size, no file
-  added, no link or special file), `signature` (`manifest.sigstore.json` verifies over
-  `manifest.json`, for the expected identity if one is given), `complete` (no `INCOMPLETE`
-  marker, and the manifest says complete), and `required` (every path in the manifest's
-  `requiredPaths` exists).
+  RFC 8785 form, subjects sorted and unique), `files` (every listed file present with its
+  digest and size, no file added, no link or special file), `signature` (exactly one of
+  `manifest.sigstore.json` / `manifest.dsse.json`, verifying over `manifest.json` against
+  what the VERIFIER pins: see below), `complete` (no `INCOMPLETE` marker, and the manifest
+  says complete), and `required` (every path in the manifest's `requiredPaths` exists).
+
+Trust is pinned from the verifier's side (`TrustPins`), never taken from the bundle:
+
+- keyless (`manifest.sigstore.json`): a Sigstore bundle with a DSSE envelope whose payload
+  is `manifest.json`, checked with sigstore-python against the trusted root of
+  `--trust-config`, else of the local trust domain (`lab.trust_domain.local_trust_config()`);
+  no pinned root fails the signature. `sigstore/trust_config.json` in a bundle is information
+  only. Identity and issuer are checked when pinned, else reported.
+- key (`manifest.dsse.json`): a DSSE envelope checked against the `--key` public keys only;
+  no pinned key fails the signature ("signed with a local key: pin it with --key").
+
+Reading is hostile-safe: no link is followed anywhere in a bundle (markers included), FIFOs
+and devices are never opened, every read is bounded, a `.tar.gz` is extracted within
+`ExtractLimits`.
 - Pass criteria of the drills, each judged from its files: `sbom-vex`, `provenance`,
   `determinism`, `rekor-inclusion`, `cache-signature`, `policy`, `chaos`, `dr`, plus `audit`
   and the drill's own `verdicts`. **Optional evidence:** a check whose files are all absent is
@@ -23,12 +37,13 @@ What each pass criterion reads (what the drills must write):
 - `slsa-provenance.json`: an in-toto statement with an `https://slsa.dev/provenance/...`
   predicateType, or a DSSE envelope.
 - `determinism/diff.txt`: empty when the two builds are identical.
-- `rekor/entry.json`: a Sigstore TransparencyLogEntry (protobuf JSON) or Rekor v1's
-  `{uuid: {...}}` response, optionally wrapped as ``{"tlogEntry": ..., "logPublicKey":
-  {"rawBytes": <base64 DER>}}``; the inclusion proof must lead to the root of a checkpoint
-  signed by the log key (given to `verify_bundle(log_keys=...)` or from `logPublicKey`).
-- `cache/signature.sig`: a Sigstore bundle over `cache/manifest.json` (checked with the same
-  verifier as the manifest).
+- `rekor/entry.json` (written by `finalize()` after a keyless signature, not listed by the
+  manifest): must be the log entry inside `manifest.sigstore.json` (same log index, log id
+  and body), and its inclusion proof must lead to a checkpoint signed by a log key of the
+  pinned trust root; a key stored in the entry never vouches for it.
+- `cache/signature.sig`: a signature over `cache/manifest.json` of the manifest's kind (a
+  Sigstore bundle checked against the pinned root and identity, or a DSSE envelope checked
+  against the pinned keys).
 - `policy/decisions.json`: a list (or `{"decisions": [...]}`) of objects with `"allow": true`
   (or `"decision": "allow"`); names from `policy`/`name`/`query`.
 - `chaos/journal.json`: a Chaos Toolkit journal: status `completed`, not deviated, both
@@ -41,6 +56,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,29 +65,68 @@ from typing import Any, Literal
 from harness.errors import VerificationFailed
 from harness.evidence import _fs, _tlog
 from harness.evidence.manifest import (
+    DSSE_SIGNATURE,
+    LOG_ENTRY,
     MANIFEST,
     MARKER,
+    MAX_MANIFEST_BYTES,
     RESERVED,
-    SIGNATURE,
+    SIGNATURE_FILES,
+    SIGSTORE_SIGNATURE,
     SIGSTORE_TRUST_CONFIG,
     Manifest,
     ManifestInvalid,
     Predicate,
     read_marker,
 )
-from harness.evidence.pack import bundle_folder, is_tarball
+from harness.evidence.names import escape_name
+from harness.evidence.pack import ExtractLimits, bundle_folder, is_tarball
 from harness.evidence.signer import (
+    KeyVerifier,
     SignatureDigestMismatch,
     SignatureInvalid,
-    Verifier,
-    default_verifier,
+)
+from harness.evidence.sigstore_verify import (
+    IdentityPin,
+    KeylessSignature,
+    KeylessVerifier,
+    PinnedRoot,
 )
 from harness.evidence.summary import COMMANDS_LOG
+from lab.trust_domain import local_trust_config
 
 _logger = logging.getLogger(__name__)
 
 CheckStatus = Literal["ok", "fail", "missing"]
 _MAX_NAMED = 10
+MAX_JSON_BYTES = 64 * 1024 * 1024
+"""Evidence JSON files (SBOM, journals, ...) are judged only up to this size."""
+MAX_SIGNATURE_BYTES = 16 * 1024 * 1024
+MAX_AUDIT_LINE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TrustPins:
+    """What the verifier trusts; nothing of it comes from the bundle.
+
+    Attributes:
+        trust_config: the trust config (ClientTrustConfig or TrustedRoot JSON) whose trusted
+            root keyless signatures and log entries must chain to; None: the local trust
+            domain's (`lab.trust_domain.local_trust_config()`), if `use_local_trust_domain`.
+        identity: the signer identity and issuer keyless signatures must name.
+        keys: PEM public keys a key-signed (`manifest.dsse.json`) bundle must be signed with.
+        use_local_trust_domain: fall back to the local trust domain without `trust_config`.
+    """
+
+    trust_config: Path | None = None
+    identity: IdentityPin = field(default_factory=IdentityPin)
+    keys: tuple[bytes, ...] = ()
+    use_local_trust_domain: bool = True
+
+    def root_path(self) -> Path | None:
+        if self.trust_config is not None:
+            return self.trust_config
+        return local_trust_config() if self.use_local_trust_domain else None
 
 
 @dataclass(frozen=True)
@@ -115,11 +170,12 @@ class FileProblems:
         return bool(self.modified or self.added or self.removed or self.unsafe)
 
     def to_json(self) -> dict[str, list[str]]:
+        """Names as the manifest spells them (escaped: see `names.py`)."""
         return {
-            "modified": list(self.modified),
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "unsafe": list(self.unsafe),
+            "modified": [escape_name(p) for p in self.modified],
+            "added": [escape_name(p) for p in self.added],
+            "removed": [escape_name(p) for p in self.removed],
+            "unsafe": [escape_name(p) for p in self.unsafe],
         }
 
 
@@ -183,24 +239,51 @@ class _Fail(Exception):
 
 
 @dataclass
+class _Signed:
+    """The manifest signature that verified, and what it lets later checks verify."""
+
+    kind: Literal["keyless", "key"]
+    signed_by: str
+    keyless: KeylessSignature | None = None
+    keyless_verifier: KeylessVerifier | None = None
+    key_verifier: KeyVerifier | None = None
+    signature: bytes = b""
+
+
+@dataclass
 class _Context:
     root: Path
     present: set[str]
     required_paths: tuple[str, ...]
-    verifier: Verifier | None
-    log_keys: Sequence[_tlog.PublicKey] | None
+    pins: TrustPins
+    signed: _Signed | None = None
+    pinned_root: PinnedRoot | None = None
     predicate: Predicate | None = None
 
+    def read_bytes(self, rel: str, limit: int = MAX_JSON_BYTES) -> bytes:
+        return _read(self.root, rel, limit)
+
     def read_json(self, rel: str) -> Any:
+        data = self.read_bytes(rel)
         try:
-            return json.loads((self.root / rel).read_bytes())
+            return json.loads(data)
+        except RecursionError as exc:
+            raise _Fail(f"{rel}: not valid JSON (nested too deeply)") from exc
         except ValueError as exc:
             raise _Fail(f"{rel}: not valid JSON ({exc})") from exc
-        except OSError as exc:
-            raise _Fail(f"{rel}: cannot read ({exc.strerror})") from exc
+
+
+def _read(root: Path, rel: str, limit: int) -> bytes:
+    try:
+        return _fs.read_regular(root, rel, limit)
+    except (_fs.UnsafeEntry, _fs.TooLarge) as exc:
+        raise _Fail(str(exc)) from exc
+    except OSError as exc:
+        raise _Fail(f"{rel}: cannot read ({exc.strerror or exc})") from exc
 
 
 def _name_some(paths: Sequence[str]) -> str:
+    paths = [escape_name(p) for p in paths]
     shown = ", ".join(paths[:_MAX_NAMED])
     return shown + (f" (+{len(paths) - _MAX_NAMED} more)" if len(paths) > _MAX_NAMED else "")
 
@@ -268,7 +351,7 @@ def _check_determinism(ctx: _Context) -> str:
     """
     if "determinism/diff.txt" not in ctx.present:
         raise _Fail("determinism/diff.txt is missing (the comparison did not finish)")
-    size = (ctx.root / "determinism/diff.txt").stat().st_size
+    size = os.lstat(ctx.root / "determinism/diff.txt").st_size
     outcome = ctx.predicate.outcome if ctx.predicate is not None else None
     if not size:
         if outcome is not None and outcome.observed != "reproducible":
@@ -321,31 +404,44 @@ def _determinism_expect(ctx: _Context) -> tuple[str, list[str] | None] | None:
 
 
 def _check_rekor(ctx: _Context) -> str:
-    keys = ctx.log_keys
-    if keys is None and SIGSTORE_TRUST_CONFIG in ctx.present:
-        keys = _trusted_log_keys(ctx)
+    document = ctx.read_json(LOG_ENTRY)
+    signed = ctx.signed
+    if signed is None:
+        raise _Fail(f"{LOG_ENTRY}: no verified signature to tie the log entry to")
+    if signed.keyless is None or ctx.pinned_root is None:
+        raise _Fail(f"{LOG_ENTRY}: a key-signed bundle has no log entry to tie it to")
     try:
-        return _tlog.verify_log_entry(ctx.read_json("rekor/entry.json"), keys)
+        mine = _tlog.entry_identity(document)
+        theirs = _tlog.entry_identity(signed.keyless.log_entry)
     except _tlog.LogEntryInvalid as exc:
-        raise _Fail(f"rekor/entry.json: {exc}") from exc
-
-
-def _trusted_log_keys(ctx: _Context) -> list[_tlog.PublicKey]:
-    """The transparency-log keys of the trust config the Sigstore signer saved."""
-    document = ctx.read_json(SIGSTORE_TRUST_CONFIG)
-    tlogs = (document.get("trustedRoot") or {}).get("tlogs") or []
+        raise _Fail(f"{LOG_ENTRY}: {exc}") from exc
+    if mine != theirs:
+        raise _Fail(
+            f"{LOG_ENTRY}: not the log entry of {SIGSTORE_SIGNATURE} (entry {mine.index} "
+            f"instead of {theirs.index}, or another log or body)"
+        )
+    keys = ctx.pinned_root.log_keys()
+    if not keys:
+        raise _Fail(f"{LOG_ENTRY}: the pinned trust root {ctx.pinned_root.path} has no log keys")
     try:
-        return [_tlog.load_public_key(tlog["publicKey"]) for tlog in tlogs]
-    except (KeyError, TypeError, _tlog.LogEntryInvalid) as exc:
-        raise _Fail(f"{SIGSTORE_TRUST_CONFIG}: a tlog key is malformed ({exc})") from exc
+        return _tlog.verify_log_entry(document, keys)
+    except _tlog.LogEntryInvalid as exc:
+        raise _Fail(f"{LOG_ENTRY}: {exc}") from exc
 
 
 def _check_cache(ctx: _Context) -> str:
-    data = (ctx.root / "cache/manifest.json").read_bytes()
-    signature = (ctx.root / "cache/signature.sig").read_bytes()
+    data = ctx.read_bytes("cache/manifest.json")
+    signature = ctx.read_bytes("cache/signature.sig", MAX_SIGNATURE_BYTES)
+    signed = ctx.signed
     try:
-        verifier = ctx.verifier or default_verifier(signature, ctx.root / SIGSTORE_TRUST_CONFIG)
-        identity = verifier.verify(data, signature)
+        if signed is None:
+            raise SignatureInvalid("the manifest signature did not verify, so nothing is pinned")
+        if signed.keyless_verifier is not None:
+            identity = signed.keyless_verifier.verify_blob(data, signature).signed_by
+        elif signed.key_verifier is not None:
+            identity = signed.key_verifier.verify(data, signature, payload_type=None)
+        else:  # pragma: no cover - a verified signature always has one of the two
+            raise SignatureInvalid("no verifier")
     except SignatureDigestMismatch as exc:
         raise _Fail(f"cache/manifest.json: {exc}") from exc
     except SignatureInvalid as exc:
@@ -427,14 +523,20 @@ def _check_dr(ctx: _Context) -> str:
 
 def _check_audit(ctx: _Context) -> str:
     total = bad = 0
-    with (ctx.root / COMMANDS_LOG).open("rb") as handle:
-        for raw in handle:
+    try:
+        fd = _fs.open_regular(ctx.root, COMMANDS_LOG)
+    except (_fs.UnsafeEntry, OSError) as exc:
+        raise _Fail(f"{COMMANDS_LOG}: {exc}") from exc
+    with open(fd, "rb") as handle:
+        while raw := handle.readline(MAX_AUDIT_LINE + 1):
+            if len(raw) > MAX_AUDIT_LINE:
+                raise _Fail(f"{COMMANDS_LOG}: a line is longer than {MAX_AUDIT_LINE} bytes")
             if not raw.strip():
                 continue
             total += 1
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = None
             if not isinstance(value, dict) or "argv" not in value or "exit_code" not in value:
                 bad += 1
@@ -454,7 +556,7 @@ CRITERIA: tuple[_Spec, ...] = (
     _Spec("sbom-vex", ("sbom.json", "vex.json"), _check_sbom_vex),
     _Spec("provenance", ("slsa-provenance.json",), _check_provenance),
     _Spec("determinism", ("determinism/",), _check_determinism),
-    _Spec("rekor-inclusion", ("rekor/entry.json",), _check_rekor),
+    _Spec("rekor-inclusion", (LOG_ENTRY,), _check_rekor),
     _Spec("cache-signature", ("cache/manifest.json", "cache/signature.sig"), _check_cache),
     _Spec("policy", ("policy/decisions.json",), _check_policy),
     _Spec("chaos", ("chaos/journal.json",), _check_chaos),
@@ -481,6 +583,10 @@ def _run_spec(spec: _Spec, ctx: _Context) -> CheckResult:
         detail = spec.body(ctx)
     except _Fail as exc:
         return CheckResult(spec.name, "fail", str(exc), required, spec.evidence)
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:
+        # Evidence of an unexpected shape is a failed check, never a crash of verify.
+        detail = f"{_name_some(spec.evidence)}: malformed ({type(exc).__name__})"
+        return CheckResult(spec.name, "fail", detail, required, spec.evidence)
     return CheckResult(spec.name, "ok", detail, required, spec.evidence)
 
 
@@ -488,7 +594,7 @@ def _run_spec(spec: _Spec, ctx: _Context) -> CheckResult:
 
 
 def _scan(root: Path) -> tuple[dict[str, int], list[str]]:
-    """Regular files (path → size) and unsafe entries below `root`."""
+    """Regular files (path → size) and unsafe entries below `root` (no link is followed)."""
     files: dict[str, int] = {}
     unsafe = []
     for rel, entry in _fs.walk_files(root):
@@ -512,7 +618,15 @@ def _compare(root: Path, manifest: Manifest, disk: Mapping[str, int]) -> tuple[F
         if disk[path] != entry.size:
             modified.append(path)
             continue
-        sha, size = _fs.hash_file(root / path, buffer)
+        try:
+            fd = _fs.open_regular(root, path)
+        except (_fs.UnsafeEntry, OSError):
+            modified.append(path)  # swapped for something else since the scan
+            continue
+        try:
+            sha, size = _fs.hash_fd(fd, buffer)
+        finally:
+            os.close(fd)
         hashed += size
         if sha != entry.sha256 or size != entry.size:
             modified.append(path)
@@ -537,45 +651,88 @@ def _must(name: str, status: CheckStatus, detail: str, *evidence: str) -> CheckR
     return CheckResult(name, status, detail, True, evidence)
 
 
-def _manifest_check(root: Path, disk: Mapping[str, int]) -> tuple[CheckResult, Manifest | None]:
+def _manifest_check(
+    root: Path, disk: Mapping[str, int], unsafe: Sequence[str]
+) -> tuple[CheckResult, Manifest | None, bytes | None]:
+    if MANIFEST in unsafe:
+        return _must("manifest", "fail", f"{MANIFEST} is a link or special file"), None, None
     if MANIFEST not in disk:
-        return _must("manifest", "missing", f"no {MANIFEST}: never finalized", MANIFEST), None
+        return _must("manifest", "missing", f"no {MANIFEST}: never finalized", MANIFEST), None, None
     try:
-        manifest = Manifest.from_bytes((root / MANIFEST).read_bytes(), source=MANIFEST)
-    except ManifestInvalid as exc:
-        return _must("manifest", "fail", str(exc), MANIFEST), None
+        data = _read(root, MANIFEST, MAX_MANIFEST_BYTES)
+        manifest = Manifest.from_bytes(data, source=MANIFEST)
+    except (_Fail, ManifestInvalid) as exc:
+        return _must("manifest", "fail", str(exc), MANIFEST), None, None
     detail = f"{len(manifest.files)} files listed, {manifest.digest}"
-    return _must("manifest", "ok", detail, MANIFEST), manifest
+    return _must("manifest", "ok", detail, MANIFEST), manifest, data
+
+
+_NO_ROOT = (
+    "no pinned trust root: pass --trust-config FILE (the auditor's copy of `cihub trust "
+    "export`) or create the local trust domain; the bundle's own "
+    f"{SIGSTORE_TRUST_CONFIG} is never trusted"
+)
 
 
 def _signature_check(
-    root: Path,
-    disk: Mapping[str, int],
-    verifier: Verifier | None,
-    expected_identity: str | None,
-) -> tuple[CheckResult, str | None]:
-    if SIGNATURE not in disk:
-        return _must("signature", "missing", f"no {SIGNATURE}: unsigned", SIGNATURE), None
-    if MANIFEST not in disk:
+    ctx: _Context, disk: Mapping[str, int], unsafe: Sequence[str], manifest_data: bytes | None
+) -> CheckResult:
+    files = [f for f in SIGNATURE_FILES if f in disk or f in unsafe]
+    if not files:
         return _must(
-            "signature", "fail", f"{SIGNATURE} signs an absent {MANIFEST}", SIGNATURE
-        ), None
-    data = (root / MANIFEST).read_bytes()
-    bundle = (root / SIGNATURE).read_bytes()
+            "signature", "missing", f"unsigned: no {' or '.join(SIGNATURE_FILES)}", *SIGNATURE_FILES
+        )
+    if len(files) > 1:
+        detail = f"both {' and '.join(files)}: a bundle holds exactly one signature"
+        return _must("signature", "fail", detail, *files)
+    (name,) = files
+    if manifest_data is None:
+        return _must("signature", "fail", f"{name} signs no valid {MANIFEST}", name)
     try:
-        chosen = verifier or default_verifier(bundle, root / SIGSTORE_TRUST_CONFIG)
-        identity = chosen.verify(data, bundle)
+        signature = _read(ctx.root, name, MAX_SIGNATURE_BYTES)
+        if name == SIGSTORE_SIGNATURE:
+            detail = _verify_keyless(ctx, manifest_data, signature)
+        else:
+            detail = _verify_key(ctx, manifest_data, signature)
+    except _Fail as exc:
+        return _must("signature", "fail", str(exc), name)
     except SignatureDigestMismatch as exc:
-        return _must("signature", "fail", f"{MANIFEST}: {exc} in {SIGNATURE}", SIGNATURE), None
+        return _must("signature", "fail", f"{MANIFEST}: {exc} ({name})", name)
     except SignatureInvalid as exc:
-        return _must("signature", "fail", f"{SIGNATURE}: {exc}", SIGNATURE), None
-    if expected_identity is not None and identity != expected_identity:
-        detail = f"{SIGNATURE}: signed by {identity}, expected {expected_identity}"
-        return _must("signature", "fail", detail, SIGNATURE), None
-    note = (
-        " (test key: integrity only, not an identity)" if identity.startswith("test-key:") else ""
+        return _must("signature", "fail", f"{name}: {exc}", name)
+    return _must("signature", "ok", detail, name)
+
+
+def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
+    path = ctx.pins.root_path()
+    if path is None:
+        raise _Fail(f"{SIGSTORE_SIGNATURE}: {_NO_ROOT}")
+    if ctx.pinned_root is None:
+        ctx.pinned_root = PinnedRoot.load(path)
+    verifier = KeylessVerifier(ctx.pinned_root, ctx.pins.identity)
+    result = verifier.verify_manifest(data, signature)
+    ctx.signed = _Signed("keyless", result.signed_by, result, verifier, None, signature)
+    pinned = ctx.pins.identity
+    who = (
+        f"identity pinned to {pinned.describe()}"
+        if pinned.pinned
+        else "identity not pinned (--cert-identity, --cert-oidc-issuer)"
     )
-    return _must("signature", "ok", f"signed by {identity}{note}", SIGNATURE), identity
+    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}"
+
+
+def _verify_key(ctx: _Context, data: bytes, signature: bytes) -> str:
+    if not ctx.pins.keys:
+        raise _Fail(f"{DSSE_SIGNATURE}: signed with a local key: pin it with --key PUB.pem")
+    if ctx.pins.identity.pinned:
+        raise _Fail(
+            f"{DSSE_SIGNATURE}: signed with a local key, which names no identity to match "
+            "--cert-identity/--cert-oidc-issuer"
+        )
+    verifier = KeyVerifier(ctx.pins.keys)
+    identity = verifier.verify(data, signature)
+    ctx.signed = _Signed("key", identity, None, None, verifier, signature)
+    return f"signed by {identity} (a pinned key)"
 
 
 def _complete_check(
@@ -585,6 +742,8 @@ def _complete_check(
 ) -> CheckResult:
     if marker is not None:
         info = marker[1]
+        if info.get("unsafe"):
+            return _must("complete", "fail", f"{MARKER} marker present: {info['unsafe']}", MARKER)
         who = f" (written by pid {info['pid']} on {info.get('host')})" if info.get("pid") else ""
         temporaries = sorted(p for p in disk if _fs.TMP_MARK in p)
         partial = f"; partly written: {_name_some(temporaries)}" if temporaries else ""
@@ -611,17 +770,15 @@ def _verdicts_check(predicate: Predicate | None) -> CheckResult:
 
 
 def verify_folder(
-    root: Path,
-    *,
-    source: str | None = None,
-    verifier: Verifier | None = None,
-    expected_identity: str | None = None,
-    log_keys: Sequence[_tlog.PublicKey] | None = None,
+    root: Path, *, source: str | None = None, pins: TrustPins | None = None
 ) -> VerifyReport:
     """Verify the bundle folder `root` (see `verify_bundle`)."""
+    pins = pins or TrustPins()
+    # An explicitly named trust config must be usable whatever the bundle holds (exit 2).
+    explicit_root = PinnedRoot.load(pins.trust_config) if pins.trust_config else None
     disk, unsafe = _scan(root)
     marker = read_marker(root)
-    manifest_result, manifest = _manifest_check(root, disk)
+    manifest_result, manifest, manifest_data = _manifest_check(root, disk, unsafe)
     checks = [manifest_result]
 
     hashed = 0
@@ -639,16 +796,17 @@ def verify_folder(
             else _must("files", "ok", f"{count} files match their sha256 and size")
         )
 
-    signature_result, signed_by = _signature_check(root, disk, verifier, expected_identity)
-    checks.append(signature_result)
-    complete = _complete_check(marker, manifest, disk)
-    checks.append(complete)
-
     predicate = manifest.predicate if manifest is not None else (marker[0] if marker else None)
     required = predicate.required_paths if predicate is not None else ()
     ctx = _Context(
-        root, set(disk) - {MANIFEST, SIGNATURE, MARKER}, required, verifier, log_keys, predicate
+        root, set(disk) - RESERVED, required, pins, pinned_root=explicit_root, predicate=predicate
     )
+    if LOG_ENTRY in disk:
+        ctx.present.add(LOG_ENTRY)
+    checks.append(_signature_check(ctx, disk, unsafe, manifest_data))
+    complete = _complete_check(marker, manifest, disk)
+    checks.append(complete)
+
     absent = [r for r in required if not _present(ctx, r)]
     checks.append(
         _must("required", "fail", f"required but absent: {_name_some(absent)}", *required)
@@ -663,7 +821,7 @@ def verify_folder(
         name=root.name,
         run_id=predicate.run_id if predicate is not None else None,
         digest=manifest.digest if manifest is not None else None,
-        signed_by=signed_by,
+        signed_by=ctx.signed.signed_by if ctx.signed is not None else None,
         complete=complete.status == "ok",
         checks=tuple(checks),
         files=problems,
@@ -674,41 +832,35 @@ def verify_folder(
 def verify_bundle(
     path: Path,
     *,
-    verifier: Verifier | None = None,
-    expected_identity: str | None = None,
-    log_keys: Sequence[_tlog.PublicKey] | None = None,
+    pins: TrustPins | None = None,
+    limits: ExtractLimits | None = None,
 ) -> VerifyReport:
     """Verify a bundle folder or packed `.tar.gz` offline and report every check.
 
     Args:
-        path: a bundle folder, or a `.tar.gz` made by `pack_bundle` (extracted safely into a
-            temporary folder first).
-        verifier: checks `manifest.sigstore.json` and `cache/signature.sig`; default picks by
-            signature kind (test-key signatures verify against their embedded key).
-        expected_identity: the signer identity the manifest signature must have.
-        log_keys: transparency-log keys for checkpoints; default the key in `rekor/entry.json`.
+        path: a bundle folder, or a `.tar.gz` made by `pack_bundle` (extracted within
+            `limits` into a temporary folder first, removed afterwards).
+        pins: what the verifier trusts (trust config, identity, keys); default: the local
+            trust domain, any identity, no key.
+        limits: bounds on extracting a `.tar.gz`.
 
     Returns:
         the report; `report.passed` says whether the bundle passes, `raise_for_failure()`
         turns a failure into an exception.
 
     Raises:
-        ConfigError: `path` does not exist or is not a bundle (bad input, exit code 2).
-        VerificationFailed: the archive holds an unsafe member (path traversal, a link).
+        ConfigError: `path` does not exist or is not a bundle, or a pinned trust config or key
+            is unusable (bad input, exit code 2).
+        VerificationFailed: the archive holds an unsafe member or goes past a limit.
 
     Example:
-        >>> report = verify_bundle(Path("evidence/run-1.tar.gz"))
+        >>> pins = TrustPins(identity=IdentityPin("ci@example.com", issuer="https://idp"))
+        >>> report = verify_bundle(Path("evidence/run-1.tar.gz"), pins=pins)
         >>> report.passed, [c.name for c in report.failures]
         (True, [])
     """
     source = str(path)
-    with bundle_folder(path) as root:
+    with bundle_folder(path, limits) as root:
         if is_tarball(path):
             _logger.debug("extracted %s into %s", path, root)
-        return verify_folder(
-            root,
-            source=source,
-            verifier=verifier,
-            expected_identity=expected_identity,
-            log_keys=log_keys,
-        )
+        return verify_folder(root, source=source, pins=pins)

@@ -3,14 +3,15 @@
     python tests/data/make_golden_bundle.py
 
 writes `tests/data/golden_bundle/` (a bundle in which every check is `ok`) and
-`tests/data/pipeline_run.sample.ndjson`. The output is deterministic: fixed keys (RFC 6979
-ECDSA and Ed25519 signatures), fixed clocks and fixed tool versions, so running it twice gives
-the same bytes and `tests/unit/harness/evidence/test_golden.py` can compare.
+`tests/data/pipeline_run.sample.ndjson`. The bundle is signed with the key signer (a standard
+DSSE envelope, `manifest.dsse.json`); its public key is `golden_bundle.pub.pem` beside it, which
+a verifier pins with `--key`. The output is deterministic: a fixed key (RFC 6979 ECDSA), fixed
+clocks and fixed tool versions, so running it twice gives the same bytes and
+`tests/unit/harness/evidence/test_golden.py` can compare.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shutil
@@ -18,63 +19,24 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from harness import telemetry
-from harness.evidence import EvidenceBundle, Redactor, TestKeySigner, _tlog
+from harness.evidence import EvidenceBundle, KeySigner, Redactor
 from harness.evidence.manifest import StepEntry
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden_bundle"
 SAMPLE = HERE / "pipeline_run.sample.ndjson"
+PUBLIC_KEY = HERE / "golden_bundle.pub.pem"
 SIGNER_SECRET = 0x5EED_0F_C1_40B
-"""The golden bundle's test key (`TestKeySigner.from_secret(SIGNER_SECRET)`)."""
-LOG_SEED = hashlib.sha256(b"cihub golden transparency log").digest()
+"""The golden bundle's key (`KeySigner.from_secret(SIGNER_SECRET)`)."""
 CLOCK = "2025-01-01T12:00:00.000Z"
 CLOCK_END = "2025-01-01T12:03:20.000Z"
 TOOLS = {"cihub": "0.1.0", "python": "3.11", "diffoscope": "272", "opa": "0.68.0"}
 IMAGE_DIGEST = "sha256:" + hashlib.sha256(b"golden image").hexdigest()
 
 
-def signer() -> TestKeySigner:
-    return TestKeySigner.from_secret(SIGNER_SECRET)
-
-
-def _log_entry() -> dict[str, object]:
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(LOG_SEED)
-    bodies = [
-        json.dumps({"apiVersion": "0.0.1", "kind": "hashedrekord", "n": i}, sort_keys=True).encode()
-        for i in range(5)
-    ]
-    leaves = [_tlog.leaf_hash(b) for b in bodies]
-    index = 3
-    root = _tlog.tree_root(leaves)
-    proof = _tlog.inclusion_path(leaves, index)
-    checkpoint = _tlog.sign_checkpoint(
-        "rekor.lab.cihub - 1", len(leaves), root, "rekor.lab.cihub", key
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
-    return {
-        "tlogEntry": {
-            "logIndex": str(index),
-            "logId": {"keyId": b64(hashlib.sha256(spki).digest())},
-            "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
-            "integratedTime": "1735732800",
-            "inclusionProof": {
-                "logIndex": str(index),
-                "rootHash": b64(root),
-                "treeSize": str(len(leaves)),
-                "hashes": [b64(h) for h in proof],
-                "checkpoint": {"envelope": checkpoint},
-            },
-            "canonicalizedBody": b64(bodies[index]),
-        },
-        "logPublicKey": {"rawBytes": b64(spki), "keyDetails": "PKIX_ED25519"},
-    }
+def signer() -> KeySigner:
+    return KeySigner.from_secret(SIGNER_SECRET)
 
 
 def build(root: Path) -> EvidenceBundle:
@@ -84,7 +46,7 @@ def build(root: Path) -> EvidenceBundle:
             root,
             run_id="golden-run-0001",
             scenario="release",
-            required=["sbom.json", "vex.json", "determinism/", "rekor/entry.json", "policy/"],
+            required=["sbom.json", "vex.json", "determinism/", "policy/"],
             redactor=Redactor.from_environ({}, patterns=[r"ghp_[A-Za-z0-9]+"]),
             tool_versions=TOOLS,
         )
@@ -127,7 +89,6 @@ def build(root: Path) -> EvidenceBundle:
                 },
             },
         )
-        bundle.write_json("rekor/entry.json", _log_entry())
         for side in ("A", "B"):
             bundle.write_text(f"determinism/build-{side}/hello.txt", "hello, reproducible world\n")
         bundle.write_text("determinism/diff.txt", "")
@@ -287,6 +248,7 @@ def main(argv: list[str]) -> int:
     if root.exists():
         shutil.rmtree(root)
     bundle = build(root)
+    (root.parent / PUBLIC_KEY.name).write_bytes(signer().public_key_pem)
     sample = root.parent / SAMPLE.name if argv else SAMPLE
     lines = [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in sample_records(bundle)]
     for record in sample_records(bundle):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import harness._cli as cli
 from harness import telemetry
 from harness._commands import run as run_command
-from harness.evidence import verify_bundle
+from harness.evidence import KeySigner, verify_bundle
 from lab import labels
 from lab._internal.docker import docker_client
 from lab.resources import resource_path
@@ -91,7 +91,7 @@ def _records(evidence: Path) -> list[dict[str, Any]]:
 
 
 def test_the_cli_evidence_verify_command_passes_the_reproducible_bundle(
-    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path, signing_key: Path
 ) -> None:
     code, result, err = _run(
         cihub,
@@ -108,7 +108,10 @@ def test_the_cli_evidence_verify_command_passes_the_reproducible_bundle(
         str(tmp_path),
     )
     assert code == 0, err
-    assert cihub(["evidence", "verify", result["bundle"]]) == 0
+    public = tmp_path / "key.pub.pem"
+    public.write_bytes(KeySigner.from_pem_file(signing_key).public_key_pem)
+    assert cihub(["evidence", "verify", result["bundle"], "--key", str(public)]) == 0
+    assert cihub(["evidence", "verify", result["bundle"]]) == 1  # a key must be pinned
     capsys.readouterr()
 
 

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.evidence import verify_bundle
+from harness.evidence import KeySigner, TrustPins, verify_bundle
 from harness.telemetry import NDJSON_NAME, validate_ndjson
 
 pytest_plugins = ["pytester"]
@@ -27,6 +27,12 @@ def _key_signing(pytester: pytest.Pytester) -> None:
     )
     (pytester.path / "signing-key.pem").write_bytes(pem)
     pytester.makeini("[pytest]\ncihub_evidence_sign = key:signing-key.pem\n")
+
+
+def _pins(pytester: pytest.Pytester) -> TrustPins:
+    """Verify pins the session's signing key (a key signature proves nothing unpinned)."""
+    signer = KeySigner.from_pem_file(pytester.path / "signing-key.pem")
+    return TrustPins(keys=(signer.public_key_pem,))
 
 
 DRILLS = """
@@ -121,13 +127,14 @@ def test_every_test_gets_a_bundle_and_a_record_pass_or_fail(pytester: pytest.Pyt
         bundle = evidence_dir / record["evidence"]["bundle_path"]
         assert bundle.is_dir(), name
         assert record["evidence"]["complete"] is True
-        report = verify_bundle(bundle)
+        report = verify_bundle(bundle, pins=_pins(pytester))
         assert report.digest == record["evidence"]["manifest_digest"]
         assert report.check("files").status == "ok" and report.check("signature").status == "ok"
         assert report.run_id == record["run_id"]
-    assert verify_bundle(evidence_dir / passed["evidence"]["bundle_path"]).passed
+    passed_bundle = evidence_dir / passed["evidence"]["bundle_path"]
+    assert verify_bundle(passed_bundle, pins=_pins(pytester)).passed
     failed_bundle = evidence_dir / failed["evidence"]["bundle_path"]
-    failed_report = verify_bundle(failed_bundle)
+    failed_report = verify_bundle(failed_bundle, pins=_pins(pytester))
     assert not failed_report.passed and failed_report.check("verdicts").status == "fail"
     pytest_report = json.loads((failed_bundle / "pytest" / "report.json").read_text())
     assert pytest_report["outcome"] == "failed"
@@ -151,7 +158,7 @@ def test_bundle_names_are_filesystem_safe_and_unique(pytester: pytest.Pytester) 
     assert len(bundles) == 4
     for bundle in bundles:
         assert all(c.isalnum() or c in "._-" for c in bundle.name), bundle.name
-        assert verify_bundle(bundle).passed
+        assert verify_bundle(bundle, pins=_pins(pytester)).passed
 
 
 def test_ini_sets_the_evidence_dir(pytester: pytest.Pytester) -> None:

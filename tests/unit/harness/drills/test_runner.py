@@ -15,7 +15,7 @@ import pytest
 from harness import _exit
 from harness.drills import DrillCancelled, DrillFinding, RunSettings, run_drill
 from harness.errors import ConfigError, InfraError
-from harness.evidence import EvidenceBundle, Manifest, TestKeySigner, verify_bundle
+from harness.evidence import EvidenceBundle, KeySigner, Manifest, TrustPins, verify_bundle
 from harness.telemetry import NDJSON_NAME, validate_ndjson
 
 
@@ -54,9 +54,13 @@ def _finding(observed: str, expected: str, *, met: bool, judged: bool = True) ->
     return DrillFinding(observed, expected, met, f"{observed}", judged=judged)
 
 
+SIGNER = KeySigner.from_secret(7)
+PINS = TrustPins(keys=(SIGNER.public_key_pem,))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> RunSettings:
-    return RunSettings(tmp_path / "evidence", TestKeySigner.from_secret(7))
+    return RunSettings(tmp_path / "evidence", SIGNER)
 
 
 def _record(settings: RunSettings) -> dict[str, Any]:
@@ -86,7 +90,8 @@ def test_an_expected_finding_passes_and_says_what_was_observed(settings: RunSett
     assert manifest.predicate.outcome is not None
     assert manifest.predicate.outcome.observed == "not-reproducible"
     assert manifest.predicate.verdicts["determinism"].verdict == "pass"
-    report = verify_bundle(run.bundle)
+    report = verify_bundle(run.bundle, pins=PINS)
+    assert report.passed, [c.to_json() for c in report.failures]
     determinism = {c.name: c for c in report.checks}["determinism"]
     assert determinism.status == "ok", determinism.detail
     assert "as the scenario expects" in determinism.detail
@@ -101,9 +106,8 @@ def test_an_unexpected_finding_fails(settings: RunSettings) -> None:
 
     assert (run.result, run.exit_code) == ("failure", _exit.FAILED)
     assert _record(settings)["result"] == "failure"
-    report = verify_bundle(run.bundle)
-    assert not report.passed
-    assert {c.name: c.status for c in report.checks}["determinism"] == "fail"
+    report = verify_bundle(run.bundle, pins=PINS)
+    assert [c.name for c in report.failures] == ["determinism", "verdicts"]
 
 
 def test_a_finding_the_files_do_not_back_fails_verify(settings: RunSettings) -> None:
@@ -114,7 +118,7 @@ def test_a_finding_the_files_do_not_back_fails_verify(settings: RunSettings) -> 
 
     run = run_drill(FakeDrill(steps), settings)
 
-    checks = {c.name: c for c in verify_bundle(run.bundle).checks}
+    checks = {c.name: c for c in verify_bundle(run.bundle, pins=PINS).checks}
     assert checks["determinism"].status == "fail"
     assert "expected not-reproducible with culprits umask" in checks["determinism"].detail
 

@@ -5,16 +5,30 @@ from pathlib import Path
 
 import pytest
 
-from harness.evidence import EvidenceBundle, Redactor, TestKeySigner
+from harness.evidence import EvidenceBundle, KeySigner, Redactor, TrustPins
+
+
+@pytest.fixture(autouse=True)
+def _no_local_trust_domain(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests never see the user's trust domain: an empty one is pinned unless a test says."""
+    monkeypatch.setenv("CIHUB_TRUST_DOMAIN", str(tmp_path_factory.mktemp("no-trust-domain")))
 
 
 @pytest.fixture(scope="session")
-def signer() -> TestKeySigner:
-    return TestKeySigner.from_secret(0xC1_4B)
+def signer() -> KeySigner:
+    return KeySigner.from_secret(0xC1_4B)
+
+
+@pytest.fixture(scope="session")
+def pins(signer: KeySigner) -> TrustPins:
+    """What a verifier of `signer`'s bundles pins: its public key."""
+    return TrustPins(keys=(signer.public_key_pem,))
 
 
 @pytest.fixture
-def make_bundle(tmp_path: Path, signer: TestKeySigner) -> Callable[..., Path]:
+def make_bundle(tmp_path: Path, signer: KeySigner) -> Callable[..., Path]:
     """Factory: a finalized, signed bundle that passes `verify` (determinism drill evidence)."""
 
     def make(name: str = "run-1", *, finalize: bool = True, **create: object) -> Path:

@@ -13,13 +13,14 @@ import pytest
 
 from harness.errors import ConfigError, InfraError, StepFailed
 from harness.evidence import (
+    DSSE_SIGNATURE,
     MANIFEST,
     MARKER,
-    SIGNATURE,
     EvidenceBundle,
+    KeySigner,
     Manifest,
     Redactor,
-    TestKeySigner,
+    TrustPins,
     verify_bundle,
 )
 
@@ -34,14 +35,14 @@ def _new(tmp_path: Path, **kw: object) -> EvidenceBundle:
 
 
 def test_create_marks_the_bundle_incomplete_until_finalized(
-    tmp_path: Path, signer: TestKeySigner
+    tmp_path: Path, signer: KeySigner
 ) -> None:
     bundle = _new(tmp_path)
     assert (bundle.root / MARKER).is_file()
     bundle.write_json("x.json", {"b": 1, "a": [1, 2]})
     result = bundle.finalize(signer)
     assert not (bundle.root / MARKER).exists()
-    assert (bundle.root / SIGNATURE).is_file()
+    assert (bundle.root / DSSE_SIGNATURE).is_file()
     assert result.digest == Manifest.from_path(bundle.root / MANIFEST).digest
     assert result.signed_by == signer.identity
     assert result.complete
@@ -60,7 +61,7 @@ def test_manifest_is_an_in_toto_statement_listing_every_file_sorted(
     on_disk = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+        if p.is_file() and p.name not in (MANIFEST, DSSE_SIGNATURE)
     )
     assert names == on_disk
     assert {"summary.md", "summary.html", "audit/commands.log"} <= set(names)
@@ -84,9 +85,13 @@ def test_manifest_is_an_in_toto_statement_listing_every_file_sorted(
         "/etc/passwd",
         "../escape",
         "a/../../b",
-        "a\\b",
+        "a/./b",
+        "a\x00b",
         "",
         "manifest.json",
+        "manifest.dsse.json",
+        "manifest.sigstore.json",
+        "rekor/entry.json",
         "INCOMPLETE",
         "summary.html",
     ],
@@ -104,7 +109,7 @@ def test_create_refuses_a_non_empty_folder(tmp_path: Path) -> None:
         _new(tmp_path)
 
 
-def test_a_finalized_bundle_cannot_change(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_a_finalized_bundle_cannot_change(tmp_path: Path, signer: KeySigner) -> None:
     bundle = _new(tmp_path)
     bundle.finalize(signer)
     with pytest.raises(ConfigError, match="finalized"):
@@ -115,7 +120,7 @@ def test_a_finalized_bundle_cannot_change(tmp_path: Path, signer: TestKeySigner)
         EvidenceBundle.open(bundle.root)
 
 
-def test_open_continues_from_the_marker(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_open_continues_from_the_marker(tmp_path: Path, signer: KeySigner) -> None:
     bundle = _new(tmp_path, scenario="s", required=["a.txt"])
     bundle.set_verdict("determinism", "pass", "same")
     bundle.record_step("build", "success", 1.5)
@@ -156,7 +161,9 @@ def test_invalid_claims_are_refused(tmp_path: Path) -> None:
         bundle.record_step("x", "fine", 1.0)  # type: ignore[arg-type]
 
 
-def test_add_tree_copies_files_and_records_links(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_add_tree_copies_files_and_records_links(
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
+) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "tool").write_text("#!/bin/sh\n")
@@ -167,22 +174,24 @@ def test_add_tree_copies_files_and_records_links(tmp_path: Path, signer: TestKey
     assert (bundle.root / "inputs/src/sub/tool").stat().st_mode & 0o111
     assert (bundle.root / "inputs/src/link.symlink").read_text() == "sub/tool\n"
     bundle.finalize(signer)
-    assert verify_bundle(bundle.root).passed
+    assert verify_bundle(bundle.root, pins=pins).passed
 
 
-def test_unsigned_bundle_fails_verify(tmp_path: Path) -> None:
+def test_unsigned_bundle_fails_verify(tmp_path: Path, pins: TrustPins) -> None:
     bundle = _new(tmp_path)
     bundle.finalize(None)
-    report = verify_bundle(bundle.root)
+    report = verify_bundle(bundle.root, pins=pins)
     assert not report.passed
     assert report.check("signature").status == "missing"
 
 
-def test_finalize_incomplete_keeps_the_marker(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_finalize_incomplete_keeps_the_marker(
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
+) -> None:
     bundle = _new(tmp_path)
     bundle.finalize(signer, complete=False)
     assert (bundle.root / MARKER).is_file()
-    report = verify_bundle(bundle.root)
+    report = verify_bundle(bundle.root, pins=pins)
     assert report.check("complete").status == "fail"
     assert report.check("files").status == "ok"
     assert not report.passed
@@ -206,7 +215,9 @@ _CRASHER = textwrap.dedent(
 )
 
 
-def test_crash_mid_write_leaves_an_incomplete_bundle(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_crash_mid_write_leaves_an_incomplete_bundle(
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
+) -> None:
     root = tmp_path / "crashed"
     proc = subprocess.Popen(
         [sys.executable, "-c", _CRASHER, str(root)], stdout=subprocess.PIPE, text=True
@@ -221,7 +232,7 @@ def test_crash_mid_write_leaves_an_incomplete_bundle(tmp_path: Path, signer: Tes
 
     assert not (root / "big.bin").exists()  # the torn file never got its final name
     assert (root / "before.txt").read_text() == "written whole\n"
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert not report.passed
     complete = report.check("complete")
     assert complete.status == "fail"
@@ -233,4 +244,4 @@ def test_crash_mid_write_leaves_an_incomplete_bundle(tmp_path: Path, signer: Tes
     bundle = EvidenceBundle.open(root)
     assert bundle.predicate.verdicts["determinism"].verdict == "pass"
     bundle.finalize(signer)
-    assert verify_bundle(root).passed
+    assert verify_bundle(root, pins=pins).passed

@@ -57,16 +57,54 @@ def test_entries_are_normalized(make_bundle: Callable[..., Path], tmp_path: Path
         handle.read()
 
 
-def test_source_date_epoch_sets_the_entry_times(
+@pytest.mark.parametrize("epoch", ["1700000000", "yesterday", ""])
+def test_the_packers_source_date_epoch_changes_nothing(
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    epoch: str,
+) -> None:
+    """Issue 13 #12: the archive depends on the bundle, not on the packer's environment."""
+    root = make_bundle()
+    plain = pack_bundle(root, tmp_path / "plain.tar.gz")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    stamped = pack_bundle(root, tmp_path / "stamped.tar.gz")
+    assert _sha(plain) == _sha(stamped)
+    with tarfile.open(stamped) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {0}
+
+
+def test_the_inner_tar_does_not_depend_on_the_deflate_implementation(
     make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    tarball = pack_bundle(make_bundle(), tmp_path / "e.tar.gz")
-    with tarfile.open(tarball) as tar:
-        assert {m.mtime for m in tar.getmembers()} == {1_700_000_000}
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
-        pack_bundle(make_bundle("run-2"), tmp_path / "f.tar.gz")
+    """Issue 13 #12: another deflate (zlib-ng, another level) may change the .tar.gz bytes;
+    the inner tar, which is what `tar_digest` names, stays the same, and so does the
+    manifest digest that the signature covers."""
+    from harness.evidence import pack, tar_digest
+
+    root = make_bundle()
+    ours = pack_bundle(root, tmp_path / "zlib.tar.gz")
+    monkeypatch.setattr(pack, "GZIP_LEVEL", 1)  # stands in for a different deflate
+    other = pack_bundle(root, tmp_path / "other.tar.gz")
+    assert _sha(ours) != _sha(other)
+    assert tar_digest(ours) == tar_digest(other)
+    with gzip.open(ours) as one, gzip.open(other) as two:
+        inner = one.read()
+        assert inner == two.read()
+    assert tar_digest(ours) == "sha256:" + hashlib.sha256(inner).hexdigest()
+
+
+def test_pack_to_a_folder_or_a_missing_folder_is_refused(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Issue 8: one-line errors, and no folder is created."""
+    root = make_bundle()
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(ConfigError, match="is a folder"):
+        pack_bundle(root, tmp_path / "existing")
+    with pytest.raises(ConfigError, match="no such folder"):
+        pack_bundle(root, tmp_path / "missing" / "dir" / "x.tar.gz")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_default_output_is_beside_the_bundle(make_bundle: Callable[..., Path]) -> None:

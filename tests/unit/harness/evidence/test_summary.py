@@ -5,15 +5,16 @@ from pathlib import Path
 
 from harness.evidence import (
     EvidenceBundle,
+    KeySigner,
     Redactor,
-    TestKeySigner,
+    TrustPins,
     load_summary_data,
     verify_bundle,
 )
 
 
 def test_summaries_are_escaped_self_contained_and_covered_by_the_manifest(
-    tmp_path: Path, signer: TestKeySigner
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
 ) -> None:
     bundle = EvidenceBundle.create(
         tmp_path / "b", run_id="<script>alert(1)</script>", redactor=Redactor(), scenario="a|b"
@@ -36,7 +37,7 @@ def test_summaries_are_escaped_self_contained_and_covered_by_the_manifest(
 
     listed = {f.path for f in finalized.manifest.files}
     assert {"summary.md", "summary.html"} <= listed
-    assert verify_bundle(bundle.root).check("files").status == "ok"
+    assert verify_bundle(bundle.root, pins=pins).check("files").status == "ok"
 
     data = load_summary_data(bundle.root)
     assert data.complete and data.digest == finalized.digest

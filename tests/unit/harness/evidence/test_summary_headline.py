@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.evidence import DrillOutcome, EvidenceBundle, Redactor, TestKeySigner
+from harness.evidence import DrillOutcome, EvidenceBundle, Redactor, KeySigner
 from harness.evidence.summary import FIX_HINTS, fix_hint
 
 
@@ -31,7 +31,7 @@ def _dual_build_bundle(root: Path, *, met: bool) -> EvidenceBundle:
 
 def test_an_expected_finding_reads_pass_with_the_signer_links_and_fixes(tmp_path: Path) -> None:
     bundle = _dual_build_bundle(tmp_path / "b", met=True)
-    signer = TestKeySigner.from_secret(3)
+    signer = KeySigner.from_secret(3)
     bundle.finalize(signer)
 
     text = (bundle.root / "summary.md").read_text()
@@ -51,7 +51,7 @@ def test_an_expected_finding_reads_pass_with_the_signer_links_and_fixes(tmp_path
 
 def test_an_unexpected_finding_reads_fail(tmp_path: Path) -> None:
     bundle = _dual_build_bundle(tmp_path / "b", met=False)
-    bundle.finalize(TestKeySigner.from_secret(3))
+    bundle.finalize(KeySigner.from_secret(3))
     text = (bundle.root / "summary.md").read_text()
     assert "**FAIL**: not-reproducible, expected reproducible" in text
     assert 'class="verdict fail"' in (bundle.root / "summary.html").read_text()
@@ -59,7 +59,7 @@ def test_an_unexpected_finding_reads_fail(tmp_path: Path) -> None:
 
 def test_an_incomplete_bundle_never_reads_pass(tmp_path: Path) -> None:
     bundle = _dual_build_bundle(tmp_path / "b", met=True)
-    bundle.finalize(TestKeySigner.from_secret(3), complete=False)
+    bundle.finalize(KeySigner.from_secret(3), complete=False)
     assert "**INCOMPLETE**" in (bundle.root / "summary.md").read_text()
 
 
@@ -76,7 +76,7 @@ def test_the_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: scripts/setup.sh installs it"
     bundle = _dual_build_bundle(tmp_path / "b", met=True)
-    bundle.finalize(TestKeySigner.from_secret(3))
+    bundle.finalize(KeySigner.from_secret(3))
     page = (bundle.root / "summary.html").as_uri()
     args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     dom = subprocess.run(

@@ -4,6 +4,7 @@ import base64
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from harness.evidence import _tlog
@@ -72,8 +73,21 @@ def test_rekor_v1_response_shape_is_accepted() -> None:
         }
     }
     assert "entry 2" in _tlog.verify_log_entry(entry, [key.public_key()])
-    with pytest.raises(_tlog.LogEntryInvalid, match="no log public key"):
-        _tlog.verify_log_entry(entry)
+    with pytest.raises(_tlog.LogEntryInvalid, match="no pinned log public key"):
+        _tlog.verify_log_entry(entry, [])
+    wrapped = {"tlogEntry": entry, "logPublicKey": _pem(key.public_key())}
+    assert "entry 2" in _tlog.verify_log_entry(wrapped, [key.public_key()])
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(_tlog.LogEntryInvalid, match="not a log key of the pinned trust root"):
+        _tlog.verify_log_entry(
+            {"tlogEntry": entry, "logPublicKey": _pem(other)}, [key.public_key()]
+        )
+
+
+def _pem(key: _tlog.PublicKey) -> str:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def test_proof_errors_keep_their_wording() -> None:

@@ -10,16 +10,19 @@ import pytest
 
 from harness.errors import ConfigError, VerificationFailed
 from harness.evidence import (
+    DSSE_SIGNATURE,
     MANIFEST,
     MARKER,
-    SIGNATURE,
+    SIGSTORE_SIGNATURE,
     EvidenceBundle,
+    KeySigner,
     Redactor,
-    TestKeySigner,
-    TestKeyVerifier,
+    TrustPins,
     pack_bundle,
     verify_bundle,
 )
+
+SIGNATURE = DSSE_SIGNATURE  # the key signer's file
 
 
 def _flip(path: Path, offset: int = 0) -> None:
@@ -28,8 +31,8 @@ def _flip(path: Path, offset: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_good_bundle_passes(make_bundle: Callable[..., Path]) -> None:
-    report = verify_bundle(make_bundle())
+def test_a_good_bundle_passes(make_bundle: Callable[..., Path], pins: TrustPins) -> None:
+    report = verify_bundle(make_bundle(), pins=pins)
     assert report.passed, report.failures
     assert report.complete
     assert report.digest is not None and report.digest.startswith("sha256:")
@@ -49,156 +52,184 @@ def test_a_good_bundle_passes(make_bundle: Callable[..., Path]) -> None:
     ],
 )
 def test_flipping_a_byte_of_any_listed_file_fails_and_names_it(
-    make_bundle: Callable[..., Path], victim: str
+    make_bundle: Callable[..., Path], victim: str, pins: TrustPins
 ) -> None:
     root = make_bundle()
     _flip(root / victim, offset=7)
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert not report.passed
     assert report.files.modified == (victim,)
     assert victim in report.check("files").detail
 
 
-def test_flipping_the_last_byte_of_a_large_file_fails(make_bundle: Callable[..., Path]) -> None:
+def test_flipping_the_last_byte_of_a_large_file_fails(
+    make_bundle: Callable[..., Path], pins: TrustPins
+) -> None:
     root = make_bundle()
     _flip(root / "blob.bin", offset=-1)
-    assert verify_bundle(root).files.modified == ("blob.bin",)
+    assert verify_bundle(root, pins=pins).files.modified == ("blob.bin",)
 
 
-def test_an_emptied_file_fails_on_size(make_bundle: Callable[..., Path]) -> None:
+def test_an_emptied_file_fails_on_size(make_bundle: Callable[..., Path], pins: TrustPins) -> None:
     root = make_bundle()
     (root / "determinism/build-B/hello.txt").write_bytes(b"")
-    assert verify_bundle(root).files.modified == ("determinism/build-B/hello.txt",)
+    assert verify_bundle(root, pins=pins).files.modified == ("determinism/build-B/hello.txt",)
 
 
 @pytest.mark.parametrize("offset", [0, 40, 200, -3])
 def test_flipping_a_byte_of_the_manifest_fails_and_names_it(
-    make_bundle: Callable[..., Path], offset: int
+    make_bundle: Callable[..., Path], offset: int, pins: TrustPins
 ) -> None:
     root = make_bundle()
     _flip(root / MANIFEST, offset)
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert not report.passed
     failing = " ".join(c.detail for c in report.failures)
     assert MANIFEST in failing
 
 
 def test_changing_a_digest_in_the_manifest_breaks_the_signature(
-    make_bundle: Callable[..., Path],
+    make_bundle: Callable[..., Path], pins: TrustPins
 ) -> None:
     root = make_bundle()
     text = (root / MANIFEST).read_text()
     statement = json.loads(text)
     sha = statement["subject"][0]["digest"]["sha256"]
     (root / MANIFEST).write_text(text.replace(sha, "0" * 64))
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert report.check("signature").status == "fail"
     assert MANIFEST in report.check("signature").detail
     assert report.files.modified == (statement["subject"][0]["name"],)
 
 
-@pytest.mark.parametrize("field", ["signature", "digest"])
+@pytest.mark.parametrize("field", ["sig", "payload", "payloadType", "keyid"])
 def test_tampering_with_the_signature_file_fails_and_names_it(
-    make_bundle: Callable[..., Path], field: str
+    make_bundle: Callable[..., Path], field: str, pins: TrustPins
 ) -> None:
     root = make_bundle()
-    bundle = json.loads((root / SIGNATURE).read_text())
-    value = (
-        bundle["messageSignature"][field]
-        if field == "signature"
-        else bundle["messageSignature"]["messageDigest"]["digest"]
-    )
-    changed = ("A" if value[0] != "A" else "B") + value[1:]
-    if field == "signature":
-        bundle["messageSignature"]["signature"] = changed
-    else:
-        bundle["messageSignature"]["messageDigest"]["digest"] = changed
-    (root / SIGNATURE).write_text(json.dumps(bundle))
-    report = verify_bundle(root)
+    envelope = json.loads((root / SIGNATURE).read_text())
+    holder = envelope["signatures"][0] if field in ("sig", "keyid") else envelope
+    value = holder[field]
+    holder[field] = ("A" if value[0] != "A" else "B") + value[1:]
+    (root / SIGNATURE).write_text(json.dumps(envelope))
+    report = verify_bundle(root, pins=pins)
     assert report.check("signature").status == "fail"
     assert report.check("files").status == "ok"
-    name = SIGNATURE if field == "signature" else MANIFEST
-    assert name in report.check("signature").detail
+    assert SIGNATURE in report.check("signature").detail
 
 
-def test_a_flipped_byte_in_the_signature_file_fails(make_bundle: Callable[..., Path]) -> None:
+def test_a_flipped_byte_in_the_signature_file_fails(
+    make_bundle: Callable[..., Path], pins: TrustPins
+) -> None:
     root = make_bundle()
     _flip(root / SIGNATURE, offset=5)
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert report.check("signature").status == "fail"
     assert SIGNATURE in report.check("signature").detail
 
 
-def test_a_resigned_manifest_fails_only_with_a_pinned_key(
-    make_bundle: Callable[..., Path], signer: TestKeySigner
+def test_a_resigned_manifest_fails_against_the_pinned_key(
+    make_bundle: Callable[..., Path], signer: KeySigner, pins: TrustPins
 ) -> None:
     root = make_bundle()
-    other = TestKeySigner.from_secret(12345)
+    other = KeySigner.from_secret(12345)
     (root / SIGNATURE).write_bytes(other.sign((root / MANIFEST).read_bytes()))
-    assert verify_bundle(root).passed  # integrity holds with the embedded key...
-    pinned = verify_bundle(root, verifier=TestKeyVerifier([signer.public_key_pem]))
-    assert pinned.check("signature").status == "fail"  # ...but not the identity
-    assert "untrusted test key" in pinned.check("signature").detail
-    expected = verify_bundle(root, expected_identity=signer.identity)
-    assert expected.check("signature").status == "fail"
+    pinned = verify_bundle(root, pins=pins).check("signature")
+    assert pinned.status == "fail"
+    assert other.keyid in pinned.detail and "not by a pinned key" in pinned.detail
+    assert verify_bundle(root, pins=TrustPins(keys=(other.public_key_pem,))).passed
+
+
+def test_a_key_signed_bundle_without_a_pinned_key_fails(
+    make_bundle: Callable[..., Path],
+) -> None:
+    report = verify_bundle(make_bundle())
+    assert not report.passed
+    assert "signed with a local key: pin it with --key" in report.check("signature").detail
+
+
+def test_a_key_signed_bundle_names_no_identity(
+    make_bundle: Callable[..., Path], signer: KeySigner
+) -> None:
+    from harness.evidence import IdentityPin
+
+    pins = TrustPins(keys=(signer.public_key_pem,), identity=IdentityPin("ci@example.com"))
+    detail = verify_bundle(make_bundle(), pins=pins).check("signature").detail
+    assert "names no identity" in detail
+
+
+def test_two_signature_files_fail(make_bundle: Callable[..., Path], pins: TrustPins) -> None:
+    root = make_bundle()
+    (root / SIGSTORE_SIGNATURE).write_text("{}")
+    report = verify_bundle(root, pins=pins)
+    assert "exactly one signature" in report.check("signature").detail
+    assert not report.passed
 
 
 @pytest.mark.parametrize("added", ["extra.txt", "determinism/build-A/new.o", "audit/.hidden"])
-def test_an_added_file_fails_and_is_named(make_bundle: Callable[..., Path], added: str) -> None:
+def test_an_added_file_fails_and_is_named(
+    make_bundle: Callable[..., Path], added: str, pins: TrustPins
+) -> None:
     root = make_bundle()
     (root / added).parent.mkdir(parents=True, exist_ok=True)
     (root / added).write_text("smuggled")
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert not report.passed
     assert report.files.added == (added,)
     assert added in report.check("files").detail
 
 
 @pytest.mark.parametrize("removed", ["blob.bin", "summary.md", "determinism/diff.txt"])
-def test_a_removed_file_fails_and_is_named(make_bundle: Callable[..., Path], removed: str) -> None:
+def test_a_removed_file_fails_and_is_named(
+    make_bundle: Callable[..., Path], removed: str, pins: TrustPins
+) -> None:
     root = make_bundle()
     (root / removed).unlink()
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert not report.passed
     assert report.files.removed == (removed,)
     assert removed in report.check("files").detail
 
 
-def test_removed_manifest_or_signature_fails(make_bundle: Callable[..., Path]) -> None:
+def test_removed_manifest_or_signature_fails(
+    make_bundle: Callable[..., Path], pins: TrustPins
+) -> None:
     root = make_bundle()
     (root / SIGNATURE).unlink()
-    assert verify_bundle(root).check("signature").status == "missing"
-    assert not verify_bundle(root).passed
+    assert verify_bundle(root, pins=pins).check("signature").status == "missing"
+    assert not verify_bundle(root, pins=pins).passed
     (root / MANIFEST).unlink()
     with pytest.raises(ConfigError, match="not an evidence bundle"):
-        verify_bundle(root)
+        verify_bundle(root, pins=pins)
 
 
-def test_a_symlink_fails(make_bundle: Callable[..., Path]) -> None:
+def test_a_symlink_fails(make_bundle: Callable[..., Path], pins: TrustPins) -> None:
     root = make_bundle()
     (root / "link").symlink_to("/etc/passwd")
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert report.files.unsafe == ("link",)
     assert not report.passed
 
 
-def test_an_added_marker_makes_it_incomplete(make_bundle: Callable[..., Path]) -> None:
+def test_an_added_marker_makes_it_incomplete(
+    make_bundle: Callable[..., Path], pins: TrustPins
+) -> None:
     root = make_bundle()
     (root / MARKER).write_text("{}")
-    report = verify_bundle(root)
+    report = verify_bundle(root, pins=pins)
     assert report.check("complete").status == "fail"
     assert not report.passed
 
 
 def test_missing_required_evidence_fails_but_optional_is_only_missing(
-    tmp_path: Path, signer: TestKeySigner
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
 ) -> None:
     bundle = EvidenceBundle.create(
         tmp_path / "b", run_id="r", required=["sbom.json", "chaos/"], redactor=Redactor()
     )
     bundle.write_json("sbom.json", {"bomFormat": "CycloneDX"})
     bundle.finalize(signer)
-    report = verify_bundle(bundle.root)
+    report = verify_bundle(bundle.root, pins=pins)
     assert report.check("required").status == "fail"
     assert "chaos/" in report.check("required").detail
     chaos = report.check("chaos")
@@ -209,7 +240,7 @@ def test_missing_required_evidence_fails_but_optional_is_only_missing(
     assert (dr.status, dr.required, dr.passed) == ("missing", False, True)
 
 
-def _bundle_with(tmp_path: Path, signer: TestKeySigner, files: dict[str, object]) -> Path:
+def _bundle_with(tmp_path: Path, signer: KeySigner, files: dict[str, object]) -> Path:
     bundle = EvidenceBundle.create(tmp_path / "b", run_id="r", redactor=Redactor())
     for rel, value in files.items():
         if isinstance(value, str):
@@ -245,7 +276,6 @@ def _bundle_with(tmp_path: Path, signer: TestKeySigner, files: dict[str, object]
             "log-consistent",
         ),
         ("sbom-vex", {"sbom.json": {"x": 1}, "vex.json": {"x": 1}}, "sbom.json"),
-        ("rekor-inclusion", {"rekor/entry.json": {"nothing": True}}, "rekor/entry.json"),
         (
             "cache-signature",
             {"cache/manifest.json": "{}", "cache/signature.sig": "junk"},
@@ -255,20 +285,27 @@ def _bundle_with(tmp_path: Path, signer: TestKeySigner, files: dict[str, object]
     ],
 )
 def test_pass_criteria_failures(
-    tmp_path: Path, signer: TestKeySigner, check: str, files: dict[str, object], reason: str
+    tmp_path: Path,
+    signer: KeySigner,
+    check: str,
+    files: dict[str, object],
+    reason: str,
+    pins: TrustPins,
 ) -> None:
-    report = verify_bundle(_bundle_with(tmp_path, signer, files))
+    report = verify_bundle(_bundle_with(tmp_path, signer, files), pins=pins)
     result = report.check(check)
     assert result.status == "fail", result
     assert reason in result.detail
     assert not report.passed
 
 
-def test_a_failed_verdict_of_the_drill_fails(tmp_path: Path, signer: TestKeySigner) -> None:
+def test_a_failed_verdict_of_the_drill_fails(
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
+) -> None:
     bundle = EvidenceBundle.create(tmp_path / "b", run_id="r", redactor=Redactor())
     bundle.set_verdict("test", "fail", "assert 1 == 2")
     bundle.finalize(signer)
-    report = verify_bundle(bundle.root)
+    report = verify_bundle(bundle.root, pins=pins)
     assert report.check("verdicts").status == "fail"
     assert "assert 1 == 2" in report.check("verdicts").detail
     assert report.check("files").status == "ok"
@@ -276,15 +313,15 @@ def test_a_failed_verdict_of_the_drill_fails(tmp_path: Path, signer: TestKeySign
 
 
 def test_a_packed_bundle_verifies_and_a_tampered_one_names_the_file(
-    make_bundle: Callable[..., Path], tmp_path: Path
+    make_bundle: Callable[..., Path], tmp_path: Path, pins: TrustPins
 ) -> None:
     root = make_bundle()
     tarball = pack_bundle(root, tmp_path / "out.tar.gz")
-    assert verify_bundle(tarball).passed
-    assert verify_bundle(tarball).source == str(tarball)
+    assert verify_bundle(tarball, pins=pins).passed
+    assert verify_bundle(tarball, pins=pins).source == str(tarball)
     _flip(root / "blob.bin", 100)
     bad = pack_bundle(root, tmp_path / "bad.tar.gz")
-    assert verify_bundle(bad).files.modified == ("blob.bin",)
+    assert verify_bundle(bad, pins=pins).files.modified == ("blob.bin",)
 
 
 def _tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
@@ -296,36 +333,38 @@ def _tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "b/../../evil.txt"])
-def test_path_traversal_in_an_archive_is_refused(tmp_path: Path, name: str) -> None:
+def test_path_traversal_in_an_archive_is_refused(
+    tmp_path: Path, name: str, pins: TrustPins
+) -> None:
     info = tarfile.TarInfo(name)
     info.size = 1
     tarball = _tar_with(tmp_path / "evil.tar.gz", [info])
     with pytest.raises(VerificationFailed, match="unsafe path"):
-        verify_bundle(tarball)
+        verify_bundle(tarball, pins=pins)
     assert not (tmp_path / "evil.txt").exists()
 
 
-def test_links_in_an_archive_are_refused(tmp_path: Path) -> None:
+def test_links_in_an_archive_are_refused(tmp_path: Path, pins: TrustPins) -> None:
     link = tarfile.TarInfo("b/link")
     link.type = tarfile.SYMTYPE
     link.linkname = "/etc/passwd"
     with pytest.raises(VerificationFailed, match="link"):
-        verify_bundle(_tar_with(tmp_path / "l.tar.gz", [link]))
+        verify_bundle(_tar_with(tmp_path / "l.tar.gz", [link]), pins=pins)
 
 
-def test_bad_input_is_a_config_error(tmp_path: Path) -> None:
+def test_bad_input_is_a_config_error(tmp_path: Path, pins: TrustPins) -> None:
     with pytest.raises(ConfigError, match="no such file"):
-        verify_bundle(tmp_path / "absent")
+        verify_bundle(tmp_path / "absent", pins=pins)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="not an evidence bundle"):
-        verify_bundle(tmp_path / "empty")
+        verify_bundle(tmp_path / "empty", pins=pins)
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(ConfigError, match=r"junk\.tar\.gz"):
-        verify_bundle(tmp_path / "junk.tar.gz")
+        verify_bundle(tmp_path / "junk.tar.gz", pins=pins)
 
 
-def test_report_json_shape(make_bundle: Callable[..., Path]) -> None:
-    value = verify_bundle(make_bundle()).to_json()
+def test_report_json_shape(make_bundle: Callable[..., Path], pins: TrustPins) -> None:
+    value = verify_bundle(make_bundle(), pins=pins).to_json()
     assert value["passed"] is True
     assert {c["status"] for c in value["checks"]} <= {"ok", "fail", "missing"}
     assert set(value["files"]) == {"modified", "added", "removed", "unsafe"}
