@@ -25,12 +25,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.build import BuildOutput, BuildSession, BuildSpec, Progress, run_build
+from harness.build import (
+    BuildOutput,
+    BuildSession,
+    BuildSpec,
+    Progress,
+    run_build,
+    run_parallel,
+)
 from harness.variations import BuildEnv, VariationPlan
 
 _logger = logging.getLogger(__name__)
@@ -235,15 +241,17 @@ class _Runner:
     def builds_of(self, jobs: Sequence[_Job]) -> list[BuildOutput]:
         """Build each job's environment, `workers` at a time, started in list order."""
 
-        def one(index: int, job: _Job) -> BuildOutput:
+        def one(index: int, job: _Job) -> Callable[[], BuildOutput]:
             kind, varied = job
             tag = varied[0] if len(varied) == 1 and kind != "clock" else kind
             env = self.environment(job)
-            return run_build(self.session, self.search.spec, env, f"{tag}-{index}", keep=False)
+            spec = self.search.spec
+            return lambda: run_build(self.session, spec, env, f"{tag}-{index}", keep=False)
 
+        first = self.builds
         self.builds += len(jobs)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="cihub-trial") as pool:
-            return list(pool.map(one, range(self.builds - len(jobs), self.builds), jobs))
+        calls = [one(first + i, job) for i, job in enumerate(jobs)]
+        return run_parallel(self.session, calls, self.workers)
 
     def round(self, jobs: Sequence[_Job]) -> tuple[BuildOutput, BuildOutput, list[BuildOutput]]:
         """A round: a control, the jobs, and a closing control scheduled after them."""
@@ -276,7 +284,9 @@ def _clock_check(runner: _Runner) -> tuple[bool, str, list[CulpritTrial]]:
     runner.say("control builds differ: checking whether the clock is the cause (clock pinned)")
     started = time.monotonic()
     first, other = runner.builds_of([("clock", (PINNED_CLOCK,)), ("clock", (OTHER_PINNED_CLOCK,))])
-    time.sleep(max(0.0, CLOCK_GAP_S - (time.monotonic() - started)))
+    gap = CLOCK_GAP_S - (time.monotonic() - started)
+    if gap > 0 and runner.session.wait_cancelled(gap):
+        runner.session.check_cancelled()
     (second,) = runner.builds_of([("clock", (PINNED_CLOCK,))])
     same = _compared("clock", (PINNED_CLOCK,), first, second)
     moved = _compared("clock", (OTHER_PINNED_CLOCK,), first, other)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -474,6 +477,49 @@ def test_a_diffoscope_timeout_is_recorded_and_the_verdict_stands(tmp_path: Path)
     assert result.diffoscope.duration_s < 10
     assert "timeout" in result.diff_text and "~ f: content differs" in result.diff_text
     assert "killed after 0.5 s" in (tmp_path / "commands.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie is dead, only not yet reaped by its parent
+
+
+def test_ctrl_c_kills_diffoscope_and_its_helpers_before_going_on(tmp_path: Path) -> None:
+    work = _trees(tmp_path)
+    pids = tmp_path / "pids"
+    tool = _fake_tool(
+        tmp_path,
+        "import os, subprocess\n"
+        "if args[0] == '--version':\n    print('d 1'); raise SystemExit(0)\n"
+        "helper = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{helper.pid}}')\n"
+        "time.sleep(300)",
+    )
+
+    def interrupt_when_started() -> None:
+        for _ in range(200):  # bounded: at most ~20 s
+            if pids.exists() and pids.read_text().strip():
+                break
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocking wait
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        compare_outputs(
+            CompareRequest(
+                Path("A"), Path("B"), work, diffoscope_executable=tool, diffoscope_timeout_s=300
+            )
+        )
+    tool_pid, helper_pid = (int(n) for n in pids.read_text().split())
+    assert not _alive(tool_pid)
+    for _ in range(50):  # the helper gets SIGKILL with the group; give the kernel a moment
+        if not _alive(helper_pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(helper_pid)
 
 
 def test_a_diffoscope_crash_is_recorded(tmp_path: Path) -> None:
