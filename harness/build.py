@@ -641,6 +641,7 @@ class BuildSession:
         with self._lock:
             if self._heartbeat is not None:
                 return
+            reap_stale_builds(self.client)  # what drivers killed before us left behind
             self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.chmod(self.lease_dir, 0o755)
             self._beat()
