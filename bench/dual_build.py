@@ -137,7 +137,7 @@ def bench_subject(
     scenario = DeterminismScenario(
         **{**scenario.__dict__, "variations": spec_variations, "culprits": False}
     )
-    sde, _ = source_date_epoch(scenario.subject, scenario.source_date_epoch)
+    sde = source_date_epoch(scenario.subject, scenario.source_date_epoch).value
     tag = prepare_image(client, scenario.image, "offline", None)
     with tempfile.TemporaryDirectory(prefix="bench-dual-") as tmp:
         session = BuildSession(client, Path(tmp))

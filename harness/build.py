@@ -1,16 +1,29 @@
-"""The build step: build a subject twice, in parallel, in isolated builder containers.
+"""The build step: build a subject twice, in parallel, in isolated, hardened builder containers.
 
 Build A is the control and build B the experiment (see `harness.variations`). Each build runs in
-its own container from a lab builder image with `network_mode="none"`, started with the build
-runner (a POSIX shell script) as its command and its inputs in environment variables:
+its own container from a lab builder image, started with the build runner (a POSIX shell script)
+as its command and its inputs in environment variables. The container is hardened: it runs as
+the (non-root) build user with every capability dropped, `no-new-privileges`, pids and memory
+limits, `network_mode="none"` and a read-only root filesystem; what it may write is on tmpfs
+(the build folder, HOME, /tmp) or in one host folder mounted at `/out`. The build user's
+`/etc/passwd` and `/etc/group` lines are mounted read-only. Only the opt-in `disorderfs`
+variation needs root and SYS_ADMIN (a FUSE mount): that build sets up as root with just the
+capabilities it needs and drops to the build user with `setpriv`.
 
-1. the subject is bind-mounted read-only at `/src` and copied (as root, in the order the file
-   ordering variation asks for) to the build path on a tmpfs, owned by the build user; for the
-   time variation the copies' mtimes are moved back (an older checkout);
-2. the build command runs as that user through `setpriv`, with exactly the build environment
-   (`env -i`), the umask and, for the time variation, libfaketime moving the clock ahead;
-3. the files matching the artifact globs (relative to the build path) are copied to `/out`,
-   which is read back with `get_archive` after the container exits, digested on the way.
+1. the subject is bind-mounted read-only at `/src` and copied by the build user (in the order
+   the file ordering variation asks for) to the build path; for the time variation the copies'
+   mtimes are moved back (an older checkout). Its files must be readable by others;
+2. the build command runs with exactly the build environment (`env -i`), the umask and, for
+   the time variation, libfaketime moving the clock ahead;
+3. every entry matching the artifact globs (files, links, fifos, empty folders) is copied to
+   `/out/artifacts`, which is read back with `get_archive` after the container exits, digested
+   on the way.
+
+Builds die with their driver: the session touches a lease file every `HEARTBEAT_S` seconds;
+a watchdog in each container kills the build when the lease is older than `LEASE_S`, and the
+next session reaps the containers of drivers that are gone (`reap_stale_builds`).
+`BuildSession.cancel()` (thread-safe) stops every build at once; a KeyboardInterrupt while
+builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
 Containers carry the lab's labels (`org.cihub.lab`, `org.cihub.session`, a `build-*` service)
 and are removed when the build ends, whatever happened.
@@ -22,6 +35,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import tarfile
@@ -55,11 +69,18 @@ MAX_LOG_BYTES = 1024 * 1024
 """The most of a build log kept (its tail)."""
 
 _SETUP_FAILED = 91
+_ABANDONED = 95
+HEARTBEAT_S = 2.0
+"""How often a session touches its lease file while builds may run."""
+LEASE_S = 12
+"""A build whose lease is older than this (seconds) is abandoned: its watchdog kills it."""
+
 _RUNNER = r"""
-# cihub build runner: root sets up, the build user builds, root collects the artifacts.
+# cihub build runner: sets up, builds and collects, as the build user (as root only for the
+# opt-in disorderfs variation, which then drops to the build user with setpriv).
 # Its inputs come as environment variables (no copy into the container before it starts).
-mkdir -p /cihub || exit 90
-printf '%s' "$CIHUB_CONFIG" > /cihub/config
+export LC_ALL=C  # names are bytes: find, sort and the globs' regexes treat them as such
+printf '%s' "$CIHUB_CONFIG" > /cihub/config || exit 90
 printf '%s' "$CIHUB_BUILD_ENV" > /cihub/env
 printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
 chmod 0644 /cihub/config /cihub/env /cihub/build.sh
@@ -70,25 +91,40 @@ ART=/out/artifacts
 mkdir -p "$M" "$ART" || exit 90
 note() { printf '%s\n' "$*" >> "$M/notes"; }
 fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
-for tool in find sort tar chown touch cp xargs setpriv env; do
+AS_ROOT=0
+[ "$(id -u)" = 0 ] && AS_ROOT=1
+for tool in find sort tar touch cp xargs env stat date; do
     command -v "$tool" >/dev/null 2>&1 || fail "the image has no $tool"
 done
+[ "$AS_ROOT" = 0 ] || command -v setpriv >/dev/null 2>&1 || fail "the image has no setpriv"
 
-grep -q "^[^:]*:[^:]*:$BUILD_GID:" /etc/group \
-    || echo "$BUILD_GROUP:x:$BUILD_GID:" >> /etc/group || fail "cannot add the build group"
-grep -q "^[^:]*:[^:]*:$BUILD_UID:" /etc/passwd \
-    || echo "$BUILD_USER:x:$BUILD_UID:$BUILD_GID:cihub build user:$BUILD_HOME:/bin/sh" \
-        >> /etc/passwd || fail "cannot add the build user"
-mkdir -p "$BUILD_HOME" && chown "$BUILD_UID:$BUILD_GID" "$BUILD_HOME" \
-    || fail "cannot create HOME $BUILD_HOME"
+# The watchdog: when the driver's lease goes stale (the driver was killed), kill the build.
+WATCHDOG=""
+if [ -n "$LEASE_S" ] && [ -e /cihub-lease/beat ]; then
+    (
+        while sleep 2; do
+            beat=$(stat -c %Y /cihub-lease/beat 2>/dev/null || echo 0)
+            if [ $(( $(date +%s) - beat )) -gt "$LEASE_S" ]; then
+                : > /cihub/abandoned
+                kill -KILL -1 2>/dev/null
+                exit 0
+            fi
+        done
+    ) &
+    WATCHDOG=$!
+fi
 
 SRC_DIR="$BUILD_PATH"
 [ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
 mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
-(cd /src && find . -mindepth 1 -print0 | LC_ALL=C sort -z $SORT_FLAGS \
-    | tar --null --no-recursion -T - -cf -) | tar -C "$SRC_DIR" -xpf - \
-    || fail "cannot copy the subject to $SRC_DIR"
-chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
+UNREADABLE="the build runs as a non-root user, which must be able to read every file"
+(cd /src && find . -mindepth 1 -print0 | sort -z $SORT_FLAGS \
+    | tar --null --no-recursion -T - -cf -) 2> "$M/copy.log" | tar -C "$SRC_DIR" -xpf - \
+    || fail "cannot copy the subject to $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
+[ -s "$M/copy.log" ] && fail "cannot copy the subject: $UNREADABLE ($(tail -n 1 "$M/copy.log"))"
+if [ "$AS_ROOT" = 1 ]; then
+    chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
+fi
 if [ -n "$MTIME_SHIFT" ]; then
     find "$SRC_DIR" -mindepth 1 -exec sh -c 'for f; do touch -h -r "$f" -d "$0" "$f"; done' \
         "$MTIME_SHIFT" {} + || fail "cannot shift the source mtimes"
@@ -113,29 +149,37 @@ if [ "$ASLR_OFF" = 1 ]; then
         note "aslr=not applied: setarch -R is refused (personality syscall blocked)"
     fi
 fi
+DROP=""
+[ "$AS_ROOT" = 1 ] && DROP="setpriv --reuid=$BUILD_UID --regid=$BUILD_GID --clear-groups --"
 
 cd "$BUILD_PATH" || fail "cannot enter $BUILD_PATH"
-$SETARCH setpriv --reuid="$BUILD_UID" --regid="$BUILD_GID" --clear-groups -- \
-    env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
+$SETARCH $DROP env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
     cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1
 echo "$?" > "$M/exit-code"
+[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+[ -e /cihub/abandoned ] && exit 95
 
+# Every entry type counts: files, links, fifos, sockets, devices, and empty folders (a folder
+# with content comes with its content).
 i=0
 while [ "$i" -lt "$NGLOBS" ]; do
     eval "re=\$GLOB_$i"
-    n=$(find . -regextype posix-extended -regex "$re" \( -type f -o -type l \) -printf x | wc -c)
+    n=$(find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -printf x | wc -c)
     echo "$i $n" >> "$M/matches"
-    find . -regextype posix-extended -regex "$re" \( -type f -o -type l \) -print0 \
-        | xargs -0 -r cp -a --parents -t "$ART" || note "copying the matches of glob $i failed"
+    find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -print0 \
+        | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" \
+        || note "copying the matches of glob $i failed: $(tail -n 1 "$M/copy.log")"
     i=$((i + 1))
 done
 cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
+# Lets the driver remove /out whoever it runs as (folder modes are not part of any digest).
+find /out -type d -exec chmod a+rwx {} + 2>/dev/null
 exit 0
 """
 
 _PROBE = r"""
-for tool in find sort tar chown touch cp xargs setpriv env; do
+for tool in find sort tar touch cp xargs setpriv env stat date; do
     command -v "$tool" >/dev/null 2>&1 || echo "missing=$tool"
 done
 command -v locale >/dev/null 2>&1 && locale -a 2>/dev/null | sed 's/^/locale=/'
@@ -146,6 +190,18 @@ command -v disorderfs >/dev/null 2>&1 && echo "disorderfs=yes"
 command -v setarch >/dev/null 2>&1 && echo "setarch=yes"
 echo "arch=$(uname -m)"
 """
+
+_HARDENED: dict[str, Any] = {
+    "network_mode": "none",
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
+"""The confinement every build and probe container gets (variations may add to it)."""
+
+_DISORDERFS_CAPS = ["SYS_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+"""What the disorderfs build needs as root: a FUSE mount, handing the source over, dropping to
+the build user."""
 
 
 # -- globs --------------------------------------------------------------------------------------
@@ -328,10 +384,12 @@ def _run_probe(client: docker.DockerClient, image_id: str, *, lab_id: str, sessi
         container = client.containers.create(
             image_id,
             ["/bin/sh", "-c", _PROBE],
-            network_mode="none",
-            user="0:0",
+            user="65534:65534",
+            pids_limit=64,
+            mem_limit="256m",
             labels=labels.resource_labels(lab_id, session, persistent=False, service="probe"),
             name=f"{lab_id}-probe-{uuid.uuid4().hex[:6]}",
+            **_HARDENED,
         )
         container.start()
         status = container.wait(timeout=60)
@@ -350,6 +408,45 @@ def _run_probe(client: docker.DockerClient, image_id: str, *, lab_id: str, sessi
 # -- requests and results -----------------------------------------------------------------------
 
 
+_MEMORY = re.compile(r"^[1-9][0-9]*[kmg]?$")
+DEFAULT_BUILD_MEMORY = "2g"
+DEFAULT_BUILD_PIDS = 1024
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """Resource limits of each build container.
+
+    Attributes:
+        memory: Docker's memory limit (`512m`, `2g`, or bytes); swap is not added on top.
+        pids: the most processes and threads the build may have at once.
+
+    Raises:
+        ConfigError: a value is malformed.
+    """
+
+    memory: str = DEFAULT_BUILD_MEMORY
+    pids: int = DEFAULT_BUILD_PIDS
+
+    def __post_init__(self) -> None:
+        if not _MEMORY.match(str(self.memory).lower()):
+            raise ConfigError(f"build memory limit {self.memory!r}: expected e.g. 512m or 2g")
+        if isinstance(self.pids, bool) or not isinstance(self.pids, int) or self.pids < 16:
+            raise ConfigError(f"build pids limit {self.pids!r}: expected a number >= 16")
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> BuildLimits:
+        """From a scenario's `limits` object (missing keys take the defaults)."""
+        value = value or {}
+        return cls(
+            str(value.get("memory", DEFAULT_BUILD_MEMORY)).lower(),
+            value.get("pids", DEFAULT_BUILD_PIDS),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"memory": self.memory, "pids": self.pids}
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """What to build, the same for A and B.
@@ -361,6 +458,7 @@ class BuildSpec:
         artifacts: globs, relative to the build path, of the files to compare.
         source_date_epoch: SOURCE_DATE_EPOCH of both builds.
         timeout_s: wall-clock seconds a build may take before it is killed.
+        limits: memory and pids limits of each build container.
     """
 
     subject: Path
@@ -369,6 +467,7 @@ class BuildSpec:
     artifacts: tuple[str, ...]
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
     timeout_s: float = 900.0
+    limits: BuildLimits = field(default_factory=BuildLimits)
 
     def __post_init__(self) -> None:
         if not self.command.strip():
@@ -455,6 +554,12 @@ class BuildFailed(CihubError):
         self.builds = tuple(builds)
 
 
+class BuildCancelled(KeyboardInterrupt):
+    """The session was cancelled (`BuildSession.cancel()`, Ctrl-C or SIGTERM) while builds ran.
+
+    A KeyboardInterrupt, so whoever stops on Ctrl-C stops on it too."""
+
+
 class NoArtifacts(ConfigError):
     """An artifact glob matched nothing in the control build (bad input: exit code 2)."""
 
@@ -485,20 +590,29 @@ class PairResult:
 
 @dataclass
 class BuildSession:
-    """Labels, names and scratch space of the containers one drill starts.
+    """Labels, names, scratch space, lease and cancellation of the containers one drill starts.
 
     Every container is labelled with `lab_id` and `session`; `close()` removes whatever is left
     by label, so a crash mid-build leaves nothing behind (and `cihub lab down` finds leftovers
-    of a killed process as a stale lab).
+    of a killed process as a stale lab). While builds may run, a heartbeat thread touches the
+    lease file the containers' watchdogs read (see the module docs).
+
+    `cancel()` is thread-safe and idempotent: it stops and removes every build container of the
+    session at once, and makes every build running or started later raise `BuildCancelled`.
     """
 
     client: docker.DockerClient
     workdir: Path
     lab_id: str = field(default_factory=lambda: new_lab_id("det"))
     session: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lease_s: int = LEASE_S
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _finished: list[BuildOutput] = field(default_factory=list)
+    _containers: dict[str, Any] = field(default_factory=dict)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _closed: threading.Event = field(default_factory=threading.Event)
+    _heartbeat: threading.Thread | None = None
 
     def next_name(self, label: str) -> str:
         with self._lock:
@@ -515,8 +629,85 @@ class BuildSession:
             taken, self._finished = self._finished, []
             return taken
 
+    # -- lease ----------------------------------------------------------------------------------
+
+    @property
+    def lease_dir(self) -> Path:
+        """The folder holding the lease file `beat`, mounted read-only in every build."""
+        return self.workdir / ".lease"
+
+    def start_heartbeat(self) -> None:
+        """Touch the lease file now and every `HEARTBEAT_S` seconds until `close()`."""
+        with self._lock:
+            if self._heartbeat is not None:
+                return
+            reap_stale_builds(self.client)  # what drivers killed before us left behind
+            self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(self.lease_dir, 0o755)
+            self._beat()
+            self._heartbeat = threading.Thread(
+                target=self._beat_until_closed, name="cihub-lease", daemon=True
+            )
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        beat = self.lease_dir / "beat"
+        try:
+            beat.touch(mode=0o644)
+            os.utime(beat)
+        except OSError as exc:
+            _logger.warning("lease %s not renewed: %s", beat, exc)
+
+    def _beat_until_closed(self) -> None:
+        while not self._closed.wait(HEARTBEAT_S):
+            self._beat()
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise `BuildCancelled` when the session was cancelled."""
+        if self._cancelled.is_set():
+            raise BuildCancelled("the builds were cancelled")
+
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking at once on `cancel()`; True when cancelled."""
+        return self._cancelled.wait(seconds)
+
+    def register(self, container: Any) -> None:
+        """Track a created build container; a cancelled session removes it and raises."""
+        with self._lock:
+            cancelled = self._cancelled.is_set()
+            if not cancelled:
+                self._containers[container.id] = container
+        if cancelled:
+            _remove(container)
+            self.check_cancelled()
+
+    def unregister(self, container: Any) -> None:
+        with self._lock:
+            self._containers.pop(container.id, None)
+
+    def cancel(self) -> None:
+        """Stop and remove every build container of the session now (any thread, any time).
+
+        Builds waiting on a container return at once and raise `BuildCancelled`; builds not
+        yet started never start.
+        """
+        with self._lock:
+            self._cancelled.set()
+            running = list(self._containers.values())
+        if running:
+            _logger.info("cancelling %d build container(s)", len(running))
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-cancel") as pool:
+            list(pool.map(_remove, running))
+
     def close(self) -> None:
-        """Remove every container of this drill that is still there."""
+        """Stop the heartbeat and remove every container of this drill that is still there."""
+        self._closed.set()
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
@@ -526,14 +717,64 @@ class BuildSession:
             _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
             return
         for container in leftovers:
-            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
-                container.remove(force=True, v=True)
+            _remove(container)
 
     def __enter__(self) -> BuildSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove(container: Any) -> None:
+    with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+        container.remove(force=True, v=True)
+
+
+def reap_stale_builds(client: docker.DockerClient) -> list[str]:
+    """Remove the build and probe containers whose driver process on this host is gone.
+
+    The watchdog already stopped their builds (or they exited); this removes what is left.
+    Containers of live drivers and of other hosts are never touched.
+
+    Returns:
+        the names of the containers removed.
+    """
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=true"})
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        _logger.warning("could not list build containers to reap: %s", exc)
+        return []
+    removed = []
+    for container in found:
+        container_labels = dict(container.labels or {})
+        service = str(container_labels.get(labels.SERVICE, ""))
+        if service.startswith(("build-", "probe")) and labels.is_stale(container_labels):
+            _remove(container)
+            removed.append(str(container.name))
+    if removed:
+        _logger.info("reaped %d build container(s) of drivers that are gone", len(removed))
+    return removed
+
+
+def run_parallel(
+    session: BuildSession, jobs: Sequence[Callable[[], BuildOutput]], workers: int
+) -> list[BuildOutput]:
+    """Run build jobs `workers` at a time, started in list order; their results in that order.
+
+    On any exception while waiting (KeyboardInterrupt from Ctrl-C, SIGTERM turned into it, or a
+    failed build), the session is cancelled first, so every running container stops at once
+    instead of at its build timeout, and the exception is raised after the threads finished.
+    """
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cihub-build")
+    try:
+        futures = [pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+    except BaseException:
+        session.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- running builds -----------------------------------------------------------------------------
@@ -572,37 +813,70 @@ def build_environment_for(spec: BuildSpec, env: BuildEnv) -> dict[str, str]:
     )
 
 
-def run_build(
-    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, *, keep: bool = True
-) -> BuildOutput:
-    """Run one build in its own container and collect its artifacts.
+def _identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
+    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user."""
+    passwd = folder / "passwd"
+    group = folder / "group"
+    passwd.write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"{env.user}:x:{env.uid}:{env.gid}:cihub build user:{env.home}:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        encoding="utf-8",
+    )
+    group.write_text(f"root:x:0:\n{env.group}:x:{env.gid}:\nnogroup:x:65534:\n", encoding="utf-8")
+    for path in (passwd, group):
+        os.chmod(path, 0o644)
+    return passwd, group
 
-    Args:
-        session: labels, names and scratch space.
-        spec: what to build.
-        env: the environment to build in.
-        label: names the container and the output folder (`<workdir>/<label>`).
-        keep: keep the artifacts in `<workdir>/<label>` (else only their digest is kept).
 
-    Raises:
-        InfraError: the engine failed (create, start, wait, archive).
+def container_options(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, name: str, mounts: Path
+) -> dict[str, Any]:
+    """The `containers.create` options of one build: hardened, with its mounts and limits.
+
+    `mounts` is the build's host folder: `out/` (mounted at /out) and the identity files are
+    made in it.
     """
-    name = session.next_name(label)
     environment = build_environment_for(spec, env)
+    out = mounts / "out"
+    out.mkdir(parents=True)
+    os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
+    passwd, group = _identity_files(env, mounts)
+    owner = f"uid={env.uid},gid={env.gid}"
+    as_root = env.disorderfs
+    tmpfs = {
+        "/build": f"rw,exec,nosuid,nodev,mode=0755,{owner}",
+        "/cihub": f"rw,nosuid,nodev,noexec,mode=0755,{owner}",
+        env.home: f"rw,exec,nosuid,nodev,mode=0755,{owner}",
+        "/tmp": "rw,exec,nosuid,nodev,mode=1777",
+        "/var/tmp": "rw,exec,nosuid,nodev,mode=1777",
+    }
+    volumes = {
+        str(spec.subject): {"bind": "/src", "mode": "ro"},
+        str(out): {"bind": "/out", "mode": "rw"},
+        str(passwd): {"bind": "/etc/passwd", "mode": "ro"},
+        str(group): {"bind": "/etc/group", "mode": "ro"},
+    }
+    if session.lease_s > 0 and session.lease_dir.is_dir():
+        volumes[str(session.lease_dir)] = {"bind": "/cihub-lease", "mode": "ro"}
+    config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
     options: dict[str, Any] = {
+        **_HARDENED,
         "command": ["/bin/sh", "-c", _RUNNER, "cihub-runner"],
         "environment": {
-            "CIHUB_CONFIG": _config_text(spec, env),
+            "CIHUB_CONFIG": config,
             "CIHUB_BUILD_ENV": _env_text(environment),
             "CIHUB_BUILD_SCRIPT": f"umask {env.umask}\n{spec.command}\n",
         },
-        "user": "0:0",
+        "user": "0:0" if as_root else f"{env.uid}:{env.gid}",
         "hostname": env.hostname,
         "domainname": env.domainname,
-        "network_mode": "none",
         "working_dir": "/",
-        "volumes": {str(spec.subject): {"bind": "/src", "mode": "ro"}},
-        "tmpfs": {"/build": "rw,exec,nosuid,nodev,mode=0755"},
+        "volumes": volumes,
+        "tmpfs": tmpfs,
+        "mem_limit": spec.limits.memory,
+        "memswap_limit": spec.limits.memory,
+        "pids_limit": spec.limits.pids,
         "labels": labels.resource_labels(
             session.lab_id, session.session, persistent=False, service=f"build-{label}"
         ),
@@ -610,33 +884,63 @@ def run_build(
     }
     if env.cpuset is not None:
         options["cpuset_cpus"] = env.cpuset
-    security: list[str] = []
+    security: list[str] = list(_HARDENED["security_opt"])
     if not env.aslr:
         security.append("seccomp=unconfined")
     if env.disorderfs:
-        options["cap_add"] = ["SYS_ADMIN"]
+        options["cap_add"] = list(_DISORDERFS_CAPS)
         options["devices"] = ["/dev/fuse:/dev/fuse:rwm"]
         security.append("apparmor=unconfined")
-    if security:
-        options["security_opt"] = security
+    options["security_opt"] = security
+    return options
+
+
+def run_build(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, *, keep: bool = True
+) -> BuildOutput:
+    """Run one build in its own hardened container and collect its artifacts.
+
+    Args:
+        session: labels, names, scratch space, lease and cancellation.
+        spec: what to build.
+        env: the environment to build in.
+        label: names the container and the output folder (`<workdir>/<label>`).
+        keep: keep the artifacts in `<workdir>/<label>` (else only their digest is kept).
+
+    Raises:
+        BuildCancelled: the session was cancelled before or while the build ran.
+        InfraError: the engine failed (create, start, wait, archive).
+    """
+    session.check_cancelled()
+    session.start_heartbeat()
+    name = session.next_name(label)
+    mounts = session.workdir / ".mounts" / name
     client = session.client
     container = None
     started = time.monotonic()
     timed_out = False
     try:
+        options = container_options(session, spec, env, label, name, mounts)
         try:
             container = client.containers.create(spec.image.image_id, **options)
+            session.register(container)
             container.start()
         except (docker.errors.APIError, requests.RequestException) as exc:
+            session.check_cancelled()
             raise InfraError(f"container {name}: could not start the build") from exc
         try:
             container.wait(timeout=spec.timeout_s)
         except requests.exceptions.ConnectionError as exc:
+            session.check_cancelled()
             if "timed out" not in str(exc).lower() and "timeout" not in type(exc).__name__.lower():
                 raise InfraError(f"container {name}: lost the engine while building") from exc
             timed_out = True
         except requests.exceptions.Timeout:
             timed_out = True
+        except docker.errors.APIError as exc:
+            session.check_cancelled()
+            raise InfraError(f"container {name}: lost the engine while building") from exc
+        session.check_cancelled()
         if timed_out:
             with contextlib.suppress(docker.errors.APIError, requests.RequestException):
                 container.kill()
@@ -646,13 +950,18 @@ def run_build(
         out_dir = session.workdir / label
         if out_dir.exists():
             out_dir = session.workdir / name
-        output = _collect(container, name, label, env, duration, timed_out, out_dir, keep)
+        try:
+            output = _collect(container, name, label, env, duration, timed_out, out_dir, keep)
+        except InfraError:
+            session.check_cancelled()
+            raise
         session.add_finished(output)
         return output
     finally:
         if container is not None:
-            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
-                container.remove(force=True, v=True)
+            session.unregister(container)
+            _remove(container)
+        _remove_tree(mounts)
 
 
 def _collect(
@@ -738,19 +1047,28 @@ def run_pair(
     *,
     labels_ab: tuple[str, str] = ("A", "B"),
     keep: bool = True,
+    b_delay_s: float = 0.0,
 ) -> PairResult:
     """Run the control and the experiment build at the same time; return both.
 
+    Args:
+        b_delay_s: start B this many seconds after A (so they don't share the clock).
+
     Raises:
+        BuildCancelled: the session was cancelled (Ctrl-C stops both containers at once).
         InfraError: the engine failed for either build.
     """
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cihub-build") as pool:
-        futures = [
-            pool.submit(run_build, session, spec, env, label, keep=keep)
-            for env, label in ((control, labels_ab[0]), (experiment, labels_ab[1]))
-        ]
-        results = [f.result() for f in futures]
+
+    def a() -> BuildOutput:
+        return run_build(session, spec, control, labels_ab[0], keep=keep)
+
+    def b() -> BuildOutput:
+        if b_delay_s > 0 and session.wait_cancelled(b_delay_s):
+            session.check_cancelled()
+        return run_build(session, spec, experiment, labels_ab[1], keep=keep)
+
+    results = run_parallel(session, [a, b], workers=2)
     return PairResult(results[0], results[1], time.monotonic() - started)
 
 
@@ -766,13 +1084,36 @@ class DualBuildRequest:
     experiment: BuildEnv
 
 
+CLOCK_GAP_S = 2.0
+"""When the time variation is not applied, B starts this long after A: they never read the same
+clock, so a build that embeds the time (to the second) is not called reproducible."""
+
+
+def clock_note(control: BuildEnv, experiment: BuildEnv, b_delay_s: float) -> str:
+    """How A's and B's clocks differ, in a few words (says "time not varied" when it isn't)."""
+    if experiment.fake_clock:
+        return f"B's clock pinned at {experiment.fake_clock.lstrip('@')} (libfaketime)"
+    if experiment.time_offset_days != control.time_offset_days:
+        return f"B's clock {experiment.time_offset_days} days ahead (libfaketime)"
+    return (
+        f"time not varied: B started {b_delay_s:g} s after A on the same clock"
+        if b_delay_s > 0
+        else "time not varied: A and B ran on the same clock"
+    )
+
+
 @dataclass(frozen=True)
 class DualBuildResult:
-    """Both builds of the step, with their artifacts on disk and digested."""
+    """Both builds of the step, with their artifacts on disk and digested.
+
+    Attributes:
+        clock: how A's and B's clocks differed (`clock_note`).
+    """
 
     a: BuildOutput
     b: BuildOutput
     wall_s: float
+    clock: str = ""
 
     @property
     def identical(self) -> bool:
@@ -802,13 +1143,17 @@ def dual_build(
         >>> result.identical
         True
     """
+    control, experiment = request.control, request.experiment
+    same_clock = not (experiment.time_offset_days or experiment.fake_clock)
+    delay = CLOCK_GAP_S if same_clock else 0.0
+    clock = clock_note(control, experiment, delay)
     if progress:
-        progress("building A (control) and B (experiment) in parallel")
-    pair = run_pair(session, request.spec, request.control, request.experiment)
+        progress(f"building A (control) and B (experiment) in parallel; {clock}")
+    pair = run_pair(session, request.spec, control, experiment, b_delay_s=delay)
     if not (pair.a.ok and pair.b.ok):
         raise BuildFailed(build_failure_message(pair.a, pair.b), (pair.a, pair.b))
     check_matches(request.spec.artifacts, pair.a, (pair.a, pair.b))
-    return DualBuildResult(pair.a, pair.b, pair.wall_s)
+    return DualBuildResult(pair.a, pair.b, pair.wall_s, clock)
 
 
 def build_failure_message(*builds: BuildOutput) -> str:

@@ -4,37 +4,53 @@ Like reprotest's `--auto-build`, each variation is tried alone: build B with the
 environment plus that one variation, and compare it with the control. Builds run in parallel,
 as many at a time as the machine has CPUs.
 
-- **Shared control.** Every trial is compared with the drill's own build A, as reprotest
-  compares each experiment with its one control, provided a fresh control build made with the
-  first round gives the same digest: the build does not depend on when it runs. If it does not
-  (a build that reads the clock at a fine resolution, or randomness), the search falls back to
-  **paired** trials: each variation built side by side with its own fresh control, so both see
-  the same wall clock.
+- **Fresh controls.** Every round of builds starts with a control build and ends with another
+  (scheduled last, so it runs after the trials); each trial is compared with its round's first
+  control, never with build A made minutes earlier. Both controls of every round, and build A,
+  must agree: then the build gave the same output all through the window the trials ran in.
+- **Controls disagree.** The build is not deterministic against itself, so no variation can be
+  blamed. When the image has libfaketime, the search checks whether the clock is the cause:
+  two controls with the clock pinned to the same instant, built at different times, agree,
+  and a control pinned to another instant differs; then the verdict is "not reproducible: time"
+  (time is the only culprit named). Otherwise it is "inconclusive: the build is not
+  deterministic against itself", with no culprit.
 - **Confirm.** A variation whose build differed is built once more; if it then matches, it is
   reported `flaky` rather than a culprit.
 - **Rest check.** B with every applied variation except the culprits: if that matches the
   control, the culprits explain the whole difference (`explained`).
-- **Controls agree.** Every control build of the search is compared with build A; if one
-  differs, the build is not deterministic even without variations and the culprits are marked
-  unreliable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.build import BuildOutput, BuildSession, BuildSpec, Progress, run_build, run_pair
-from harness.variations import VariationPlan
+from harness.build import (
+    BuildOutput,
+    BuildSession,
+    BuildSpec,
+    Progress,
+    run_build,
+    run_parallel,
+)
+from harness.variations import BuildEnv, VariationPlan
 
 _logger = logging.getLogger(__name__)
 
-TrialRound = Literal["single", "confirm", "rest"]
+TrialRound = Literal["single", "confirm", "rest", "clock"]
 SearchMode = Literal["shared-control", "paired"]
+SearchOutcome = Literal["culprits", "inconclusive", "time"]
+
+PINNED_CLOCK = "@2024-01-01 00:00:00"
+"""libfaketime start time of the two clock-pinned controls (each process starts its clock here)."""
+OTHER_PINNED_CLOCK = "@2025-02-03 04:05:06"
+"""The other pinned clock: another year, month, day, hour, minute and second."""
+CLOCK_GAP_S = 1.5
+"""The second pinned control starts at least this long after the first (a different real time)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +58,13 @@ class CulpritTrial:
     """One experiment build of the search, compared with a control.
 
     Attributes:
-        round: single (one variation), confirm (the same again) or rest (all but culprits).
-        variations: what B varied.
+        round: single (one variation), confirm (the same again), rest (all but culprits) or
+            clock (a control with the clock pinned, in the self-check).
+        variations: what B varied (for clock trials: the pinned clock).
         identical: both built and their digests match.
         a_digest, b_digest: the tree digests compared (None when a build failed).
         a_failure, b_failure: why a build failed (empty when it succeeded).
-        wall_s: the experiment build's wall time (the pair's, for paired trials).
+        wall_s: the experiment build's wall time.
     """
 
     round: TrialRound
@@ -82,23 +99,18 @@ def _digest(build: BuildOutput) -> str | None:
 
 
 def _compared(
-    round_: TrialRound,
-    varied: tuple[str, ...],
-    control: str | None,
-    control_failure: str,
-    build: BuildOutput,
-    wall_s: float | None = None,
+    round_: TrialRound, varied: tuple[str, ...], control: BuildOutput, build: BuildOutput
 ) -> CulpritTrial:
-    mine = _digest(build)
+    theirs, mine = _digest(control), _digest(build)
     return CulpritTrial(
         round_,
         varied,
-        control is not None and mine == control,
-        control,
+        theirs is not None and mine == theirs,
+        theirs,
         mine,
-        control_failure,
+        control.failure(),
         build.failure(),
-        build.duration_s if wall_s is None else wall_s,
+        build.duration_s,
     )
 
 
@@ -107,16 +119,20 @@ class CulpritReport:
     """What the culprit search found.
 
     Attributes:
-        culprits: variations that alone make the builds differ (catalogue order).
+        culprits: variations that alone make the builds differ (catalogue order); `("time",)`
+            alone when the self-check showed the clock is what varies the output.
         build_breakers: culprits under which build B failed outright.
         flaky: variations that differed once but not when built again.
         explained: B with every applied variation except the ones that differed matched the
             control (None: not checked, e.g. when every applied variation differed).
-        controls_agree: every control build of the search gave build A's digest.
-        mode: shared-control or paired (see the module docs).
+        controls_agree: build A and every control build of the search gave the same digest.
+        mode: always shared-control now: each trial is compared with the fresh control that
+            opened its round (kept for the record's schema).
         trials: every experiment build, in order.
-        nondeterministic: two builds in the same environment, side by side, differ: the
-            build is not deterministic at all, and no variation is blamed.
+        nondeterministic: control builds differ: the build is not deterministic against
+            itself, and no variation is blamed (only time, when `clock_shown`).
+        clock_shown: the self-check showed the clock decides the output.
+        clock_check: what the self-check did, in a few words (empty when it did not run).
     """
 
     culprits: tuple[str, ...]
@@ -129,24 +145,32 @@ class CulpritReport:
     builds: int
     wall_s: float
     nondeterministic: bool = False
+    clock_shown: bool = False
+    clock_check: str = ""
+
+    @property
+    def outcome(self) -> SearchOutcome:
+        """culprits (a normal search), time (only the clock) or inconclusive."""
+        if self.clock_shown:
+            return "time"
+        return "inconclusive" if self.nondeterministic else "culprits"
 
     def summary(self) -> str:
         """One line for people."""
-        if self.nondeterministic:
+        if self.clock_shown:
             return (
-                "not deterministic: two builds in the same environment differ, "
-                "so no variation is to blame"
+                "not reproducible: time: control builds made at different times differ; "
+                f"{self.clock_check}; no other variation is judged"
             )
-        prefix = ""
-        if not self.controls_agree:
-            prefix = "the build's output changes from run to run even without variations"
-            if self.mode == "paired":
-                prefix += " (each variation was compared with a control built beside it)"
-            prefix += "; "
+        if self.nondeterministic:
+            text = (
+                "inconclusive: the build is not deterministic against itself "
+                "(control builds in the same environment differ), so no variation is blamed"
+            )
+            return text + (f"; {self.clock_check}" if self.clock_check else "")
         if not self.culprits:
-            return prefix + "no single variation makes the builds differ"
+            return "no single variation makes the builds differ"
         text = f"culprit{'s' if len(self.culprits) > 1 else ''}: {', '.join(self.culprits)}"
-        text = prefix + text
         if self.build_breakers:
             text += f" (build fails under {', '.join(self.build_breakers)})"
         if self.flaky:
@@ -157,6 +181,7 @@ class CulpritReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "outcome": self.outcome,
             "culprits": list(self.culprits),
             "build_breakers": list(self.build_breakers),
             "flaky": list(self.flaky),
@@ -164,6 +189,8 @@ class CulpritReport:
             "controls_agree": self.controls_agree,
             "mode": self.mode,
             "nondeterministic": self.nondeterministic,
+            "clock_shown": self.clock_shown,
+            "clock_check": self.clock_check,
             "builds": self.builds,
             "summary": self.summary(),
             "wall_s": round(self.wall_s, 3),
@@ -178,7 +205,8 @@ class CulpritSearch:
     Attributes:
         spec: what to build.
         plan: the applied variations and the control/experiment environments.
-        reference_digest: the digest of the drill's own build A (the shared control).
+        reference_digest: the digest of the drill's own build A (one more control: it must
+            agree with the search's fresh controls; None when A failed).
         workers: builds run at the same time (default: the CPUs the engine has).
         confirm: build each differing variation a second time.
     """
@@ -201,39 +229,34 @@ class _Runner:
         self.workers = max(1, search.workers or search.spec.image.capabilities.cpus)
         self.builds = 0
 
+    def environment(self, job: _Job) -> BuildEnv:
+        kind, varied = job
+        plan = self.search.plan
+        if kind == "control":
+            return plan.control
+        if kind == "clock":
+            return dataclasses.replace(plan.control, fake_clock=varied[0])
+        return plan.experiment(varied)
+
     def builds_of(self, jobs: Sequence[_Job]) -> list[BuildOutput]:
-        """Build each job's environment (control or experiment), `workers` at a time."""
-        plan = self.search.plan
+        """Build each job's environment, `workers` at a time, started in list order."""
 
-        def one(index: int, job: _Job) -> BuildOutput:
+        def one(index: int, job: _Job) -> Callable[[], BuildOutput]:
             kind, varied = job
-            env = plan.control if kind == "control" else plan.experiment(varied)
-            tag = varied[0] if len(varied) == 1 else kind
-            return run_build(self.session, self.search.spec, env, f"{tag}-{index}", keep=False)
+            tag = varied[0] if len(varied) == 1 and kind != "clock" else kind
+            env = self.environment(job)
+            spec = self.search.spec
+            return lambda: run_build(self.session, spec, env, f"{tag}-{index}", keep=False)
 
+        first = self.builds
         self.builds += len(jobs)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="cihub-trial") as pool:
-            return list(pool.map(one, range(len(jobs)), jobs))
+        calls = [one(first + i, job) for i, job in enumerate(jobs)]
+        return run_parallel(self.session, calls, self.workers)
 
-    def pairs_of(self, round_: TrialRound, sets: Sequence[tuple[str, ...]]) -> list[CulpritTrial]:
-        """Each variation set built side by side with its own fresh control."""
-        plan = self.search.plan
-
-        def one(varied: tuple[str, ...]) -> CulpritTrial:
-            tag = varied[0] if len(varied) == 1 else round_
-            pair = run_pair(
-                self.session,
-                self.search.spec,
-                plan.control,
-                plan.experiment(varied),
-                labels_ab=(f"{tag}-A", f"{tag}-B"),
-                keep=False,
-            )
-            return _compared(round_, varied, _digest(pair.a), pair.a.failure(), pair.b, pair.wall_s)
-
-        self.builds += 2 * len(sets)
-        with ThreadPoolExecutor(max(1, self.workers // 2), thread_name_prefix="cihub-pair") as pool:
-            return list(pool.map(one, sets))
+    def round(self, jobs: Sequence[_Job]) -> tuple[BuildOutput, BuildOutput, list[BuildOutput]]:
+        """A round: a control, the jobs, and a closing control scheduled after them."""
+        built = self.builds_of([("control", ()), *jobs, ("control", ())])
+        return built[0], built[-1], built[1:-1]
 
     def report(self, trials: Sequence[CulpritTrial]) -> None:
         for trial in trials:
@@ -244,14 +267,51 @@ class _Runner:
                 outcome = f"control build {trial.a_failure}"
             varied = trial.variations
             name = "+".join(varied) if len(varied) <= 2 else f"{len(varied)} variations"
-            name = name or "no variation (control beside control)"
             self.say(f"  {trial.round} {name}: {outcome} ({trial.wall_s:.1f} s)")
+
+
+def _controls_agree(reference: str | None, controls: Sequence[BuildOutput]) -> bool:
+    digests = {_digest(c) for c in controls}
+    if reference is not None:
+        digests.add(reference)
+    return None not in digests and len(digests) == 1
+
+
+def _clock_check(runner: _Runner) -> tuple[bool, str, list[CulpritTrial]]:
+    """Is the clock what varies the output? (shown, what was done, the trials)"""
+    if not runner.search.spec.image.capabilities.faketime_library:
+        return False, "the clock could not be pinned to check it (no libfaketime in the image)", []
+    runner.say("control builds differ: checking whether the clock is the cause (clock pinned)")
+    started = time.monotonic()
+    first, other = runner.builds_of([("clock", (PINNED_CLOCK,)), ("clock", (OTHER_PINNED_CLOCK,))])
+    gap = CLOCK_GAP_S - (time.monotonic() - started)
+    if gap > 0 and runner.session.wait_cancelled(gap):
+        runner.session.check_cancelled()
+    (second,) = runner.builds_of([("clock", (PINNED_CLOCK,))])
+    same = _compared("clock", (PINNED_CLOCK,), first, second)
+    moved = _compared("clock", (OTHER_PINNED_CLOCK,), first, other)
+    trials = [same, moved]
+    runner.report(trials)
+    if same.identical and not moved.identical and not moved.breaks_the_build:
+        return (
+            True,
+            "with the clock pinned, two controls built at different times agree and a "
+            "control pinned to another time differs",
+            trials,
+        )
+    if not same.identical:
+        return False, "with the clock pinned, two controls still differ", trials
+    return False, "pinning the clock did not show it decides the output", trials
 
 
 def find_culprits(
     search: CulpritSearch, session: BuildSession, progress: Progress | None = None
 ) -> CulpritReport:
     """Build the control with each applied variation alone and name the culprits.
+
+    Never blames a variation when the build is not deterministic against itself (see the
+    module docs): the report is then inconclusive, or names only time when the self-check
+    shows the clock decides the output.
 
     Raises:
         InfraError: the engine failed.
@@ -267,49 +327,41 @@ def find_culprits(
     names = list(search.plan.applied)
     reference = search.reference_digest
     say(
-        f"culprit search: {len(names)} variation(s), each alone "
+        f"culprit search: {len(names)} variation(s), each alone beside fresh controls "
         f"({runner.workers} build(s) at a time)"
     )
-    first = runner.builds_of([("control", ()), *(("single", (n,)) for n in names)])
-    controls = [_digest(first[0])]
-    mode: SearchMode = "shared-control"
-    if reference is not None and controls[0] == reference:
-        trials = [
-            _compared("single", (n,), reference, "", build)
-            for n, build in zip(names, first[1:], strict=True)
-        ]
-    else:
-        mode = "paired"
-        say(
-            "a second control build differs from build A: the build depends on when it "
-            "runs; trying each variation beside its own control instead"
+    controls: list[BuildOutput] = []
+    every: list[CulpritTrial] = []
+
+    def inconclusive() -> CulpritReport:
+        shown, check, clock_trials = _clock_check(runner)
+        report = CulpritReport(
+            culprits=("time",) if shown else (),
+            build_breakers=(),
+            flaky=(),
+            explained=None,
+            controls_agree=False,
+            mode="shared-control",
+            trials=(*every, *clock_trials),
+            builds=runner.builds,
+            wall_s=time.monotonic() - started,
+            nondeterministic=True,
+            clock_shown=shown,
+            clock_check=check,
         )
-        paired = runner.pairs_of("single", [()])
-        runner.report(paired)
-        if not paired[0].identical:
-            say("two builds in the same environment, side by side, differ: no variation to blame")
-            report = CulpritReport(
-                culprits=(),
-                build_breakers=(),
-                flaky=(),
-                explained=None,
-                controls_agree=False,
-                mode=mode,
-                trials=tuple(paired),
-                builds=runner.builds,
-                wall_s=time.monotonic() - started,
-                nondeterministic=True,
-            )
-            say(report.summary())
-            return report
-        trials = runner.pairs_of("single", [(n,) for n in names])
-        controls += [t.a_digest for t in [*paired, *trials]]
-    runner.report(trials)
-    differing = [t.variations[0] for t in trials if not t.identical]
+        say(report.summary())
+        return report
+
+    opening, closing, singles = runner.round([("single", (n,)) for n in names])
+    controls += [opening, closing]
+    every += [_compared("single", (n,), opening, b) for n, b in zip(names, singles, strict=True)]
+    runner.report(every)
+    if not _controls_agree(reference, controls):
+        return inconclusive()
+    differing = [t.variations[0] for t in every if not t.identical]
     rest = [n for n in names if n not in differing]
     flaky: list[str] = []
     explained: bool | None = None
-    second: list[CulpritTrial] = []
     confirm = differing if search.confirm else []
     if confirm or (differing and rest):
         parts = []
@@ -321,25 +373,20 @@ def find_culprits(
         sets: list[tuple[TrialRound, tuple[str, ...]]] = [("confirm", (n,)) for n in confirm]
         if differing and rest:
             sets.append(("rest", tuple(rest)))
-        if mode == "shared-control":
-            built = runner.builds_of([("control", ()), *sets])
-            controls.append(_digest(built[0]))
-            second = [
-                _compared(kind, varied, reference, "", build)
-                for (kind, varied), build in zip(sets, built[1:], strict=True)
-            ]
-        else:
-            for kind in ("confirm", "rest"):
-                chosen = [varied for k, varied in sets if k == kind]
-                if chosen:
-                    second += runner.pairs_of(kind, chosen)
-            controls += [t.a_digest for t in second]
+        opening, closing, built = runner.round(sets)
+        controls += [opening, closing]
+        second = [
+            _compared(kind, varied, opening, build)
+            for (kind, varied), build in zip(sets, built, strict=True)
+        ]
+        every += second
         runner.report(second)
+        if not _controls_agree(reference, controls):
+            return inconclusive()
         flaky = [t.variations[0] for t in second if t.round == "confirm" and t.identical]
         checks = [t for t in second if t.round == "rest"]
         explained = checks[0].identical if checks else None
     culprits = [n for n in names if n in differing and n not in flaky]
-    every = [*trials, *second]
     breakers = [
         n for n in culprits if any(t.breaks_the_build and t.variations == (n,) for t in every)
     ]
@@ -348,8 +395,8 @@ def find_culprits(
         build_breakers=tuple(breakers),
         flaky=tuple(flaky),
         explained=explained,
-        controls_agree=all(c is not None and c == reference for c in controls),
-        mode=mode,
+        controls_agree=True,
+        mode="shared-control",
         trials=tuple(every),
         builds=runner.builds,
         wall_s=time.monotonic() - started,

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import docker
 import docker.errors
@@ -41,6 +41,7 @@ from harness import _exit
 from harness._internal.schemas import SchemaValidator, load_schema
 from harness.build import (
     BuildFailed,
+    BuildLimits,
     BuildOutput,
     BuildSession,
     BuildSpec,
@@ -132,6 +133,7 @@ class DeterminismScenario:
     max_diff_block_lines_saved: int = 200
     expect: Expectation | None = None
     source: Path | None = None
+    limits: BuildLimits = field(default_factory=BuildLimits)
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {
@@ -144,6 +146,7 @@ class DeterminismScenario:
             "source_date_epoch": self.source_date_epoch,
             "timeout": self.timeout_s,
             "culprits": self.culprits,
+            "limits": self.limits.to_json(),
             "diffoscope": {
                 "timeout": self.diffoscope_timeout_s,
                 "max_report_bytes": self.max_report_bytes,
@@ -237,6 +240,10 @@ def scenario_from_mapping(
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: $.variations: {exc}") from exc
+    try:
+        limits = BuildLimits.from_json(doc.get("limits"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: $.limits: {exc}") from exc
     name = doc.get("name") or (source.stem if source is not None else subject.name)
     return DeterminismScenario(
         name=str(name),
@@ -258,6 +265,7 @@ def scenario_from_mapping(
         if expect
         else None,
         source=source,
+        limits=limits,
     )
 
 
@@ -281,34 +289,76 @@ def check_subject(path: Path) -> Path:
     return resolved
 
 
-def source_date_epoch(subject: Path, explicit: int | None = None) -> tuple[int, str]:
-    """SOURCE_DATE_EPOCH for a subject, and where it came from.
+class SourceDateEpoch(NamedTuple):
+    """SOURCE_DATE_EPOCH of a drill and where it came from.
 
-    The explicit value wins; then the time of the last git commit that touched the subject
-    (or, when none did, of HEAD); else `DEFAULT_SOURCE_DATE_EPOCH`.
+    Attributes:
+        value: the seconds since the epoch both builds get.
+        origin: `scenario`, `git HEAD <sha>` or `default` (with why git was not used).
+        dirty: the subject has uncommitted or untracked changes (None: not from git).
+    """
+
+    value: int
+    origin: str
+    dirty: bool | None = None
+
+    def describe(self) -> str:
+        """`1700000000 (git HEAD 1a2b3c4d5e6f, tree dirty)` for people."""
+        state = {True: ", tree dirty", False: ", tree clean", None: ""}[self.dirty]
+        return f"{self.value} ({self.origin}{state})"
+
+
+def _git(subject: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    # Only the subject's own repository counts: nothing from the caller's environment
+    # (GIT_DIR, GIT_WORK_TREE, GIT_INDEX_FILE, ...) may point git elsewhere.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["LC_ALL"] = "C"
+    try:
+        return subprocess.run(
+            ["git", "-C", str(subject), *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            env=env,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def source_date_epoch(subject: Path, explicit: int | None = None) -> SourceDateEpoch:
+    """SOURCE_DATE_EPOCH for a subject, where it came from, and whether the tree was dirty.
+
+    The explicit value wins. Else, when the subject is the top of a git work tree, or a folder
+    inside one whose HEAD tracks it, the time of that HEAD commit (`git log -1 --format=%ct`:
+    the same in a shallow and a full clone of one commit), with the environment scrubbed of
+    `GIT_*` variables. An untracked folder inside an unrelated repository gets the default.
+    Else `DEFAULT_SOURCE_DATE_EPOCH`.
     """
     if explicit is not None:
-        return explicit, "scenario"
-    for args, origin in (
-        (["log", "-1", "--format=%ct", "--", "."], "git: last commit touching the subject"),
-        (["log", "-1", "--format=%ct"], "git: HEAD"),
-    ):
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(subject), *args],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
+        return SourceDateEpoch(explicit, "scenario")
+    default = DEFAULT_SOURCE_DATE_EPOCH
+    top = _git(subject, "rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0:
+        return SourceDateEpoch(default, "default (not in a git work tree)")
+    prefix = _git(subject, "rev-parse", "--show-prefix")
+    where = prefix.stdout.strip() if prefix is not None and prefix.returncode == 0 else None
+    if where is None:
+        return SourceDateEpoch(default, "default (git could not place the subject)")
+    if where:
+        path = where.rstrip("/")
+        tracked = _git(subject, "ls-tree", "-d", "--full-tree", "--name-only", "HEAD", "--", path)
+        if tracked is None or tracked.returncode != 0 or not tracked.stdout.strip():
+            return SourceDateEpoch(
+                default, "default (the enclosing git repository's HEAD does not track it)"
             )
-        except (OSError, subprocess.TimeoutExpired):
-            break
-        value = proc.stdout.strip()
-        if proc.returncode != 0:
-            break
-        if value.isdigit():
-            return int(value), origin
-    return DEFAULT_SOURCE_DATE_EPOCH, "default"
+    head = _git(subject, "log", "-1", "--format=%ct %H")
+    words = head.stdout.split() if head is not None and head.returncode == 0 else []
+    if len(words) != 2 or not words[0].isdigit():
+        return SourceDateEpoch(default, "default (the git work tree has no commit)")
+    status = _git(subject, "status", "--porcelain", "--untracked-files=normal", "--", ".")
+    dirty = None if status is None or status.returncode != 0 else bool(status.stdout.strip())
+    return SourceDateEpoch(int(words[0]), f"git HEAD {words[1][:12]}", dirty)
 
 
 @dataclass(frozen=True)
@@ -339,7 +389,9 @@ class DeterminismResult:
         compare: the comparison (None when a build failed).
         culprit_report: the culprit search (None when not needed or not asked for).
         plan: the variations applied and not applied.
-        source_date_epoch, sde_origin: SOURCE_DATE_EPOCH and where it came from.
+        source_date_epoch, sde_origin: SOURCE_DATE_EPOCH and where it came from;
+            sde_dirty: whether the subject's git tree had changes (None: not from git).
+        clock: how A's and B's clocks differed (says "time not varied" when they didn't).
         image: the builder image.
         wall_s: the drill's wall time; build_wall_s: the dual build's.
     """
@@ -356,6 +408,8 @@ class DeterminismResult:
     image: ImageInfo
     wall_s: float
     build_wall_s: float
+    sde_dirty: bool | None = None
+    clock: str = ""
 
     @property
     def reproducible(self) -> bool:
@@ -392,7 +446,11 @@ class DeterminismResult:
             "variations_not_applied": [n.to_json() for n in self.plan.not_applied],
             "culprits": list(self.culprits),
             "source_date_epoch": self.source_date_epoch,
+            "source_date_epoch_origin": self.sde_origin,
+            "source_date_epoch_dirty": self.sde_dirty,
         }
+        if self.clock:
+            value["clock"] = self.clock
         digests = {b.label: b.digest.digest for b in self.builds if b.digest is not None}
         if digests:
             value["digests"] = digests
@@ -405,6 +463,7 @@ class DeterminismResult:
                 controls_agree=report.controls_agree,
                 mode=report.mode,
                 nondeterministic=report.nondeterministic,
+                outcome=report.outcome,
                 builds=report.builds,
             )
         if self.compare is not None:
@@ -424,6 +483,8 @@ class DeterminismResult:
             "culprits": list(self.culprits),
             "source_date_epoch": self.source_date_epoch,
             "source_date_epoch_origin": self.sde_origin,
+            "source_date_epoch_dirty": self.sde_dirty,
+            "clock": self.clock,
             "image": self.image.to_json(),
             "variations": self.plan.to_json(),
             "builds": [b.to_json() for b in self.builds],
@@ -524,7 +585,7 @@ def run_determinism(
                 cache_dir=default_cache_dir() / "determinism",
             )
             plan = plan_variations(scenario.variations, image.capabilities)
-            sde, origin = source_date_epoch(subject, scenario.source_date_epoch)
+            sde, origin, sde_dirty = source_date_epoch(subject, scenario.source_date_epoch)
             step.detail = f"{image.ref}; {len(plan.applied)} variation(s) applied"
         _record_tools(bundle, client, image)
         spec = BuildSpec(
@@ -534,14 +595,16 @@ def run_determinism(
             artifacts=scenario.artifacts,
             source_date_epoch=sde,
             timeout_s=scenario.timeout_s,
+            limits=scenario.limits,
         )
         if progress:
             not_applied = ", ".join(n.name for n in plan.not_applied) or "none"
             progress(
                 f"variations applied: {', '.join(plan.applied) or 'none'} "
-                f"(not applied: {not_applied}); SOURCE_DATE_EPOCH={sde} ({origin})"
+                f"(not applied: {not_applied}); SOURCE_DATE_EPOCH="
+                f"{SourceDateEpoch(sde, origin, sde_dirty).describe()}"
             )
-        common = (scenario, plan, sde, origin, image, started)
+        common = (scenario, plan, sde, origin, image, started, sde_dirty)
         request = DualBuildRequest(spec, plan.control, plan.experiment())
         try:
             with bundle.step("build") as step:
@@ -639,6 +702,8 @@ def run_determinism(
             image,
             time.monotonic() - started,
             built.wall_s,
+            sde_dirty,
+            built.clock,
         )
         for entry in built.a.digest.files if built.a.digest else ():
             if entry.sha256:
@@ -691,6 +756,7 @@ def _build_failed(
     origin: str,
     image: ImageInfo,
     started: float,
+    sde_dirty: bool | None,
 ) -> DeterminismResult:
     _write_build_evidence(bundle, spec, failed.builds)
     wall = max((b.duration_s for b in failed.builds), default=0.0)
@@ -710,6 +776,7 @@ def _build_failed(
         image,
         time.monotonic() - started,
         wall,
+        sde_dirty,
     )
     _finish(bundle, result)
     return result
@@ -767,6 +834,9 @@ def _finish(bundle: EvidenceBundle, result: DeterminismResult) -> None:
 def result_lines(result: DeterminismResult) -> list[str]:
     """A few lines for people: the verdict, the culprits, what to look at."""
     lines = [f"{result.scenario.name}: {result.detail}"]
+    if result.clock:
+        lines.append(f"  clock: {result.clock}")
+    lines.append(f"  image: {result.image.ref} ({result.image.lab_image or 'local image'})")
     if result.verdict == "build-failed":
         for build in result.builds:
             state = build.failure() or "exited 0"

@@ -107,6 +107,8 @@ class BuildEnv:
         source_age_days: B's copy of the source is this much older (its mtimes move back).
         aslr: address space randomization on (False: `setarch -R`, opt-in only).
         disorderfs: the build folder is mounted through disorderfs with shuffled entries.
+        fake_clock: a libfaketime start time (`@YYYY-MM-DD hh:mm:ss`) every process of the build
+            starts its clock at; only the culprit search's clock check sets it.
     """
 
     build_path: str = "/build/src"
@@ -128,6 +130,7 @@ class BuildEnv:
     source_age_days: int = 0
     aslr: bool = True
     disorderfs: bool = False
+    fake_clock: str | None = None
 
     @property
     def privileged(self) -> bool:
@@ -179,11 +182,13 @@ def build_environment(
     if env.language:
         result["LANGUAGE"] = env.language
     result.update(dict(env.extra_env))
-    if env.time_offset_days:
+    if env.time_offset_days and env.fake_clock:
+        raise ConfigError("a build can't have both a clock offset and a pinned clock")
+    if env.time_offset_days or env.fake_clock:
         if not faketime_library:
             raise ConfigError("the time variation needs libfaketime in the builder image")
         result["LD_PRELOAD"] = faketime_library
-        result["FAKETIME"] = f"+{env.time_offset_days}d"
+        result["FAKETIME"] = env.fake_clock or f"+{env.time_offset_days}d"
         result["DONT_FAKE_MONOTONIC"] = "1"
     return dict(sorted(result.items()))
 

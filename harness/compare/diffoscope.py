@@ -2,7 +2,8 @@
 
 diffoscope's memory and report size explode on large binary diffs unless bounded, so every run
 passes `--max-diff-block-lines-saved` and report-size limits, runs in its own process group and
-is killed (with its helpers: readelf, zipinfo, ...) when its wall-clock limit passes. A crash,
+is killed (with its helpers: readelf, zipinfo, ...) when its wall-clock limit passes or the
+caller is interrupted (KeyboardInterrupt), and waited for before the exception goes on. A crash,
 a timeout or a missing diffoscope is a result, not an exception: the verdict stands on the tree
 digests, and the result says what happened.
 """
@@ -163,6 +164,13 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
             timed_out = True
             _kill_group(proc)
             stdout, stderr = proc.communicate()
+        except BaseException:
+            # Ctrl-C (or SIGTERM turned into it): diffoscope runs in its own session, so the
+            # terminal's signal never reached it. Kill its group and wait until it is gone, so
+            # the caller removes the work folder only after it died.
+            _kill_group(proc)
+            proc.wait()
+            raise
     duration = time.monotonic() - started
     code = proc.returncode
     version = asked.result()

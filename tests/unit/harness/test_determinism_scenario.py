@@ -354,27 +354,91 @@ def _git(cwd: Path, *args: str, date: str | None = None) -> None:
     )
 
 
-def test_source_date_epoch_comes_from_the_last_commit_touching_the_subject(tmp_path: Path) -> None:
+def _commit(repo: Path, date: str) -> None:
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "c", date=date)
+
+
+def test_source_date_epoch_is_the_subjects_own_head_commit_time(tmp_path: Path) -> None:
     (tmp_path / "subject").mkdir()
     (tmp_path / "other").mkdir()
     _git(tmp_path, "init", "-q")
     (tmp_path / "subject" / "f").write_text("1")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "one", date="@1600000000 +0000")
+    _commit(tmp_path, "@1600000000 +0000")
     (tmp_path / "other" / "g").write_text("2")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "two", date="@1700000000 +0000")
-    assert source_date_epoch(tmp_path / "subject") == (
-        1600000000,
-        "git: last commit touching the subject",
-    )
+    _commit(tmp_path, "@1700000000 +0000")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    top = source_date_epoch(tmp_path)
+    assert top == (1700000000, f"git HEAD {head[:12]}", False)
+    # a folder HEAD tracks gets HEAD's time too (not its last change: a shallow clone can't
+    # tell that apart), and the same origin
+    assert source_date_epoch(tmp_path / "subject") == top
+    assert source_date_epoch(tmp_path / "subject", 7) == (7, "scenario", None)
+    assert top.describe() == f"1700000000 (git HEAD {head[:12]}, tree clean)"
+
+
+def test_an_untracked_folder_in_an_unrelated_repository_gets_the_default(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "x").write_text("1")
+    _commit(tmp_path, "@1700000000 +0000")
     (tmp_path / "new").mkdir()
-    assert source_date_epoch(tmp_path / "new") == (1700000000, "git: HEAD")
-    assert source_date_epoch(tmp_path / "subject", 7) == (7, "scenario")
+    (tmp_path / "new" / "f").write_text("1")
+    value, origin, dirty = source_date_epoch(tmp_path / "new")
+    assert value == DEFAULT_SOURCE_DATE_EPOCH and dirty is None
+    assert origin == "default (the enclosing git repository's HEAD does not track it)"
+
+
+def test_a_dirty_tree_is_said(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "x").write_text("1")
+    _commit(tmp_path, "@1700000000 +0000")
+    (tmp_path / "x").write_text("changed")
+    facts = source_date_epoch(tmp_path)
+    assert facts.value == 1700000000 and facts.dirty is True
+    assert facts.describe().endswith(", tree dirty)")
+
+
+def test_shallow_and_full_clones_of_one_commit_give_the_same_value(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    (origin / "sub").mkdir(parents=True)
+    _git(origin, "init", "-q")
+    (origin / "sub" / "f").write_text("1")
+    _commit(origin, "@1100000000 +0000")
+    (origin / "g").write_text("2")
+    _commit(origin, "@1200000000 +0000")
+    url = f"file://{origin}"
+    _git(tmp_path, "clone", "-q", url, "full")
+    _git(tmp_path, "clone", "-q", "--depth", "1", url, "shallow")
+    for sub in ("", "sub"):
+        full = source_date_epoch(tmp_path / "full" / sub)
+        shallow = source_date_epoch(tmp_path / "shallow" / sub)
+        assert full == shallow and full.value == 1200000000
+
+
+def test_git_variables_in_the_environment_do_not_redirect_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _git(elsewhere, "init", "-q")
+    (elsewhere / "x").write_text("1")
+    _commit(elsewhere, "@1300000000 +0000")
+    subject = tmp_path / "subject"
+    subject.mkdir()
+    monkeypatch.setenv("GIT_DIR", str(elsewhere / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(elsewhere))
+    value, origin, _ = source_date_epoch(subject)
+    assert value == DEFAULT_SOURCE_DATE_EPOCH and origin.startswith("default")
 
 
 def test_source_date_epoch_outside_git_is_the_fixed_default(tmp_path: Path) -> None:
-    assert source_date_epoch(tmp_path) == (DEFAULT_SOURCE_DATE_EPOCH, "default")
+    assert source_date_epoch(tmp_path) == (
+        DEFAULT_SOURCE_DATE_EPOCH,
+        "default (not in a git work tree)",
+        None,
+    )
 
 
 # -- builder images -----------------------------------------------------------------------------

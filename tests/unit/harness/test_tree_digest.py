@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -193,7 +196,9 @@ def test_digest_of_a_missing_folder_is_an_error(tmp_path: Path) -> None:
 
 def _tar(members: list[tuple[str, str, bytes | str, int]]) -> io.BytesIO:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(
+        fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, errors="surrogateescape"
+    ) as tar:
         for name, kind, value, mode in members:
             info = tarfile.TarInfo(name)
             info.mode = mode
@@ -209,6 +214,14 @@ def _tar(members: list[tuple[str, str, bytes | str, int]]) -> io.BytesIO:
             elif kind == "hard":
                 info.type = tarfile.LNKTYPE
                 info.linkname = str(value)
+                tar.addfile(info)
+            elif kind in ("fifo", "chr", "blk"):
+                info.type = {"fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE}.get(
+                    kind, tarfile.BLKTYPE
+                )
+                if isinstance(value, str) and ":" in value:
+                    major, minor = value.split(":")
+                    info.devmajor, info.devminor = int(major), int(minor)
                 tar.addfile(info)
             else:
                 data = value if isinstance(value, bytes) else value.encode()
@@ -275,6 +288,109 @@ def test_unsafe_tar_members_are_refused(
         extract_and_digest(_tar(resolved), "out/artifacts", tmp_path / "dest")
     assert [p.name for p in victim.iterdir()] == ["f"]
     assert (victim / "f").read_bytes() == b"secret"
+
+
+def test_nothing_is_created_outside_the_destination_by_a_crafted_tar(tmp_path: Path) -> None:
+    # a link to a folder outside, then a member whose parents would be made through it
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    stream = _tar(
+        [
+            ("out/artifacts/l", "sym", str(victim), 0o777),
+            ("out/artifacts/l/new/deeper/f", "file", b"x", 0o644),
+        ]
+    )
+    with pytest.raises(InfraError, match="through a link"):
+        extract_and_digest(stream, "out/artifacts", tmp_path / "dest")
+    assert list(victim.iterdir()) == []
+
+
+def test_a_folder_member_over_a_link_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    stream = _tar(
+        [("out/artifacts/l", "sym", str(victim), 0o777), ("out/artifacts/l", "dir", b"", 0o755)]
+    )
+    with pytest.raises(InfraError, match="appears twice"):
+        extract_and_digest(stream, "out/artifacts", tmp_path / "dest")
+
+
+# -- every entry type, names as bytes -----------------------------------------------------------
+
+
+def test_empty_folders_fifos_and_devices_are_compared_with_type_and_numbers(
+    tmp_path: Path,
+) -> None:
+    base = [("out/artifacts/f", "file", b"x", 0o644)]
+    extras = {
+        "empty-dir": [("out/artifacts/only-in-B", "dir", b"", 0o755)],
+        "fifo": [("out/artifacts/p", "fifo", "", 0o644)],
+        "char-1-3": [("out/artifacts/p", "chr", "1:3", 0o644)],
+        "char-1-5": [("out/artifacts/p", "chr", "1:5", 0o644)],
+        "block-1-3": [("out/artifacts/p", "blk", "1:3", 0o644)],
+    }
+    digests = {
+        name: extract_and_digest(_tar(base + more), "out/artifacts", tmp_path / name)
+        for name, more in {"plain": [], **extras}.items()
+    }
+    assert len({d.digest for d in digests.values()}) == len(digests)  # all differ
+    empty = diff_trees(digests["plain"], digests["empty-dir"])
+    assert [str(d) for d in empty] == ["+ only-in-B: only in B (folder)"]
+    device = diff_trees(digests["char-1-3"], digests["char-1-5"])
+    assert [str(d) for d in device] == [
+        "~ p: device differs (A: char device 1:3; B: char device 1:5)"
+    ]
+    kind = diff_trees(digests["fifo"], digests["block-1-3"])
+    assert kind[0].what == "type" and "A: fifo; B: block device 1:3" in str(kind[0])
+    # devices and fifos are recorded, never created
+    assert not os.path.lexists(tmp_path / "char-1-3" / "p")
+
+
+def test_a_folder_holds_fifos_and_empty_folders_in_its_digest(tmp_path: Path) -> None:
+    a = _write(tmp_path / "A", {"f": b"x"})
+    b = _write(tmp_path / "B", {"f": b"x"})
+    (b / "empty").mkdir()
+    os.mkfifo(b / "pipe")
+    digest_b = digest_tree(b)
+    assert {e.path: e.kind for e in digest_b.entries} == {
+        "empty": "dir",
+        "f": "file",
+        "pipe": "fifo",
+    }
+    assert [d.what for d in diff_trees(digest_tree(a), digest_b)] == ["only in B"] * 2
+
+
+def test_non_utf8_and_backslash_names_never_crash_and_compare_as_bytes(tmp_path: Path) -> None:
+    odd = os.fsdecode(b"dist/caf\xe9\\x.txt")
+    other = os.fsdecode(b"dist/caf\xe8\\x.txt")
+    stream = _tar(
+        [("out/artifacts/dist", "dir", b"", 0o755), (f"out/artifacts/{odd}", "file", b"1", 0o644)]
+    )
+    from_tar = extract_and_digest(stream, "out/artifacts", tmp_path / "A")
+    assert [e.path for e in from_tar.entries] == ["dist", odd]
+    assert (tmp_path / "A" / os.fsencode(odd).decode("utf-8", "surrogateescape")).is_file()
+    assert digest_tree(tmp_path / "A").digest == from_tar.digest
+    (tmp_path / "B" / "dist").mkdir(parents=True)
+    (tmp_path / "B" / other).write_bytes(b"1")
+    (tmp_path / "B" / os.fsdecode(b"dist/link\xff")).symlink_to(os.fsdecode(b"t\xfe"))
+    differences = diff_trees(from_tar, digest_tree(tmp_path / "B"))
+    text = "\n".join(str(d) for d in differences)
+    text.encode("utf-8")  # valid text: no lone surrogate
+    assert text.splitlines() == [
+        "+ dist/caf\\xe8\\\\x.txt: only in B (file sha256:6b86b273ff34fce1… 1 bytes)",
+        "- dist/caf\\xe9\\\\x.txt: only in A (file sha256:6b86b273ff34fce1… 1 bytes)",
+        "+ dist/link\\xff: only in B (symlink -> t\\xfe)",
+    ]
+    # two names that differ only in an undecodable byte are two entries, in byte order
+    both = TreeDigest.from_entries([TreeEntry(other, "file", "", "0", 1), from_tar.entries[1]])
+    assert [os.fsencode(e.path) for e in both.entries] == [
+        b"dist/caf\xe8\\x.txt",
+        b"dist/caf\xe9\\x.txt",
+    ]
+
+
+def test_a_backslash_is_part_of_a_name_not_a_separator() -> None:
+    assert normalize_path("a\\b/c") == "a\\b/c"
 
 
 # -- compare step and diffoscope ----------------------------------------------------------------
@@ -361,6 +477,49 @@ def test_a_diffoscope_timeout_is_recorded_and_the_verdict_stands(tmp_path: Path)
     assert result.diffoscope.duration_s < 10
     assert "timeout" in result.diff_text and "~ f: content differs" in result.diff_text
     assert "killed after 0.5 s" in (tmp_path / "commands.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie is dead, only not yet reaped by its parent
+
+
+def test_ctrl_c_kills_diffoscope_and_its_helpers_before_going_on(tmp_path: Path) -> None:
+    work = _trees(tmp_path)
+    pids = tmp_path / "pids"
+    tool = _fake_tool(
+        tmp_path,
+        "import os, subprocess\n"
+        "if args[0] == '--version':\n    print('d 1'); raise SystemExit(0)\n"
+        "helper = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{helper.pid}}')\n"
+        "time.sleep(300)",
+    )
+
+    def interrupt_when_started() -> None:
+        for _ in range(200):  # bounded: at most ~20 s
+            if pids.exists() and pids.read_text().strip():
+                break
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocking wait
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        compare_outputs(
+            CompareRequest(
+                Path("A"), Path("B"), work, diffoscope_executable=tool, diffoscope_timeout_s=300
+            )
+        )
+    tool_pid, helper_pid = (int(n) for n in pids.read_text().split())
+    assert not _alive(tool_pid)
+    for _ in range(50):  # the helper gets SIGKILL with the group; give the kernel a moment
+        if not _alive(helper_pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(helper_pid)
 
 
 def test_a_diffoscope_crash_is_recorded(tmp_path: Path) -> None:

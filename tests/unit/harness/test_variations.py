@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness import culprit
-from harness.build import BuildOutput, BuildSpec, ImageInfo, PairResult
+from harness.build import BuildOutput, BuildSpec, ImageInfo
 from harness.compare import TreeDigest, TreeEntry
 from harness.culprit import CulpritSearch, find_culprits
 from harness.errors import ConfigError
@@ -238,22 +238,27 @@ def _output(env: BuildEnv, label: str, content: str | None) -> BuildOutput:
     return BuildOutput(label, env, code, False, None, 0.1, b"", (1,), digest, None)
 
 
-def _search(monkeypatch: pytest.MonkeyPatch, leak: Leak, **options: Any) -> culprit.CulpritReport:
-    """Run the search with builds whose output is `leak(env, build number)` (None: fails)."""
+def _search(
+    monkeypatch: pytest.MonkeyPatch,
+    leak: Leak,
+    *,
+    variations: VariationSpec | None = None,
+    caps: Capabilities = FULL,
+    **options: Any,
+) -> culprit.CulpritReport:
+    """Run the search with builds whose output is `leak(env, build number)` (None: fails).
+
+    The build number plays the clock: it grows with every build started."""
     counter = itertools.count()
-    plan = plan_variations(VariationSpec(), FULL)
+    plan = plan_variations(variations or VariationSpec(), caps)
 
     def fake_build(_s: Any, _spec: Any, env: BuildEnv, label: str, keep: bool = True) -> Any:
         return _output(env, label, leak(env, next(counter)))
 
-    def fake_pair(_s: Any, _spec: Any, a: BuildEnv, b: BuildEnv, **_: Any) -> PairResult:
-        n = next(counter)
-        return PairResult(_output(a, "A", leak(a, n)), _output(b, "B", leak(b, n)), 0.2)
-
     monkeypatch.setattr(culprit, "run_build", fake_build)
-    monkeypatch.setattr(culprit, "run_pair", fake_pair)
+    monkeypatch.setattr(culprit, "CLOCK_GAP_S", 0.0)
     reference = _output(plan.control, "A", leak(plan.control, -1)).digest
-    spec = BuildSpec(Path("/s"), "make", ImageInfo("i", "sha256:1", {}, FULL), ("out",))
+    spec = BuildSpec(Path("/s"), "make", ImageInfo("i", "sha256:1", {}, caps), ("out",))
     search = CulpritSearch(spec, plan, reference.digest if reference else None, **options)
     return find_culprits(search, session=None)  # type: ignore[arg-type]
 
@@ -263,12 +268,13 @@ def test_the_variations_that_change_the_output_are_the_culprits(
 ) -> None:
     report = _search(monkeypatch, lambda env, _n: f"{env.umask} {env.hostname}")
     assert report.culprits == ("umask", "domain_host")
-    assert report.mode == "shared-control" and report.controls_agree
+    assert report.outcome == "culprits" and report.controls_agree
     assert report.explained is True and report.flaky == () and not report.nondeterministic
     rounds = [t.round for t in report.trials]
     assert rounds.count("single") == len(DEFAULT_VARIATIONS)
     assert rounds.count("confirm") == 2 and rounds.count("rest") == 1
-    assert report.builds == 1 + len(DEFAULT_VARIATIONS) + 1 + 2 + 1  # controls, trials
+    # each round opens and closes with a fresh control
+    assert report.builds == (1 + len(DEFAULT_VARIATIONS) + 1) + (1 + 2 + 1 + 1)
 
 
 def test_a_variation_that_differs_once_is_flaky_not_a_culprit(
@@ -283,21 +289,51 @@ def test_a_variation_that_differs_once_is_flaky_not_a_culprit(
     assert "flaky, not counted: timezone" in report.summary()
 
 
-def test_a_build_that_depends_on_when_it_runs_is_searched_in_pairs(
+def test_trials_are_never_compared_with_a_stale_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the output changes once, some builds into the search (a date rolling over): builds made
+    # after it are not culprits; the closing control shows the build changed under the trials
+    report = _search(monkeypatch, lambda _env, n: "late" if n > 4 else "early")
+    assert report.culprits == () and report.nondeterministic and not report.controls_agree
+    assert report.outcome == "inconclusive"
+    assert report.summary().startswith(
+        "inconclusive: the build is not deterministic against itself"
+    )
+
+
+def test_a_clock_dependent_build_is_not_reproducible_because_of_time_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # the output holds the build number (a clock): only builds of one pair share it
-    report = _search(monkeypatch, lambda env, n: f"{n} {env.time_offset_days}")
-    assert report.mode == "paired" and not report.controls_agree
-    assert report.culprits == ("time",)
-    assert "changes from run to run" in report.summary()
+    # the output embeds the clock (the build number, or the pinned clock) and the timezone
+    report = _search(monkeypatch, lambda env, n: f"{env.fake_clock or n} {env.tz}")
+    assert report.culprits == ("time",) and report.clock_shown
+    assert report.outcome == "time" and not report.controls_agree
+    assert report.summary().startswith("not reproducible: time: ")
+    clock = [t for t in report.trials if t.round == "clock"]
+    assert [t.identical for t in clock] == [True, False]
+
+
+def test_hold_out_a_clock_dependent_build_with_time_off_blames_no_innocent_variation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `date +%Y-%m-%dT%H:%M:%S > o.txt` with -time: only the clock and the timezone matter
+    def leak(env: BuildEnv, n: int) -> str:
+        return f"{env.fake_clock or n} {env.tz}"
+
+    off = VariationSpec.parse("-time")
+    report = _search(monkeypatch, leak, variations=off)
+    assert report.culprits == ("time",) and report.outcome == "time"
+    without_faketime = dataclasses.replace(FULL, faketime_library=None)
+    report = _search(monkeypatch, leak, variations=off, caps=without_faketime)
+    assert report.culprits == () and report.outcome == "inconclusive"
+    assert "no libfaketime" in report.summary()
 
 
 def test_a_nondeterministic_build_blames_no_variation(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = itertools.count()
     report = _search(monkeypatch, lambda _env, _n: str(next(counter)))
-    assert report.nondeterministic and report.culprits == ()
-    assert "no variation is to blame" in report.summary()
+    assert report.nondeterministic and report.culprits == () and not report.clock_shown
+    assert "no variation is blamed" in report.summary()
+    assert "with the clock pinned, two controls still differ" in report.summary()
 
 
 def test_a_variation_that_breaks_the_build_is_a_culprit_and_a_breaker(
