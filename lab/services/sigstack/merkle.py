@@ -214,6 +214,16 @@ class MerkleTree:
             raise ProofError(f"index {index} is outside a tree of size {self._size}")
         return self._node(0, index)
 
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of the complete subtree of 2**level leaves starting at leaf index*2**level.
+
+        Raises:
+            ProofError: the tree does not have that subtree complete.
+        """
+        if level < 0 or index < 0 or (index + 1) << level > self._size:
+            raise ProofError(f"no complete subtree ({level}, {index}) in a tree of {self._size}")
+        return self._node(level, index)
+
     def root(self, size: int | None = None) -> bytes:
         """The root hash of the first `size` leaves (default: all)."""
         n = self._check_size(size)
