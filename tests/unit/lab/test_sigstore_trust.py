@@ -135,6 +135,8 @@ def test_log_ids_match_the_rekor_role(material: LabTrustMaterial, tmp_path: Path
                 str(dirs["rekor"] / conf["key_v2"]),
                 "--origin",
                 conf["origin"],
+                "--origin-v2",
+                conf["origin_v2"],
                 "--print-log-ids",
             ]
         )
@@ -233,7 +235,8 @@ def test_service_files(material: LabTrustMaterial, tmp_path: Path) -> None:
     authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
     assert authority.chain == [material.tsa_cert, material.tsa_root]
     rekor = json.loads((dirs["rekor"] / "rekor.json").read_text())
-    assert rekor["origin"] == material.rekor_origin
+    assert rekor["origin"] == material.rekor_v1_name == "rekor.cihub.lab"
+    assert rekor["origin_v2"] == material.rekor_origin == "rekor-v2.cihub.lab"
     assert rekor["log_id_v2"] == material.rekor_v2_log_id.hex()
     assert (dirs["rekor"] / "rekor-key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
 
@@ -345,3 +348,38 @@ def test_rekor_v2_needs_a_tsa(material: LabTrustMaterial, stack: dict[str, str])
 def test_spki_helpers_agree(material: LabTrustMaterial) -> None:
     key = material.rekor_key.public_key()
     assert spki_sha256(key) == hashlib.sha256(spki_der(key)).digest()
+
+
+def test_the_trusted_root_is_stable_and_names_each_log_by_its_origin(
+    material: LabTrustMaterial,
+) -> None:
+    lab_a = material.client_trust_config(URLS)
+    lab_b = material.client_trust_config(
+        {"rekor_url": "http://127.0.0.1:41000", "fulcio_url": "http://127.0.0.1:41001"}
+    )
+    assert lab_a["trustedRoot"] == lab_b["trustedRoot"] == material.trusted_root()
+    assert lab_a["signingConfig"] != lab_b["signingConfig"]
+    tlogs = material.trusted_root()["tlogs"]
+    assert [t["baseUrl"] for t in tlogs] == [
+        "https://rekor.cihub.lab",
+        "https://rekor-v2.cihub.lab",
+    ]
+    # Rekor v2's log id is the C2SP key id under the base URL's host name
+    v2 = tlogs[1]
+    host = v2["baseUrl"].split("://", 1)[1].split("/", 1)[0]
+    assert base64.b64decode(v2["logId"]["keyId"]) == c2sp_ed25519_key_id(
+        host, material.rekor_key_v2.public_key()
+    )
+    urls = [s["url"] for s in lab_a["signingConfig"]["rekorTlogUrls"]]
+    assert urls == ["http://127.0.0.1:3000", "http://127.0.0.1:3000"]
+    own = material.client_trust_config()["signingConfig"]
+    assert [s["url"] for s in own["rekorTlogUrls"]] == [
+        "https://rekor-v2.cihub.lab",
+        "https://rekor.cihub.lab",
+    ]
+    ClientTrustConfig.from_json(json.dumps(material.client_trust_config()))
+
+
+def test_an_origin_that_is_no_host_name_is_refused() -> None:
+    with pytest.raises(TrustMaterialError, match="host name"):
+        LabTrustMaterial.generate(rekor_origin="rekor v2")

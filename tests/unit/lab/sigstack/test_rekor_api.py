@@ -53,7 +53,6 @@ from sigstore.verify.verifier import (
 )
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.rekor import v2 as rekor_v2
-from sigstore_models.rekor.v1 import TransparencyLogEntry as _InnerEntry
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from lab.services.sigstack import canonical, merkle
