@@ -383,3 +383,58 @@ def test_the_trusted_root_is_stable_and_names_each_log_by_its_origin(
 def test_an_origin_that_is_no_host_name_is_refused() -> None:
     with pytest.raises(TrustMaterialError, match="host name"):
         LabTrustMaterial.generate(rekor_origin="rekor v2")
+
+
+# -- the durable trust domain ---------------------------------------------------------------
+
+
+def test_trust_domain_is_made_once_and_reused(tmp_path: Path) -> None:
+    from lab.trust_domain import TrustDomain, TrustDomainError, local_trust_config
+
+    folder = tmp_path / "td"
+    with pytest.raises(TrustDomainError, match="no trust domain"):
+        TrustDomain.open(folder, create=False)
+    first = TrustDomain.open(folder)
+    again = TrustDomain.open(folder, create=False)
+    assert again.material.rekor_log_id == first.material.rekor_log_id
+    assert again.material.rekor_v2_log_id == first.material.rekor_v2_log_id
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert first.trust_config.read_bytes() == again.trust_config.read_bytes()
+    assert local_trust_config({"CIHUB_TRUST_DOMAIN": str(folder)}) == first.trust_config
+    trust = ClientTrustConfig.from_json(first.trust_config.read_text())
+    assert trust.trusted_root is not None
+    lab = first.write_lab_trust_config(tmp_path / "lab.json", URLS)
+    lab_doc, domain_doc = json.loads(lab.read_text()), json.loads(first.trust_config.read_text())
+    assert lab_doc["trustedRoot"] == domain_doc["trustedRoot"], "the root never has lab ports"
+    assert lab_doc["signingConfig"]["caUrls"][0]["url"] == "http://127.0.0.1:5555"
+    for role, folder_ in first.service_dirs().items():
+        assert (folder_ / f"{role}.json").is_file()
+    assert first.logs_dir.is_dir()
+    info = first.describe()
+    assert [t["api"] for t in info["tlogs"]] == ["v1", "v2"]
+    assert info["tlogs"][1]["checkpoint_origin"] == "rekor-v2.cihub.lab"
+    assert info["tlogs"][0]["log_id"] == first.material.rekor_log_id.hex()
+    with pytest.raises(TrustDomainError, match="issuer"):
+        TrustDomain.open(folder, issuer="https://other.issuer")
+    assert TrustDomain.delete(folder) == folder.absolute()
+    assert not folder.exists()
+    with pytest.raises(TrustDomainError, match="no trust domain to delete"):
+        TrustDomain.delete(folder)
+
+
+def test_a_trust_domain_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    from lab.trust_domain import TrustDomain, TrustDomainError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrustDomainError, match="not a folder"):
+        TrustDomain.open(tmp_path / "file")
+
+
+def test_concurrent_opens_make_one_trust_domain(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lab.trust_domain import TrustDomain
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        domains = list(pool.map(lambda _: TrustDomain.open(tmp_path / "td"), range(4)))
+    assert len({d.material.rekor_log_id for d in domains}) == 1
