@@ -1,16 +1,21 @@
-"""Append throughput and latency of the lab's Rekor (lab/services/sigstack), against SQLite.
+"""Append throughput and latency of the lab's Rekor logs (lab/services/sigstack), against
+SQLite, and the time the tiles monitor takes to prove consistency across new entries.
 
-Prints, in one run:
+Prints, in one run, for each log (`--api both`: v1 then v2, each its own database):
   - appends per second, each answered with an inclusion proof and a signed checkpoint, and
     the p50/p99 latency of one append, from `--clients` concurrent HTTP clients (keep-alive
-    sessions) posting Rekor v2 hashedrekord entries (`--api v1` for v1 with SETs) to the
-    rekor role started as its own process (`python3 -m sigstack rekor`) on loopback;
+    sessions) posting hashedrekord entries (v1 with SETs, v2 0.0.2) to the rekor role
+    started as its own process (`python3 -m sigstack rekor`) on loopback;
   - the floor: a plain SQLite insert loop on the same kind of file with the same durability
     (WAL, synchronous=FULL, one commit per row, one thread), rows of the same size;
   - their ratios. The log groups concurrent appends into one commit, so it can beat the floor.
 Every returned proof is verified after the timed run (outside the timing).
+  - with `--monitor-entries N` (default 10000): `TilesMonitor.run()` verifying the v2 log's
+    new checkpoint and its consistency with the previous one across N new entries, reading
+    only tiles over HTTP (the time and the number of tiles fetched).
 
-Usage: python bench/tlog.py [--appends 2000] [--clients 4] [--api v2|v1] [--dir DIR]
+Usage: python bench/tlog.py [--appends 2000] [--clients 4] [--api both|v2|v1]
+                            [--monitor-entries 10000] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
+from harness.monitor import TilesMonitor
 from lab.services.sigstack import merkle
 
 SERVICES = Path(__file__).resolve().parents[1] / "lab" / "services"
@@ -102,15 +108,20 @@ def make_requests(count: int, api: str) -> list[dict[str, Any]]:
     return out
 
 
+ORIGIN_V2 = "rekor-v2.bench.lab"
+KEY_V2 = ed25519.Ed25519PrivateKey.generate()
+
+
 def start_service(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The rekor role as its own process, as in the lab image; returns (process, base URL)."""
-    v1, v2 = ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate()
+    v1 = ec.generate_private_key(ec.SECP256R1())
     (folder / "rekor.key").write_bytes(_pem(v1))
-    (folder / "rekor-v2.key").write_bytes(_pem(v2))
+    (folder / "rekor-v2.key").write_bytes(_pem(KEY_V2))
     env = {**os.environ, "PYTHONPATH": str(SERVICES), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "sigstack", "rekor", "--host", "127.0.0.1", "--port", "0"]
-    args += ["--db", str(folder / "log.db"), "--key", str(folder / "rekor.key")]
-    args += ["--key-v2", str(folder / "rekor-v2.key"), "--origin", ORIGIN, "--quiet"]
+    args += ["--db", str(folder / "v1.db"), "--db-v2", str(folder / "v2.db")]
+    args += ["--key", str(folder / "rekor.key"), "--key-v2", str(folder / "rekor-v2.key")]
+    args += ["--origin", ORIGIN, "--origin-v2", ORIGIN_V2, "--quiet"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -216,28 +227,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--appends", type=int, default=2000, help="appends in total")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--api", choices=("v2", "v1"), default="v2", help="Rekor API")
-    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temp dir)")
-    args = parser.parse_args()
-    if args.appends < args.clients or args.clients < 1:
-        parser.error("--appends must be at least --clients, and --clients at least 1")
-
-    folder = args.dir or Path(tempfile.mkdtemp(prefix="bench-tlog-"))
+def bench_api(args: argparse.Namespace, api: str, folder: Path) -> None:
+    """Append `args.appends` entries to one log and print the figures."""
     folder.mkdir(parents=True, exist_ok=True)
-    entries = make_requests(args.appends, args.api)
+    entries = make_requests(args.appends, api)
     batches = [entries[i :: args.clients] for i in range(args.clients)]
     proc, url = start_service(folder)
     try:
-        elapsed, latencies, responses = run_clients(url, args.api, batches)
+        elapsed, latencies, responses = run_clients(url, api, batches)
         metrics = requests.get(f"{url}/metrics").text
     finally:
         proc.terminate()
         proc.wait(10)
-    distinct = verify_responses(args.api, responses)
+    distinct = verify_responses(api, responses)
     if distinct != args.appends:
         raise SystemExit(f"{distinct} distinct indexes for {args.appends} appends")
     batches_line = next(
@@ -254,14 +256,14 @@ def main() -> int:
     server_mean = server["rekor_append_latency_seconds_sum"] / max(
         1.0, server["rekor_append_latency_seconds_count"]
     )
-    row_size = statistics.mean(len(_body(args.api, r)) for r in responses[:100])
+    row_size = statistics.mean(len(_body(api, r)) for r in responses[:100])
     floor_elapsed, floor_latencies = sqlite_floor(folder / "floor.db", args.appends, int(row_size))
 
     rate = args.appends / elapsed
     floor_rate = args.appends / floor_elapsed
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     f50, f99 = percentile(floor_latencies, 0.50), percentile(floor_latencies, 0.99)
-    print(f"rekor {args.api} appends with proof: {args.appends} from {args.clients} clients")
+    print(f"rekor {api} appends with proof: {args.appends} from {args.clients} clients")
     print(f"  rekor role (HTTP, process)       : {rate:10,.0f} appends/s ({elapsed:.2f} s)")
     print(f"  append latency p50 / p99         : {p50 * 1000:8.2f} / {p99 * 1000:.2f} ms")
     print(f"  of which inside the service, mean: {server_mean * 1000:8.2f} ms")
@@ -275,6 +277,52 @@ def main() -> int:
     print(f"  ratio appends/s / SQLite rows/s  : {rate / floor_rate:10.2f}")
     print(f"  ratio p50 latency / SQLite p50   : {p50 / f50:10.2f}")
     print(f"  proofs verified                  : {len(responses):10,d}, indexes distinct")
+
+
+def bench_tiles_monitor(args: argparse.Namespace, folder: Path) -> None:
+    """Time the tiles monitor proving consistency across `args.monitor_entries` new entries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc, url = start_service(folder)
+    try:
+        monitor = TilesMonitor(url, KEY_V2.public_key(), ORIGIN_V2, state_dir=folder / "state")
+        first = make_requests(args.clients, "v2")
+        run_clients(url, "v2", [[r] for r in first])
+        before = monitor.run().current.size
+        more = make_requests(args.monitor_entries, "v2")
+        run_clients(url, "v2", [more[i :: args.clients] for i in range(args.clients)])
+        started = time.perf_counter()
+        result = monitor.run()
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    fetched = monitor.last_reader.fetched if monitor.last_reader else 0
+    print(f"tiles monitor: checkpoint {before} -> {result.current.size} (v2, tlog-tiles only)")
+    print(f"  verify signature, origin and consistency: {elapsed * 1000:8.1f} ms")
+    print(f"  tiles fetched over HTTP                 : {fetched:8d}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--appends", type=int, default=2000, help="appends in total, per log")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--api", choices=("both", "v2", "v1"), default="both", help="which log")
+    parser.add_argument(
+        "--monitor-entries",
+        type=int,
+        default=10000,
+        help="new v2 entries the tiles monitor proves consistency across (0: skip)",
+    )
+    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temp dir)")
+    args = parser.parse_args()
+    if args.appends < args.clients or args.clients < 1:
+        parser.error("--appends must be at least --clients, and --clients at least 1")
+
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="bench-tlog-"))
+    for api in ("v1", "v2") if args.api == "both" else (args.api,):
+        bench_api(args, api, folder / api)
+    if args.monitor_entries > 0:
+        bench_tiles_monitor(args, folder / "monitor")
     return 0
 
 

@@ -78,6 +78,9 @@ class LabConfig:
         sigstore: run the Sigstore stack (rekor, fulcio, tsa) and write a trust config.
         identity: the identity lab tokens carry by default (an email or a URI).
         issuer: the lab OIDC issuer that tokens name and Fulcio trusts.
+        trust_domain: the trust domain's folder (keys, logs, trust config) that this lab
+            uses and keeps; None: the user's default (`lab.trust_domain.trust_domain_dir()`).
+            Tests that restore old logs name a private one (e.g. in tmp_path).
     """
 
     lab_id: str = field(default_factory=new_lab_id)
@@ -92,6 +95,7 @@ class LabConfig:
     sigstore: bool = True
     identity: str = DEFAULT_IDENTITY
     issuer: str = DEFAULT_ISSUER
+    trust_domain: Path | None = None
 
     @property
     def log_dir(self) -> Path:

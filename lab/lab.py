@@ -35,6 +35,7 @@ from lab.images import ImageBuilder, ImageRef
 from lab.sigstore_trust import LabTrustMaterial
 from lab.state import TRUST_CONFIG_FILE, lab_state_dir
 from lab.toxiproxy import ToxiproxyClient
+from lab.trust_domain import TrustDomain
 
 _logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Lab:
         )
         self.startup_seconds: float | None = None
         self.trust_material: LabTrustMaterial | None = None
+        self.trust_domain: TrustDomain | None = None
         self._facts: dict[str, Any] | None = None
 
     @property
@@ -98,9 +100,9 @@ class Lab:
 
     @property
     def volume_names(self) -> dict[str, str]:
-        """Named volumes by service: the registry's storage, and Rekor's log database."""
-        services = ("registry", "rekor") if self.config.sigstore else ("registry",)
-        return {service: f"{self.config.lab_id}-{service}" for service in services}
+        """Named volumes by service: the registry's storage. (Rekor's logs are not the lab's:
+        they live in the trust domain's `logs/` folder and outlive the lab.)"""
+        return {service: f"{self.config.lab_id}-{service}" for service in ("registry",)}
 
     def service_container(self, service: str) -> Container:
         """The running Docker container of a lab service (for drills that stop or restore it).
@@ -252,16 +254,21 @@ class Lab:
         self, labelled: Callable[..., dict[str, Any]]
     ) -> dict[str, LabContainer]:
         config = self.config
-        material = LabTrustMaterial.generate(identity=config.identity, issuer=config.issuer)
-        state = lab_state_dir(config.lab_id)
-        self.trust_material = material
-        material.save(state / "sigstore")
-        folders = material.write_service_files(state / "services")
+        domain = TrustDomain.open(
+            config.trust_domain, identity=config.identity, issuer=config.issuer
+        )
+        material = domain.material
+        self.trust_domain, self.trust_material = domain, material
+        # `cihub lab token` reads the lab's `sigstore/` folder: point it at the domain's keys.
+        link = lab_state_dir(config.lab_id) / "sigstore"
+        if not link.is_symlink():
+            link.symlink_to(domain.material_dir, target_is_directory=True)
+        folders = domain.service_dirs()
         image = self.images["sigstack"].tag
         rekor = (
             RekorContainer(image, **labelled("rekor"))
-            .with_log_volume(self.volume_names["rekor"])
-            .with_origin(material.rekor_origin)
+            .with_logs(domain.logs_dir, domain.log_user())
+            .with_names(material.rekor_v1_name, material.rekor_origin)
         )
         return {
             "rekor": rekor.with_role_files(folders["rekor"]),
@@ -284,14 +291,15 @@ class Lab:
         return ProxyEndpoint(proxied.name, url, proxied.listen, proxied.upstream)
 
     def _write_trust_config(self, proxies: dict[str, ProxyEndpoint]) -> Path:
-        assert self.trust_material is not None
+        """The lab's trust config: the domain's stable trusted root + this lab's URLs."""
+        assert self.trust_domain is not None
         path = lab_state_dir(self.config.lab_id) / TRUST_CONFIG_FILE
         urls = {
             "rekor_url": proxies["rekor"].url,
             "fulcio_url": proxies["fulcio"].url,
             "tsa_url": proxies["tsa"].url,
         }
-        return self.trust_material.write_trust_config(path, urls)
+        return self.trust_domain.write_lab_trust_config(path, urls)
 
     def _start_one(self, container: LabContainer) -> None:
         service = container.service

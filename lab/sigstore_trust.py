@@ -23,6 +23,13 @@ How the trusted root ties keys to log ids:
 - `tlogs[v2].logId.keyId` = the C2SP key id SHA-256(origin || 0x0A || 0x01 || raw Ed25519
   key); its first 4 bytes are the v2 checkpoint's key hint. `origin` is `rekor_origin`, which
   the rekor role must use as its v2 checkpoint origin (it is in `rekor/rekor.json`).
+
+The trusted root is stable: its `baseUrl`s and `uri`s are fixed names
+(`https://rekor.cihub.lab` for v1, `https://<rekor_origin>` for v2, ...), never a lab's ports,
+so the same material gives the same trusted root for every lab. Clients derive a log's
+checkpoint origin from its `baseUrl` host name (sigstore-go's note verifier for v2; rekor v1
+signs "<host> - <treeID>" under the name <host>), so the rekor role is started with exactly
+those names. Only the signing config carries a lab's `http://127.0.0.1:PORT` URLs.
 - `ctlogs[0].logId.keyId` = SHA-256(DER SPKI of the CT key) = the SCTs' log id.
 - sigstore-python's keyrings index keys by SHA-256(SPKI) and fall back to trying every key,
   so a wrong key (not a wrong id) is what makes verification fail.
@@ -66,8 +73,13 @@ from lab.services.sigstack.x509util import (
 
 DEFAULT_IDENTITY = "lab@cihub.test"
 DEFAULT_ISSUER = "https://oidc.lab.cihub"
-DEFAULT_REKOR_ORIGIN = "rekor.cihub.lab"
-"""The Rekor v2 checkpoint origin (and C2SP key name) the trust config expects."""
+DEFAULT_REKOR_ORIGIN = "rekor-v2.cihub.lab"
+"""The Rekor v2 checkpoint origin (and C2SP key name): the host name of the v2 `baseUrl`."""
+REKOR_V1_NAME = "rekor.cihub.lab"
+"""The Rekor v1 key name (checkpoint origin "<name> - <treeID>"): the v1 `baseUrl` host."""
+FULCIO_BASE_URL = "https://fulcio.cihub.lab"
+CT_BASE_URL = "https://ctfe.cihub.lab"
+TSA_BASE_URL = "https://tsa.cihub.lab"
 AUDIENCE = "sigstore"
 OPERATOR = "cihub-lab"
 TSA_POLICY = "1.3.6.1.4.1.57264.2"
@@ -172,6 +184,26 @@ def _base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _host_name(name: str) -> bool:
+    """A DNS-style host name (what a `baseUrl` host and a C2SP key name can both be)."""
+    labels = name.split(".")
+    return (
+        bool(name)
+        and len(name) <= 253
+        and all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+            for label in labels
+        )
+    )
+
+
+def _versions(rekor_versions: Sequence[int]) -> list[int]:
+    versions = sorted(set(rekor_versions))
+    if not versions or any(v not in (1, 2) for v in versions):
+        raise TrustMaterialError(f"rekor_versions must be 1 and/or 2, not {rekor_versions}")
+    return versions
+
+
 @dataclass(frozen=True)
 class LabTrustMaterial:
     """One lab's keys and certificates, and what clients and services derive from them.
@@ -202,6 +234,7 @@ class LabTrustMaterial:
     tsa_cert: x509.Certificate
     rekor_key: ec.EllipticCurvePrivateKey
     rekor_key_v2: ed25519.Ed25519PrivateKey
+    rekor_v1_name: str = REKOR_V1_NAME
 
     # -- making and keeping --
 
@@ -229,8 +262,10 @@ class LabTrustMaterial:
         Example:
             material = LabTrustMaterial.generate(identity="https://ci.lab/workflow")
         """
-        if not identity or not issuer or not rekor_origin or "\n" in rekor_origin:
-            raise TrustMaterialError("identity, issuer and rekor_origin must be non-empty")
+        if not identity or not issuer or not _host_name(rekor_origin):
+            raise TrustMaterialError(
+                "identity and issuer must be non-empty, rekor_origin a host name"
+            )
         start = (valid_from or utc_now()).astimezone(UTC).replace(microsecond=0)
         not_before = start - BACKDATE
 
@@ -313,6 +348,7 @@ class LabTrustMaterial:
             "issuer": self.issuer,
             "valid_from": rfc3339(self.valid_from),
             "rekor_origin": self.rekor_origin,
+            "rekor_v1_name": self.rekor_v1_name,
             "note": LAB_ONLY,
         }
         _write_json(directory / _MATERIAL_FILE, meta)
@@ -335,6 +371,7 @@ class LabTrustMaterial:
                 "issuer": str(meta["issuer"]),
                 "valid_from": datetime.fromisoformat(meta["valid_from"].replace("Z", "+00:00")),
                 "rekor_origin": str(meta["rekor_origin"]),
+                "rekor_v1_name": str(meta.get("rekor_v1_name", REKOR_V1_NAME)),
             }
             for attr, filename in _KEY_FILES.items():
                 fields[attr] = load_private_key(directory / filename)
@@ -362,6 +399,16 @@ class LabTrustMaterial:
         return c2sp_ed25519_key_id(self.rekor_origin, self.rekor_key_v2.public_key())
 
     @property
+    def rekor_v1_base_url(self) -> str:
+        """The v1 log's stable `baseUrl` in the trusted root."""
+        return f"https://{self.rekor_v1_name}"
+
+    @property
+    def rekor_v2_base_url(self) -> str:
+        """The v2 log's stable `baseUrl`; its host name is the v2 checkpoint origin."""
+        return f"https://{self.rekor_origin}"
+
+    @property
     def ct_log_id(self) -> bytes:
         """The SCTs' log id: SHA-256 of the CT key's DER SPKI."""
         return spki_sha256(self.ct_key.public_key())
@@ -375,7 +422,8 @@ class LabTrustMaterial:
           `ct-key.pem`, `oidc-issuer.pem` (public key), `fulcio.json`;
         - `tsa/`: `tsa-key.pem`, `tsa-chain.pem` (signer, root), `tsa.json`;
         - `rekor/`: `rekor-key.pem` (P-256, `--key`), `rekor-key-v2.pem` (Ed25519,
-          `--key-v2`), `rekor.json` (file names and the v2 `origin`).
+          `--key-v2`), `rekor.json` (file names, the v1 key name `origin` and the v2
+          checkpoint `origin_v2`, as the trusted root's base URLs name them).
 
         Config paths are relative to their JSON file, so a folder can be copied anywhere
         (e.g. to `/etc/cihub/sigstack/` in the container). Private keys are written 0600.
@@ -421,7 +469,8 @@ class LabTrustMaterial:
             {
                 "key": "rekor-key.pem",
                 "key_v2": "rekor-key-v2.pem",
-                "origin": self.rekor_origin,
+                "origin": self.rekor_v1_name,
+                "origin_v2": self.rekor_origin,
                 "log_id": self.rekor_log_id.hex(),
                 "log_id_v2": self.rekor_v2_log_id.hex(),
             },
@@ -430,9 +479,8 @@ class LabTrustMaterial:
 
     # -- client trust config --
 
-    def client_trust_config(
+    def trusted_root(
         self,
-        urls: Mapping[str, str],
         *,
         rekor_versions: Sequence[int] = (1, 2),
         include_tsa: bool = True,
@@ -440,42 +488,21 @@ class LabTrustMaterial:
         wrong_log_key: bool = False,
         wrong_fulcio_root: bool = False,
     ) -> dict[str, Any]:
-        """A `ClientTrustConfig` (trusted root + signing config v0.2) for the lab.
+        """The stable trusted root: the same for every lab of this material (no lab URLs).
 
         Args:
-            urls: `rekor_url`, `fulcio_url` and, for a TSA, `tsa_url` (base URLs as the
-                host reaches them; `tsa_url` may also be the full `/api/v1/timestamp` URL);
-                optionally `oidc_url` (default: the issuer).
-            rekor_versions: which Rekor APIs to trust and offer for signing (1, 2 or both;
-                with both, clients pick v2 unless told `--rekor-version 1`).
-            include_tsa: list the TSA in the trusted root and, with a `tsa_url`, in the
-                signing config. Without it a Rekor v2 signature has no verified time.
+            rekor_versions: which logs to list (1, 2 or both): two separate tlogs, each with
+                its own key, log ID and `baseUrl` (whose host name is its checkpoint origin).
+            include_tsa: list the TSA. Without it a Rekor v2 signature has no verified time.
             wrong_ct_key: list a fresh, unrelated key in `ctlogs` (SCT checks must fail).
             wrong_log_key: list fresh, unrelated keys in `tlogs` (log checks must fail).
             wrong_fulcio_root: list an unrelated CA chain (chain building must fail).
 
         Raises:
-            TrustMaterialError: a missing URL or an unknown Rekor version.
-
-        Example:
-            config = material.client_trust_config(
-                {"rekor_url": "http://127.0.0.1:3000", "fulcio_url": "http://127.0.0.1:5555",
-                 "tsa_url": "http://127.0.0.1:3004"},
-                rekor_versions=(2,),
-            )
+            TrustMaterialError: an unknown Rekor version.
         """
-        for needed in ("rekor_url", "fulcio_url"):
-            if not urls.get(needed):
-                raise TrustMaterialError(f"client_trust_config: urls[{needed!r}] is required")
-        versions = sorted(set(rekor_versions))
-        if not versions or any(v not in (1, 2) for v in versions):
-            raise TrustMaterialError(f"rekor_versions must be 1 and/or 2, not {rekor_versions}")
-        start = rfc3339(self.valid_from - BACKDATE)
-        valid_for = {"start": start}
-        rekor_url = _base_url(urls["rekor_url"])
-        fulcio_url = _base_url(urls["fulcio_url"])
-        tsa_url = urls.get("tsa_url")
-
+        versions = _versions(rekor_versions)
+        valid_for = {"start": rfc3339(self.valid_from - BACKDATE)}
         rekor_v1_key: ec.EllipticCurvePublicKey = self.rekor_key.public_key()
         rekor_v2_key: ed25519.Ed25519PublicKey = self.rekor_key_v2.public_key()
         if wrong_log_key:
@@ -493,7 +520,7 @@ class LabTrustMaterial:
         if 1 in versions:
             tlogs.append(
                 {
-                    "baseUrl": rekor_url,
+                    "baseUrl": self.rekor_v1_base_url,
                     "hashAlgorithm": "SHA2_256",
                     "publicKey": {
                         "rawBytes": _b64(spki_der(rekor_v1_key)),
@@ -506,7 +533,7 @@ class LabTrustMaterial:
         if 2 in versions:
             tlogs.append(
                 {
-                    "baseUrl": rekor_url,
+                    "baseUrl": self.rekor_v2_base_url,
                     "hashAlgorithm": "SHA2_256",
                     "publicKey": {
                         "rawBytes": _b64(spki_der(rekor_v2_key)),
@@ -522,7 +549,7 @@ class LabTrustMaterial:
             "certificateAuthorities": [
                 {
                     "subject": {"organization": LAB_ONLY, "commonName": "cihub lab fulcio"},
-                    "uri": fulcio_url,
+                    "uri": FULCIO_BASE_URL,
                     "certChain": {
                         "certificates": [
                             {"rawBytes": _b64(certificate_der(cert))} for cert in fulcio_chain
@@ -533,7 +560,7 @@ class LabTrustMaterial:
             ],
             "ctlogs": [
                 {
-                    "baseUrl": fulcio_url,
+                    "baseUrl": CT_BASE_URL,
                     "hashAlgorithm": "SHA2_256",
                     "publicKey": {
                         "rawBytes": _b64(spki_der(ct_key)),
@@ -549,7 +576,7 @@ class LabTrustMaterial:
             trusted_root["timestampAuthorities"].append(
                 {
                     "subject": {"organization": LAB_ONLY, "commonName": "cihub lab tsa"},
-                    "uri": _base_url(tsa_url) if tsa_url else "",
+                    "uri": TSA_BASE_URL,
                     "certChain": {
                         "certificates": [
                             {"rawBytes": _b64(certificate_der(cert))}
@@ -559,6 +586,45 @@ class LabTrustMaterial:
                     "validFor": valid_for,
                 }
             )
+        return trusted_root
+
+    def signing_config(
+        self,
+        urls: Mapping[str, str] | None = None,
+        *,
+        rekor_versions: Sequence[int] = (1, 2),
+        include_tsa: bool = True,
+    ) -> dict[str, Any]:
+        """A signing config v0.2 with a lab's URLs, or (`urls=None`) the stable names.
+
+        Args:
+            urls: `rekor_url`, `fulcio_url` and, for a TSA, `tsa_url` (base URLs as the host
+                reaches them; `tsa_url` may also be the full `/api/v1/timestamp` URL);
+                optionally `rekor_v2_url` (default: `rekor_url`; the rekor role serves both
+                logs) and `oidc_url` (default: the issuer).
+            rekor_versions: which Rekor APIs to offer (with both, clients pick v2 unless told
+                `--rekor-version 1`).
+            include_tsa: offer the TSA (when a `tsa_url` is given).
+
+        Raises:
+            TrustMaterialError: a missing URL or an unknown Rekor version.
+        """
+        versions = _versions(rekor_versions)
+        if urls is None:
+            urls = {
+                "rekor_url": self.rekor_v1_base_url,
+                "rekor_v2_url": self.rekor_v2_base_url,
+                "fulcio_url": FULCIO_BASE_URL,
+                "tsa_url": TSA_BASE_URL,
+            }
+        for needed in ("rekor_url", "fulcio_url"):
+            if not urls.get(needed):
+                raise TrustMaterialError(f"signing_config: urls[{needed!r}] is required")
+        valid_for = {"start": rfc3339(self.valid_from - BACKDATE)}
+        rekor_urls = {
+            1: _base_url(urls["rekor_url"]),
+            2: _base_url(urls.get("rekor_v2_url") or urls["rekor_url"]),
+        }
 
         def service(url: str, version: int = 1) -> dict[str, Any]:
             return {
@@ -570,25 +636,60 @@ class LabTrustMaterial:
 
         signing_config: dict[str, Any] = {
             "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
-            "caUrls": [service(fulcio_url)],
+            "caUrls": [service(_base_url(urls["fulcio_url"]))],
             "oidcUrls": [service(_base_url(urls.get("oidc_url") or self.issuer))],
-            "rekorTlogUrls": [service(rekor_url, v) for v in sorted(versions, reverse=True)],
+            "rekorTlogUrls": [service(rekor_urls[v], v) for v in sorted(versions, reverse=True)],
             "rekorTlogConfig": {"selector": "ANY"},
             "tsaUrls": [],
             "tsaConfig": {"selector": "ANY"},
         }
+        tsa_url = urls.get("tsa_url")
         if include_tsa and tsa_url:
             full = _base_url(tsa_url)
             if not full.endswith("/api/v1/timestamp"):
                 full += "/api/v1/timestamp"
             signing_config["tsaUrls"].append(service(full))
+        return signing_config
+
+    def client_trust_config(
+        self,
+        urls: Mapping[str, str] | None = None,
+        *,
+        rekor_versions: Sequence[int] = (1, 2),
+        include_tsa: bool = True,
+        wrong_ct_key: bool = False,
+        wrong_log_key: bool = False,
+        wrong_fulcio_root: bool = False,
+    ) -> dict[str, Any]:
+        """A `ClientTrustConfig`: the stable `trusted_root` + `signing_config(urls)`.
+
+        Raises:
+            TrustMaterialError: a missing URL or an unknown Rekor version.
+
+        Example:
+            config = material.client_trust_config(
+                {"rekor_url": "http://127.0.0.1:3000", "fulcio_url": "http://127.0.0.1:5555",
+                 "tsa_url": "http://127.0.0.1:3004"},
+                rekor_versions=(2,),
+            )
+        """
+        signing = self.signing_config(urls, rekor_versions=rekor_versions, include_tsa=include_tsa)
+        root = self.trusted_root(
+            rekor_versions=rekor_versions,
+            include_tsa=include_tsa,
+            wrong_ct_key=wrong_ct_key,
+            wrong_log_key=wrong_log_key,
+            wrong_fulcio_root=wrong_fulcio_root,
+        )
         return {
             "mediaType": CLIENT_TRUST_CONFIG_MEDIA_TYPE,
-            "trustedRoot": trusted_root,
-            "signingConfig": signing_config,
+            "trustedRoot": root,
+            "signingConfig": signing,
         }
 
-    def write_trust_config(self, path: Path, urls: Mapping[str, str], **options: Any) -> Path:
+    def write_trust_config(
+        self, path: Path, urls: Mapping[str, str] | None, **options: Any
+    ) -> Path:
         """Write `client_trust_config(urls, **options)` to `path` (atomically) and return it.
 
         Raises:
@@ -679,6 +780,7 @@ __all__ = [
     "DEFAULT_IDENTITY",
     "DEFAULT_ISSUER",
     "DEFAULT_REKOR_ORIGIN",
+    "REKOR_V1_NAME",
     "LabTrustMaterial",
     "TrustMaterialError",
     "c2sp_ed25519_key_id",

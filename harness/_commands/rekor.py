@@ -1,4 +1,9 @@
-"""`cihub rekor monitor`: verify a Rekor log grew append-only and still holds our entries."""
+"""`cihub rekor monitor`: verify the Rekor logs grew append-only and still hold our entries.
+
+v1 is watched through the v1 API (search index for `--digest`/`--artifact`), v2 through the
+C2SP tlog-tiles read path (no search index: name entries with `--entry INDEX=sha256:HEX`).
+Keys and origins come from the pinned trusted root (`--trust-config`, default: the lab's).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from harness import _exit
 from harness.errors import ConfigError
-from harness.monitor import RekorMonitor, log_key_from_trust_config
+from harness.monitor import MonitorResult, RekorMonitor, TilesMonitor, pinned_logs
 from lab._internal.docker import docker_client
 from lab.cleanup import list_labs
 from lab.endpoints import Endpoints
@@ -31,7 +37,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     monitor.add_argument(
         "--lab", metavar="ID", help="the lab whose log to watch (default: the one up)"
     )
-    monitor.add_argument("--rekor-url", help="the log's URL (default: the lab's)")
+    monitor.add_argument("--rekor-url", help="the logs' URL (default: the lab's)")
+    monitor.add_argument(
+        "--log",
+        choices=("v1", "v2", "all"),
+        default="all",
+        help="which log to watch (default: every log the trusted root lists)",
+    )
     monitor.add_argument(
         "--trust-config", type=Path, help="where the log key comes from (default: the lab's)"
     )
@@ -46,7 +58,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=[],
         metavar="sha256:HEX",
-        help="an entry that must be in the log",
+        help="an entry that must be in the v1 log (found by its search index)",
     )
     monitor.add_argument(
         "--artifact",
@@ -54,13 +66,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=[],
         type=Path,
         metavar="FILE",
-        help="a file whose entry must be in the log",
+        help="a file whose entry must be in the v1 log",
+    )
+    monitor.add_argument(
+        "--entry",
+        action="append",
+        default=[],
+        metavar="INDEX=sha256:HEX",
+        help="the entry at INDEX must be in the log and carry that digest (needs one --log)",
     )
     monitor.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     monitor.set_defaults(handler=_monitor)
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(
+            f"--state-dir {state_dir}: not a folder (the monitor keeps one file per log there)"
+        )
     rekor_url, trust_config = args.rekor_url, args.trust_config
     if rekor_url is None or trust_config is None:
         endpoints = _lab_endpoints(args.lab)
@@ -69,17 +93,37 @@ def _monitor(args: argparse.Namespace) -> int:
         if trust_config is None:
             raise ConfigError(f"lab {endpoints.lab_id} has no trust config; pass --trust-config")
     digests = [_digest_arg(d) for d in args.digest] + [_file_digest(p) for p in args.artifact]
-    monitor = RekorMonitor(
-        rekor_url, log_key_from_trust_config(trust_config), state_dir=args.state_dir
-    )
-    result = monitor.run(digests)
+    entries = dict(_entry_arg(e) for e in args.entry)
+    logs = pinned_logs(trust_config)
+    wanted = {"v1": [1], "v2": [2], "all": sorted(logs)}[args.log]
+    if entries and args.log == "all":
+        raise ConfigError("--entry names an index in one log: add --log v1 or --log v2")
+    if digests and wanted == [2]:
+        raise ConfigError(
+            "Rekor v2 has no search index: name entries with --entry INDEX=sha256:HEX"
+        )
+    missing = [f"v{api}" for api in wanted if api not in logs]
+    if missing:
+        raise ConfigError(f"{trust_config}: the trusted root lists no {' or '.join(missing)} log")
+    results: list[MonitorResult] = []
+    for api in wanted:
+        pinned = logs[api]
+        if api == 1:
+            v1 = RekorMonitor(rekor_url, pinned.key, state_dir=state_dir, key_name=pinned.name)
+            results.append(v1.run(digests, entries))
+        else:
+            v2 = TilesMonitor(rekor_url, pinned.key, pinned.name, state_dir=state_dir)
+            results.append(v2.run(entries))
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
+        out: dict[str, Any] = {f"v{r.api}": r.to_json() for r in results}
+        print(json.dumps(out, indent=2))
+    for result in results:
         before = f"{result.previous.size}" if result.previous else "first run"
+        found = sum(len(v) for v in result.entries.values())
         _err.print(
-            f"[green]OK[/] log {result.log_id[:16]}: size {result.current.size} "
-            f"(last verified: {before}); {len(digests)} artifact entr(ies) included"
+            f"[green]OK[/] v{result.api} log {result.current.origin}: size "
+            f"{result.current.size} (last verified: {before}); {found} entr(ies) included",
+            soft_wrap=True,
         )
     return _exit.SUCCESS
 
@@ -114,3 +158,10 @@ def _file_digest(path: Path) -> str:
             return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the artifact") from exc
+
+
+def _entry_arg(value: str) -> tuple[int, str]:
+    index, sep, digest = value.partition("=")
+    if not sep or not index.isdigit():
+        raise ConfigError(f"--entry {value!r}: expected INDEX=sha256:<64 hex digits>")
+    return int(index), _digest_arg(digest)

@@ -37,15 +37,23 @@ class SigstackContainer(LabContainer):
 
 
 class RekorContainer(SigstackContainer):
-    """The transparency log (Rekor v1 and v2 APIs); its SQLite log on a named volume."""
+    """The transparency logs (Rekor v1 and v2, separate databases) of a trust domain.
+
+    The trust domain's `logs/` folder is bind-mounted at /var/lib/rekor, so every lab of the
+    domain appends to the same logs (serialized by SQLite) and they outlive the lab.
+    """
 
     service = "rekor"
 
-    def with_log_volume(self, volume_name: str) -> RekorContainer:
-        self.with_volume_mapping(volume_name, REKOR_DATA, "rw")
+    def with_logs(self, folder: Path, user: str) -> RekorContainer:
+        """Serve the logs in the host `folder`, running as `user` ("uid:gid") who owns it."""
+        self.with_volume_mapping(str(folder), REKOR_DATA, "rw")
+        self.with_docker_kwarg("user", user)
         return self
 
-    def with_origin(self, origin: str) -> RekorContainer:
+    def with_names(self, v1_name: str, v2_origin: str) -> RekorContainer:
+        """Sign v1 checkpoints under `v1_name` and v2 ones with origin `v2_origin`: the host
+        names of the logs' base URLs in the trusted root."""
         folder = f"{CONFIG_ROOT}/rekor"
         self.with_command(
             [
@@ -53,13 +61,17 @@ class RekorContainer(SigstackContainer):
                 "--port",
                 str(REKOR_PORT),
                 "--db",
-                f"{REKOR_DATA}/log.db",
+                f"{REKOR_DATA}/v1.db",
+                "--db-v2",
+                f"{REKOR_DATA}/v2.db",
                 "--key",
                 f"{folder}/rekor-key.pem",
                 "--key-v2",
                 f"{folder}/rekor-key-v2.pem",
                 "--origin",
-                origin,
+                v1_name,
+                "--origin-v2",
+                v2_origin,
             ]
         )
         return self

@@ -55,7 +55,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import jwt
 from .configfile import read_json
-from .http import Handler, HttpError, Request, Response, Server, json_response, serve_until_signal
+from .http import (
+    Handler,
+    HttpError,
+    Request,
+    Response,
+    Server,
+    json_response,
+    serve_until_signal,
+    text_response,
+)
 from .sct import SctSigner, sct_list_extension_value
 from .x509util import (
     OID_FULCIO_ISSUER_V1,
@@ -198,9 +207,10 @@ class Principal:
 def principal_from_claims(claims: Mapping[str, Any], issuer: str) -> Principal:
     """The identity of a verified token, as upstream Fulcio derives it for email/URI issuers.
 
-    An `email` claim wins and needs `email_verified: true`; otherwise `sub` is used: a URI
-    (`scheme://host...`) becomes a URI SAN, an address with `@` an email SAN. sigstore-python
-    takes `sub` as the identity of any issuer it doesn't know, so lab tokens carry both.
+    An email SAN comes only from a verified `email` claim (`email_verified: true`), as
+    upstream's email issuers do; a `sub` that merely looks like an address is refused.
+    Otherwise a URI `sub` (`scheme://host...`) becomes a URI SAN. sigstore-python takes `sub`
+    as the identity of any issuer it doesn't know, so lab tokens carry both.
 
     Raises:
         FulcioError: 400 when no usable identity is in the claims.
@@ -216,8 +226,12 @@ def principal_from_claims(claims: Mapping[str, Any], issuer: str) -> Principal:
     parts = urlsplit(sub)
     if parts.scheme and parts.netloc:
         return Principal(issuer, "uri", sub)
-    if "@" in sub and "/" not in sub and not sub.startswith("@") and not sub.endswith("@"):
-        return Principal(issuer, "email", sub)
+    if "@" in sub:
+        raise _bad_request(
+            INVALID_IDENTITY_TOKEN,
+            "token has no verified email claim (an email identity needs email and "
+            "email_verified: true; sub is not used as an email)",
+        )
     raise _bad_request(
         INVALID_IDENTITY_TOKEN, "token has no email claim and its sub is neither email nor URI"
     )
@@ -535,6 +549,21 @@ def make_handler(ca: FulcioCA) -> Handler:
             return json_response(
                 {"signedCertificateEmbeddedSct": {"chain": {"certificates": chain}}}
             )
+        if path == "/api/v1/signingCert":
+            # The legacy API: same checks, the chain as PEM text (201), SCT embedded.
+            if request.method != "POST":
+                raise FulcioError(405, CODE_UNIMPLEMENTED, "Method Not Allowed")
+            chain = ca.handle_signing_request(
+                _legacy_request(request.body), request.headers.get("authorization")
+            )
+            return text_response(
+                "".join(chain), 201, content_type="application/pem-certificate-chain"
+            )
+        if path == "/api/v1/rootCert":
+            if request.method not in ("GET", "HEAD"):
+                raise FulcioError(405, CODE_UNIMPLEMENTED, "Method Not Allowed")
+            pems = "".join(certificate_pem(cert) for cert in ca.chain)
+            return text_response(pems, content_type="application/pem-certificate-chain")
         routes = {
             "/healthz": lambda: {"status": "ok", "role": ROLE, "issued": ca.issued},
             "/api/v2/trustBundle": ca.trust_bundle,
@@ -547,6 +576,25 @@ def make_handler(ca: FulcioCA) -> Handler:
         raise FulcioError(404, CODE_NOT_FOUND, "Not Found")
 
     return handle
+
+
+def _legacy_request(body: bytes) -> bytes:
+    """A v1 `CertificateRequest` ({publicKey: {content, algorithm}, signedEmailAddress} or
+    {certificateSigningRequest}) in the v2 body's shape; anything else is left for the v2
+    checks to refuse."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return body
+    if not isinstance(request, dict) or "publicKey" not in request:
+        return body
+    converted = {
+        "publicKeyRequest": {
+            "publicKey": request.get("publicKey"),
+            "proofOfPossession": request.get("signedEmailAddress"),
+        }
+    }
+    return json.dumps(converted).encode()
 
 
 def make_server(

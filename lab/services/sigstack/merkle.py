@@ -16,7 +16,7 @@ follow the RFC's recursive definitions word for word; tests compare the tree aga
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
@@ -166,6 +166,65 @@ def verify_consistency(
         raise ProofError("consistency proof does not lead to the new root")
 
 
+# -- proofs over any source of complete-subtree hashes (a tree in memory, tiles) -----------
+
+NodeReader = Callable[[int, int], bytes]
+"""(level, index) -> the hash of the complete subtree over leaves index*2**level onwards."""
+
+
+def mth_from(node: NodeReader, lo: int, hi: int) -> bytes:
+    """MTH of leaves [lo, hi), with lo aligned as in the RFC's recursion, from `node`."""
+    n = hi - lo
+    if n == 0:
+        return EMPTY_ROOT
+    if n & (n - 1) == 0 and lo % n == 0:
+        return node(n.bit_length() - 1, lo // n)
+    k = split_point(n)
+    return hash_children(mth_from(node, lo, lo + k), mth_from(node, lo + k, hi))
+
+
+def inclusion_proof_from(node: NodeReader, index: int, size: int) -> list[bytes]:
+    """PATH(index, D[size]) from `node`: the audit path, bottom first."""
+    if not 0 <= index < size:
+        raise ProofError(f"index {index} is outside a tree of size {size}")
+    proof: list[bytes] = []
+    lo, hi = 0, size
+    while hi - lo > 1:  # top-down; the RFC's order is bottom-up, so reverse at the end
+        k = split_point(hi - lo)
+        if index < lo + k:
+            proof.append(mth_from(node, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(mth_from(node, lo, lo + k))
+            lo += k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof_from(node: NodeReader, old_size: int, size: int) -> list[bytes]:
+    """PROOF(old_size, D[size]) from `node`: empty when the sizes are equal or old_size is 0."""
+    if not 0 <= old_size <= size:
+        raise ProofError(f"old size {old_size} is not between 0 and {size}")
+    if old_size in (0, size):
+        return []
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, size, old_size, True
+    while m != hi - lo:
+        k = split_point(hi - lo)
+        if m <= k:
+            proof.append(mth_from(node, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(mth_from(node, lo, lo + k))
+            lo += k
+            m -= k
+            complete = False
+    if not complete:
+        proof.append(mth_from(node, lo, hi))
+    proof.reverse()
+    return proof
+
+
 # -- the incremental tree -------------------------------------------------------------------
 
 
@@ -214,6 +273,16 @@ class MerkleTree:
             raise ProofError(f"index {index} is outside a tree of size {self._size}")
         return self._node(0, index)
 
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of the complete subtree of 2**level leaves starting at leaf index*2**level.
+
+        Raises:
+            ProofError: the tree does not have that subtree complete.
+        """
+        if level < 0 or index < 0 or (index + 1) << level > self._size:
+            raise ProofError(f"no complete subtree ({level}, {index}) in a tree of {self._size}")
+        return self._node(level, index)
+
     def root(self, size: int | None = None) -> bytes:
         """The root hash of the first `size` leaves (default: all)."""
         n = self._check_size(size)
@@ -242,45 +311,11 @@ class MerkleTree:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """The audit path of leaf `index` in the tree of the first `size` leaves."""
-        n = self._check_size(size)
-        if not 0 <= index < n:
-            raise ProofError(f"index {index} is outside a tree of size {n}")
-        proof: list[bytes] = []
-        lo, hi = 0, n
-        while hi - lo > 1:  # top-down; the RFC's order is bottom-up, so reverse at the end
-            k = split_point(hi - lo)
-            if index < lo + k:
-                proof.append(self._mth(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._mth(lo, lo + k))
-                lo += k
-        proof.reverse()
-        return proof
+        return inclusion_proof_from(self._node, index, self._check_size(size))
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[new_size]): empty when the sizes are equal or old_size is 0."""
-        n = self._check_size(new_size)
-        if not 0 <= old_size <= n:
-            raise ProofError(f"old size {old_size} is not between 0 and {n}")
-        if old_size in (0, n):
-            return []
-        proof: list[bytes] = []
-        lo, hi, m, complete = 0, n, old_size, True
-        while m != hi - lo:
-            k = split_point(hi - lo)
-            if m <= k:
-                proof.append(self._mth(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self._mth(lo, lo + k))
-                lo += k
-                m -= k
-                complete = False
-        if not complete:
-            proof.append(self._mth(lo, hi))
-        proof.reverse()
-        return proof
+        return consistency_proof_from(self._node, old_size, self._check_size(new_size))
 
     def _check_size(self, size: int | None) -> int:
         current = self._size

@@ -1,55 +1,56 @@
-"""The `rekor` role: a Rekor-compatible transparency log with the v1 and v2 APIs over one tree.
+"""The `rekor` role: two Rekor-compatible transparency logs, v1 and v2, in one process.
 
 Run as::
 
-    python3 -m sigstack rekor --host 0.0.0.0 --port 3000 --db /var/lib/rekor/log.db \\
-        --key /etc/cihub/sigstack/rekor.key [--key-v2 /etc/cihub/sigstack/rekor-v2.key] \\
-        --origin rekor.cihub.lab
+    python3 -m sigstack rekor --host 0.0.0.0 --port 3000 \\
+        --db /var/lib/rekor/v1.db --key rekor-key.pem --origin rekor.cihub.lab \\
+        --db-v2 /var/lib/rekor/v2.db --key-v2 rekor-key-v2.pem --origin-v2 rekor-v2.cihub.lab
 
-Keys (PEM private keys, PKCS#8 or SEC1): `--key` signs v1 checkpoints and Signed Entry
-Timestamps (ECDSA P-256 as public Rekor v1 uses; P-384, P-521 and Ed25519 work too).
-`--key-v2` signs v2 checkpoints (Ed25519 as rekor-tiles uses; defaults to `--key`).
+The two logs are separate, as in production (Rekor v1 on Trillian, Rekor v2 = rekor-tiles):
+each has its own key, log ID, SQLite database and index sequence.
 
-Log IDs, as clients look them up in a trusted root:
-    v1: SHA256(DER SubjectPublicKeyInfo of --key)           ("logID", hex, in v1 responses)
-    v2: SHA256(origin || 0x0A || 0x01 || Ed25519 key)        (C2SP key ID, base64 in
-        `logId.keyId`); for an ECDSA --key-v2 it is SHA256(DER SPKI) like v1.
-`--print-log-ids` prints both (with the public keys and key details) as JSON and exits.
+- v1 (`--db`, `--key`: ECDSA P-256 as public Rekor v1 uses): hashedrekord and dsse 0.0.1,
+  a search index, Signed Entry Timestamps, checkpoints with origin "<origin> - <treeID>"
+  signed under the name <origin> (the v1 base URL's host name, as rekor's `--rekor_server.
+  hostname`); log ID = SHA256(DER SPKI).
+- v2 (`--db-v2`, `--key-v2`: Ed25519 as rekor-tiles uses): hashedrekord 0.0.2 only, no search
+  index, C2SP checkpoints with origin <origin-v2>, which must be the host name of the log's
+  `baseUrl` in the trusted root (sigstore-go builds its note verifier from it); log ID = the
+  C2SP key ID SHA256(origin || 0x0A || 0x01 || key). The C2SP tlog-tiles read path serves it.
 
-Checkpoints (C2SP signed notes, see `checkpoint.py`) of the same tree:
-    v1: origin "<origin> - <treeID>", signature name <origin>, hint = v1 logID[:4]
-    v2: origin "<origin>",            signature name <origin>, hint = v2 logId[:4]
-treeID is a random 63-bit number fixed when the database is created.
+Several processes may serve the same database files (labs sharing a trust domain): appends
+serialize through the database (see `store.py`), and each read first catches up with what
+other processes committed.
 
 Endpoints:
-    POST /api/v2/log/entries            hashedRekordRequestV002 | dsseRequestV002 -> 201
-                                        TransparencyLogEntry (protobuf JSON)
-    GET  /api/v2/checkpoint             the v2 checkpoint at the current size (text/plain)
+    POST /api/v2/log/entries            hashedRekordRequestV002 -> 201 TransparencyLogEntry
+    GET  /checkpoint                    v2 signed checkpoint (c2sp.org/tlog-tiles)
+    GET  /tile/<L>/<N>[.p/<W>]          v2 Merkle tiles (hashes of level 8L, 32 bytes each)
+    GET  /tile/entries/<N>[.p/<W>]      v2 entry bundles (big-endian uint16 length || body)*
+    GET  /api/v2/checkpoint             501 Unimplemented, as rekor-tiles answers
     POST /api/v1/log/entries            hashedrekord | dsse 0.0.1 -> 201 {uuid: LogEntry}
     GET  /api/v1/log                    LogInfo {rootHash, treeSize, signedTreeHead, treeID}
     GET  /api/v1/log/publicKey          the v1 public key (PEM)
     GET  /api/v1/log/proof?firstSize=&lastSize=   consistency proof {rootHash, hashes}
     GET  /api/v1/log/entries?logIndex=N and GET /api/v1/log/entries/{uuid}
-    POST /api/v1/log/entries/retrieve   {entryUUIDs | logIndexes | entries} -> [{uuid: entry}]
-    POST /api/v1/index/retrieve         {"hash": "sha256:<hex>"} -> [uuid, ...]
-    GET  /healthz, GET /metrics         health (200 when the database answers), Prometheus text
+    POST /api/v1/log/entries/retrieve   {entryUUIDs | logIndexes | entries} (10 at most each)
+    POST /api/v1/index/retrieve         {hash | publicKey | email | operator} -> [uuid, ...]
+    GET  /healthz, GET /metrics         health (200 when both databases answer), Prometheus
 
-Every entry body is RFC 8785 JSON in the format of the API it came through (hashedrekord or
-dsse 0.0.1 for v1, 0.0.2 for v2); proposed entries are validated (the signature must verify
-with the given key or certificate) and a failure is a 400 with the reason. A second
-submission of an identical body is a 409 (v1: Location of the existing entry; v2: header
-x-log-index), as upstream answers. Appends from concurrent requests are grouped into one
-SQLite transaction (group commit) and answered only after it is on disk.
+Every entry body is RFC 8785 JSON in the format of the API it came through; proposed entries
+are validated (`entries.py`) and a failure is a 400 with the reason. A second submission of an
+identical body is a 409 (v1: Location of the existing entry; v2: header x-log-index), as
+upstream answers. Appends from concurrent requests are grouped into one SQLite transaction
+(group commit) and answered only after it is on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import bisect
-import hashlib
 import json
+import re
 import sys
 import threading
 import time
@@ -59,10 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from . import canonical
 from .checkpoint import (
@@ -77,50 +77,33 @@ from .checkpoint import (
     spki_der,
     spki_key_id,
 )
+from .entries import (
+    _CURVE_DETAILS,
+    EntryError,
+    _b64s,
+    canonicalize_v1,
+    canonicalize_v2,
+    public_key_search_keys,
+)
 from .http import HttpError, Request, Response, Server, json_response, serve_until_signal
 from .http import text_response as _text
-from .merkle import ProofError, hash_leaf
-from .store import NewEntry, Store, StoredEntry, StoreError
+from .merkle import ProofError
+from .store import NewEntry, Store, StoredEntry, StoreError, StoreReplaced
 
 DEFAULT_ORIGIN = "rekor.cihub.lab"
 MAX_BATCH = 256
 _CHECKPOINT_CACHE = 64
-_INTOTO_TYPE = "application/vnd.in-toto+json"
-
-ArtifactKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+TILE_WIDTH = 256
+TILE_HEIGHT = 8
+MAX_SEARCH = 10
+"""Rekor v1 takes at most 10 logIndexes / entryUUIDs / entries in one retrieve."""
 
 # gRPC status codes, which Rekor v2 (a grpc-gateway) puts in its JSON error bodies
 _GRPC_INVALID_ARGUMENT = 3
 _GRPC_NOT_FOUND = 5
 _GRPC_ALREADY_EXISTS = 6
+_GRPC_UNIMPLEMENTED = 12
 _GRPC_INTERNAL = 13
-
-# hashedrekord 0.0.1 algorithm -> (hash, digest size); v2 HashAlgorithm -> 0.0.1 name
-_V1_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
-_V2_HASH_NAMES = {"SHA2_256": "sha256", "SHA2_384": "sha384", "SHA2_512": "sha512"}
-# PublicKeyDetails -> the prehash of the algorithm (None: pure Ed25519, no prehash)
-_KEY_DETAILS: dict[str, str | None] = {
-    "PKIX_ECDSA_P256_SHA_256": "SHA2_256",
-    "PKIX_ECDSA_P384_SHA_384": "SHA2_384",
-    "PKIX_ECDSA_P521_SHA_512": "SHA2_512",
-    "PKIX_RSA_PKCS1V15_2048_SHA256": "SHA2_256",
-    "PKIX_RSA_PKCS1V15_3072_SHA256": "SHA2_256",
-    "PKIX_RSA_PKCS1V15_4096_SHA256": "SHA2_256",
-    "PKIX_ED25519": None,
-}
-_CURVE_DETAILS = {
-    "secp256r1": "PKIX_ECDSA_P256_SHA_256",
-    "secp384r1": "PKIX_ECDSA_P384_SHA_384",
-    "secp521r1": "PKIX_ECDSA_P521_SHA_512",
-}
-
-
-class EntryError(ValueError):
-    """A proposed entry is malformed or its signature does not verify (a 400)."""
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -151,29 +134,32 @@ def key_details(key: PublicKey) -> str:
     return details
 
 
-def log_ids(key: PrivateKey, key_v2: PrivateKey | None, origin: str) -> dict[str, Any]:
+def log_ids(
+    key: PrivateKey, key_v2: PrivateKey | None, origin: str, origin_v2: str | None = None
+) -> dict[str, Any]:
     """What a trusted root needs about both logs: log IDs, public keys, key details, names.
 
     Example:
         log_ids(ec_key, ed_key, "rekor.cihub.lab")["v2"]["logId"]  # base64 C2SP key ID
     """
     v2 = key_v2 or key
+    name_v2 = origin_v2 or origin
     out: dict[str, Any] = {}
-    for api, private, key_id in (
-        ("v1", key, spki_key_id(key.public_key())),
-        ("v2", v2, note_key_id(origin, v2.public_key())),
+    for api, private, key_id, name in (
+        ("v1", key, spki_key_id(key.public_key()), origin),
+        ("v2", v2, note_key_id(name_v2, v2.public_key()), name_v2),
     ):
         public = private.public_key()
         out[api] = {
             "logId": base64.b64encode(key_id).decode(),
             "logIdHex": key_id.hex(),
-            "keyName": origin,
+            "keyName": name,
             "publicKey": {
                 "rawBytes": base64.b64encode(spki_der(public)).decode(),
                 "keyDetails": key_details(public),
             },
         }
-    out["v2"]["origin"] = origin
+    out["v2"]["origin"] = name_v2
     return out
 
 
@@ -181,335 +167,6 @@ def _sign(key: PrivateKey, data: bytes) -> bytes:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     return key.sign(data, ec.ECDSA(ecdsa_hash(key.curve)))
-
-
-# -- proposed entries -----------------------------------------------------------------------
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise EntryError(f"{where} must be an object")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise EntryError(f"{where} must be a non-empty string")
-    return value
-
-
-def _b64(value: Any, where: str) -> bytes:
-    text = _str(value, where).strip()
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise EntryError(f"{where} is not valid base64") from exc
-
-
-def _b64s(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _hash_algorithm(name: str) -> hashes.HashAlgorithm:
-    return _V1_HASHES[name]()
-
-
-def _verify(
-    key: ArtifactKey, signature: bytes, data: bytes, hash_name: str | None, prehashed: bool
-) -> bool:
-    """Whether `signature` over `data` (or over the digest `data`) verifies with `key`."""
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            if prehashed:
-                raise EntryError("an Ed25519 key can't sign a bare digest; use ECDSA or RSA")
-            key.verify(signature, data)
-            return True
-        assert hash_name is not None
-        algorithm = _hash_algorithm(hash_name)
-        chosen: hashes.HashAlgorithm | utils.Prehashed = (
-            utils.Prehashed(algorithm) if prehashed else algorithm
-        )
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(chosen))
-        else:
-            key.verify(signature, data, padding.PKCS1v15(), chosen)
-    except InvalidSignature:
-        return False
-    except ValueError as exc:  # e.g. a digest of the wrong length for Prehashed
-        raise EntryError(f"cannot verify the signature: {exc}") from exc
-    return True
-
-
-def _artifact_key(key: Any, where: str) -> ArtifactKey:
-    if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        return key
-    raise EntryError(f"{where}: unsupported key type {type(key).__name__}")
-
-
-def _pem_verifier(value: Any, where: str) -> tuple[ArtifactKey, bytes]:
-    """A base64 PEM certificate or public key -> (key, canonical PEM)."""
-    pem = _b64(value, where)
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in pem:
-            cert = x509.load_pem_x509_certificate(pem)
-            return (
-                _artifact_key(cert.public_key(), where),
-                cert.public_bytes(serialization.Encoding.PEM),
-            )
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise EntryError(f"{where} is not a PEM certificate or public key: {exc}") from exc
-    canonical_pem = key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return _artifact_key(key, where), canonical_pem
-
-
-def _details_of(key: ArtifactKey) -> str:
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "PKIX_ED25519"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return _CURVE_DETAILS.get(key.curve.name, f"unsupported curve {key.curve.name}")
-    return f"PKIX_RSA_PKCS1V15_{key.key_size}_SHA256"
-
-
-def _v2_verifier(value: Any, where: str) -> tuple[ArtifactKey, dict[str, Any], str]:
-    """A v2 `Verifier` -> (key, canonical Verifier JSON, keyDetails)."""
-    obj = _obj(value, where)
-    details = _str(obj.get("keyDetails"), f"{where}.keyDetails")
-    if details not in _KEY_DETAILS:
-        raise EntryError(f"{where}.keyDetails {details} is not supported")
-    cert_obj, key_obj = obj.get("x509Certificate"), obj.get("publicKey")
-    if (cert_obj is None) == (key_obj is None):
-        raise EntryError(f"{where} needs exactly one of x509Certificate and publicKey")
-    try:
-        if cert_obj is not None:
-            der = _b64(_obj(cert_obj, f"{where}.x509Certificate").get("rawBytes"), where)
-            cert = x509.load_der_x509_certificate(der)
-            key = _artifact_key(cert.public_key(), where)
-            material = {"x509Certificate": {"rawBytes": _b64s(der)}}
-        else:
-            der = _b64(_obj(key_obj, f"{where}.publicKey").get("rawBytes"), where)
-            key = _artifact_key(serialization.load_der_public_key(der), where)
-            material = {"publicKey": {"rawBytes": _b64s(der)}}
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise EntryError(f"{where} holds no readable DER certificate or key: {exc}") from exc
-    if _details_of(key) != details:
-        raise EntryError(f"{where}.keyDetails {details} does not match the key")
-    return key, {"keyDetails": details, **material}, details
-
-
-def _pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding."""
-    head = f"DSSEv1 {len(payload_type.encode())} {payload_type} {len(payload)} "
-    return head.encode() + payload
-
-
-def _intoto_digests(payload_type: str, payload: bytes) -> list[str]:
-    """`alg:hex` of the subjects of an in-toto statement (what upstream indexes)."""
-    if payload_type != _INTOTO_TYPE:
-        return []
-    try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return []
-    found: list[str] = []
-    subjects = statement.get("subject") if isinstance(statement, dict) else None
-    for subject in subjects if isinstance(subjects, list) else []:
-        digests = subject.get("digest") if isinstance(subject, dict) else None
-        if isinstance(digests, dict):
-            found.extend(
-                f"{alg}:{value}".lower()
-                for alg, value in digests.items()
-                if isinstance(alg, str) and isinstance(value, str)
-            )
-    return found[:1024]
-
-
-def _envelope(value: Any, where: str) -> tuple[str, bytes, list[bytes]]:
-    """(payloadType, payload, signatures) of a DSSE envelope object."""
-    env = _obj(value, where)
-    payload_type = _str(env.get("payloadType"), f"{where}.payloadType")
-    payload = _b64(env.get("payload"), f"{where}.payload")
-    sigs = env.get("signatures")
-    if not isinstance(sigs, list) or not sigs:
-        raise EntryError(f"{where}.signatures must be a non-empty list")
-    signatures = [_b64(_obj(s, f"{where}.signatures[]").get("sig"), f"{where}.sig") for s in sigs]
-    return payload_type, payload, signatures
-
-
-def _finish(body: dict[str, Any], api: int, digests: Sequence[str]) -> NewEntry:
-    data = canonical.dumps(body)
-    return NewEntry(
-        body=data,
-        leaf_hash=hash_leaf(data),
-        kind=str(body["kind"]),
-        api_version=str(body["apiVersion"]),
-        api=api,
-        digests=tuple(dict.fromkeys(d.lower() for d in digests)),
-    )
-
-
-def canonicalize_v1(proposed: Any) -> NewEntry:
-    """Validate a v1 proposed entry (hashedrekord or dsse 0.0.1) and build its log entry.
-
-    Raises:
-        EntryError: with the reason, if it is malformed or a signature does not verify.
-    """
-    entry = _obj(proposed, "entry")
-    kind = entry.get("kind")
-    version = entry.get("apiVersion")
-    if version != "0.0.1":
-        raise EntryError(f"unsupported apiVersion {version!r} for {kind!r} (want 0.0.1)")
-    spec = _obj(entry.get("spec"), "spec")
-    if kind == "hashedrekord":
-        return _v1_hashedrekord(spec)
-    if kind == "dsse":
-        return _v1_dsse(spec)
-    raise EntryError(f"unsupported entry kind {kind!r}: this log takes hashedrekord and dsse")
-
-
-def _v1_hashedrekord(spec: dict[str, Any]) -> NewEntry:
-    hashed = _obj(_obj(spec.get("data"), "spec.data").get("hash"), "spec.data.hash")
-    algorithm = hashed.get("algorithm")
-    if algorithm not in _V1_HASHES:
-        raise EntryError(f"spec.data.hash.algorithm {algorithm!r} is not sha256/sha384/sha512")
-    value = _str(hashed.get("value"), "spec.data.hash.value").lower()
-    try:
-        digest = bytes.fromhex(value)
-    except ValueError as exc:
-        raise EntryError("spec.data.hash.value is not hex") from exc
-    if len(digest) != _hash_algorithm(algorithm).digest_size:
-        raise EntryError(f"spec.data.hash.value is not a {algorithm} digest")
-    sig = _obj(spec.get("signature"), "spec.signature")
-    signature = _b64(sig.get("content"), "spec.signature.content")
-    key_obj = _obj(sig.get("publicKey"), "spec.signature.publicKey")
-    key, pem = _pem_verifier(key_obj.get("content"), "spec.signature.publicKey.content")
-    if not _verify(key, signature, digest, algorithm, prehashed=True):
-        raise EntryError("signature does not verify over the artifact digest with the given key")
-    body = {
-        "apiVersion": "0.0.1",
-        "kind": "hashedrekord",
-        "spec": {
-            "data": {"hash": {"algorithm": algorithm, "value": digest.hex()}},
-            "signature": {"content": _b64s(signature), "publicKey": {"content": _b64s(pem)}},
-        },
-    }
-    return _finish(body, 1, [f"{algorithm}:{digest.hex()}"])
-
-
-def _v1_dsse(spec: dict[str, Any]) -> NewEntry:
-    if any(spec.get(k) is not None for k in ("envelopeHash", "payloadHash", "signatures")):
-        raise EntryError("send proposedContent only: the log computes hashes and signatures")
-    content = _obj(spec.get("proposedContent"), "spec.proposedContent")
-    envelope_text = _str(content.get("envelope"), "spec.proposedContent.envelope")
-    try:
-        envelope = json.loads(envelope_text)
-    except ValueError as exc:
-        raise EntryError("spec.proposedContent.envelope is not JSON") from exc
-    payload_type, payload, signatures = _envelope(envelope, "envelope")
-    verifiers = content.get("verifiers")
-    if not isinstance(verifiers, list) or not verifiers:
-        raise EntryError("spec.proposedContent.verifiers must be a non-empty list")
-    keys = [_pem_verifier(v, "spec.proposedContent.verifiers[]") for v in verifiers]
-    pae = _pae(payload_type, payload)
-    signed = []
-    for signature in signatures:
-        match = next((pem for k, pem in keys if _verify(k, signature, pae, "sha256", False)), None)
-        if match is None:
-            raise EntryError("all signatures must have a key that verifies it")
-        signed.append({"signature": _b64s(signature), "verifier": _b64s(match)})
-    signed.sort(key=lambda s: s["signature"])
-    payload_hash = hashlib.sha256(payload).hexdigest()
-    envelope_hash = hashlib.sha256(envelope_text.encode()).hexdigest()
-    body = {
-        "apiVersion": "0.0.1",
-        "kind": "dsse",
-        "spec": {
-            "envelopeHash": {"algorithm": "sha256", "value": envelope_hash},
-            "payloadHash": {"algorithm": "sha256", "value": payload_hash},
-            "signatures": signed,
-        },
-    }
-    digests = [f"sha256:{payload_hash}", f"sha256:{envelope_hash}"]
-    return _finish(body, 1, digests + _intoto_digests(payload_type, payload))
-
-
-def canonicalize_v2(request: Any) -> NewEntry:
-    """Validate a v2 CreateEntryRequest and build its hashedrekord or dsse 0.0.2 log entry.
-
-    Raises:
-        EntryError: with the reason, if it is malformed or a signature does not verify.
-    """
-    req = _obj(request, "request")
-    hashed, dsse = req.get("hashedRekordRequestV002"), req.get("dsseRequestV002")
-    if (hashed is None) == (dsse is None):
-        raise EntryError("exactly one of hashedRekordRequestV002 and dsseRequestV002 is needed")
-    if hashed is not None:
-        return _v2_hashedrekord(_obj(hashed, "hashedRekordRequestV002"))
-    return _v2_dsse(_obj(dsse, "dsseRequestV002"))
-
-
-def _v2_hashedrekord(req: dict[str, Any]) -> NewEntry:
-    digest = _b64(req.get("digest"), "digest")
-    sig = _obj(req.get("signature"), "signature")
-    signature = _b64(sig.get("content"), "signature.content")
-    key, verifier, details = _v2_verifier(sig.get("verifier"), "signature.verifier")
-    algorithm = _KEY_DETAILS[details]
-    if algorithm is None:
-        raise EntryError(f"{details} has no prehash, so it can't be used for hashedrekord")
-    name = _V2_HASH_NAMES[algorithm]
-    if len(digest) != _hash_algorithm(name).digest_size:
-        raise EntryError(f"digest is not a {algorithm} digest as {details} requires")
-    if not _verify(key, signature, digest, name, prehashed=True):
-        raise EntryError("signature does not verify over the artifact digest with the given key")
-    body = {
-        "apiVersion": "0.0.2",
-        "kind": "hashedrekord",
-        "spec": {
-            "hashedRekordV002": {
-                "data": {"algorithm": algorithm, "digest": _b64s(digest)},
-                "signature": {"content": _b64s(signature), "verifier": verifier},
-            }
-        },
-    }
-    return _finish(body, 2, [f"{name}:{digest.hex()}"])
-
-
-def _v2_dsse(req: dict[str, Any]) -> NewEntry:
-    payload_type, payload, signatures = _envelope(req.get("envelope"), "envelope")
-    verifiers = req.get("verifiers")
-    if not isinstance(verifiers, list) or not verifiers:
-        raise EntryError("verifiers must be a non-empty list")
-    parsed = [_v2_verifier(v, "verifiers[]") for v in verifiers]
-    pae = _pae(payload_type, payload)
-    signed = []
-    for signature in signatures:
-        match = None
-        for key, verifier, details in parsed:
-            algorithm = _KEY_DETAILS[details]
-            name = _V2_HASH_NAMES[algorithm] if algorithm else None
-            if _verify(key, signature, pae, name, prehashed=False):
-                match = verifier
-                break
-        if match is None:
-            raise EntryError("all signatures must have a key that verifies it")
-        signed.append({"content": _b64s(signature), "verifier": match})
-    payload_hash = hashlib.sha256(payload).digest()
-    body = {
-        "apiVersion": "0.0.2",
-        "kind": "dsse",
-        "spec": {
-            "dsseV002": {
-                "payloadHash": {"algorithm": "SHA2_256", "digest": _b64s(payload_hash)},
-                "signatures": signed,
-            }
-        },
-    }
-    digests = [f"sha256:{payload_hash.hex()}", *_intoto_digests(payload_type, payload)]
-    return _finish(body, 2, digests)
 
 
 # -- the log --------------------------------------------------------------------------------
@@ -561,11 +218,47 @@ class _Metrics:
             self.requests[key] = self.requests.get(key, 0) + 1
 
 
+def tile_path_index(text: str) -> int:
+    """Decode a tlog-tiles index path (`x001/x234/067` -> 1234067).
+
+    Raises:
+        ValueError: not 3-digit groups with an `x` on all but the last.
+    """
+    parts = text.split("/")
+    digits = []
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        if not last:
+            if not part.startswith("x"):
+                raise ValueError(f"tile index element {part!r} must start with x")
+            part = part[1:]
+        if len(part) != 3 or not part.isdigit():
+            raise ValueError(f"tile index element {part!r} is not 3 digits")
+        digits.append(part)
+    return int("".join(digits))
+
+
+def tile_index_path(index: int) -> str:
+    """Encode a tile index as tlog-tiles path elements (1234067 -> `x001/x234/067`)."""
+    groups = []
+    while True:
+        groups.append(f"{index % 1000:03d}")
+        index //= 1000
+        if index == 0:
+            break
+    groups.reverse()
+    return "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])
+
+
 class RekorLog:
-    """One Merkle log in a `Store`, signed for both APIs. Thread-safe.
+    """One Merkle log in its own `Store`, signed for one API (1: Rekor v1, 2: Rekor v2).
+
+    The in-memory tree is a cache of the database: every append syncs it inside the write
+    transaction, and `refresh()` (called before each read) catches up with entries that other
+    processes committed, reloading from scratch if the database went backwards.
 
     Example:
-        log = RekorLog(Store(path), key=ec_key, key_v2=ed_key, origin="rekor.cihub.lab")
+        log = RekorLog(Store(path), key=ed_key, origin="rekor-v2.cihub.lab", api=2)
         stored = log.append(canonicalize_v2(request))
         response = log.v2_entry(stored)
     """
@@ -575,31 +268,46 @@ class RekorLog:
         store: Store,
         key: PrivateKey,
         origin: str = DEFAULT_ORIGIN,
-        key_v2: PrivateKey | None = None,
+        api: int = 1,
         clock: Callable[[], float] = time.time,
+        metrics: _Metrics | None = None,
     ) -> None:
         check_key_name(origin)
+        if api not in (1, 2):
+            raise ValueError(f"api must be 1 or 2, not {api}")
+        self.api = api
         self.store = store
         self.tree = store.load_tree()
-        self.origin = origin
-        self.origin_v1 = f"{origin} - {store.tree_id}"
         self.key = key
-        self.key_v2 = key_v2 or key
-        self.log_id_v1 = spki_key_id(key.public_key())
-        self.log_id_v2 = note_key_id(origin, self.key_v2.public_key())
-        self._signer_v1 = KeySigner(origin, key, key_id=self.log_id_v1)
-        self._signer_v2 = KeySigner(origin, self.key_v2, key_id=self.log_id_v2)
+        self.key_name = origin
+        if api == 1:
+            self.origin = f"{origin} - {store.tree_id}"
+            self.log_id = spki_key_id(key.public_key())
+        else:
+            self.origin = origin
+            self.log_id = note_key_id(origin, key.public_key())
+        self._signer = KeySigner(origin, key, key_id=self.log_id)
         self._clock = clock
         self._cond = threading.Condition()
         self._pending: list[_Slot] = []
         self._writing = False
-        self._checkpoints: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._tree_lock = threading.Lock()
+        self._checkpoints: OrderedDict[tuple[int, bytes], str] = OrderedDict()
         self._checkpoint_lock = threading.Lock()
-        self.metrics = _Metrics()
+        self.metrics = metrics or _Metrics()
 
     @property
     def size(self) -> int:
-        """The number of committed entries."""
+        """The number of committed entries this process knows of (see `refresh`)."""
+        return self.tree.size
+
+    def refresh(self) -> int:
+        """Catch up with entries other processes committed; returns the size."""
+        with self._tree_lock:
+            try:
+                self.store.sync(self.tree)
+            except StoreReplaced:
+                self.tree = self.store.load_tree()
         return self.tree.size
 
     # -- appending --------------------------------------------------------------------------
@@ -631,7 +339,7 @@ class RekorLog:
                 self._commit(batch)
             except BaseException as exc:
                 for s in batch:
-                    if s.stored is None or not s.duplicate:
+                    if s.stored is None:
                         s.error = exc
             finally:
                 with self._cond:
@@ -647,37 +355,24 @@ class RekorLog:
         return slot.stored
 
     def _commit(self, batch: list[_Slot]) -> None:
-        start = self.tree.size
-        seen: dict[bytes, StoredEntry] = {}
-        fresh: list[_Slot] = []
-        now = int(self._clock())
-        for slot in batch:
-            leaf = slot.entry.leaf_hash
-            existing = seen.get(leaf)
-            if existing is None:
-                index = self.store.index_of_leaf(leaf)
-                existing = self.store.entry(index) if index is not None else None
-            if existing is not None:
-                slot.stored, slot.duplicate = existing, True
-                continue
-            e = slot.entry
-            stored = StoredEntry(
-                start + len(fresh), leaf, e.body, e.kind, e.api_version, e.api, now
-            )
-            seen[leaf] = stored
-            slot.stored = stored
-            fresh.append(slot)
-        if not fresh:
-            return
-        entries = [s.entry for s in fresh]
-        root = self.tree.root_after([e.leaf_hash for e in entries])
-        self.store.append(entries, start, now, root)
-        for e in entries:
-            self.tree.append(e.leaf_hash)
-        with self.metrics.lock:
-            self.metrics.batches += 1
-            for e in entries:
-                self.metrics.entries[e.api] += 1
+        entries = [slot.entry for slot in batch]
+        with self._tree_lock:
+            try:
+                stored, duplicates = self.store.append(self.tree, entries, int(self._clock()))
+            except StoreReplaced:
+                self.tree = self.store.load_tree()
+                stored, duplicates = self.store.append(self.tree, entries, int(self._clock()))
+        dup_at = dict(duplicates)
+        fresh = iter(stored)
+        for position, slot in enumerate(batch):
+            if position in dup_at:
+                slot.stored, slot.duplicate = dup_at[position], True
+            else:
+                slot.stored = next(fresh)
+        if stored:
+            with self.metrics.lock:
+                self.metrics.batches += 1
+                self.metrics.entries[self.api] += len(stored)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -707,24 +402,24 @@ class RekorLog:
         """The v1 entry ID: tree ID (16 hex) followed by the UUID (the leaf hash, hex)."""
         return f"{self.store.tree_id:016x}{entry.leaf_hash.hex()}"
 
+    def search(self, key: str) -> list[int]:
+        """Log indexes of committed entries indexed under `key` (lower case)."""
+        return self.store.indexes_by_digest(key.lower(), below=self.tree.size)
+
     def search_digest(self, digest: str) -> list[StoredEntry]:
         """Committed entries indexed under `digest` ("sha256:<hex>")."""
-        indexes = self.store.indexes_by_digest(digest.lower(), below=self.tree.size)
-        return [e for i in indexes if (e := self.store.entry(i)) is not None]
+        return [e for i in self.search(digest) if (e := self.store.entry(i)) is not None]
 
-    def checkpoint(self, api: int, size: int | None = None) -> str:
-        """The signed checkpoint of the tree at `size` (default: now) for API 1 or 2."""
+    def checkpoint(self, size: int | None = None) -> str:
+        """The signed checkpoint of the tree at `size` (default: now)."""
         size = self.tree.size if size is None else size
-        cache_key = (api, size)
+        root = self.tree.root(size)
+        cache_key = (size, root)
         with self._checkpoint_lock:
             cached = self._checkpoints.get(cache_key)
         if cached is not None:
             return cached
-        root = self.tree.root(size)
-        if api == 1:
-            text = Checkpoint(self.origin_v1, size, root).sign([self._signer_v1])
-        else:
-            text = Checkpoint(self.origin, size, root).sign([self._signer_v2])
+        text = Checkpoint(self.origin, size, root).sign([self._signer])
         with self._checkpoint_lock:
             self._checkpoints[cache_key] = text
             while len(self._checkpoints) > _CHECKPOINT_CACHE:
@@ -737,7 +432,7 @@ class RekorLog:
         payload = {
             "body": _b64s(entry.body),
             "integratedTime": entry.integrated_time,
-            "logID": self.log_id_v1.hex(),
+            "logID": self.log_id.hex(),
             "logIndex": entry.index,
         }
         return _sign(self.key, canonical.dumps(payload))
@@ -749,11 +444,11 @@ class RekorLog:
         body = {
             "body": _b64s(entry.body),
             "integratedTime": entry.integrated_time,
-            "logID": self.log_id_v1.hex(),
+            "logID": self.log_id.hex(),
             "logIndex": entry.index,
             "verification": {
                 "inclusionProof": {
-                    "checkpoint": self.checkpoint(1, size),
+                    "checkpoint": self.checkpoint(size),
                     "hashes": [h.hex() for h in proof],
                     "logIndex": entry.index,
                     "rootHash": self.tree.root(size).hex(),
@@ -770,7 +465,7 @@ class RekorLog:
         proof = self.tree.inclusion_proof(entry.index, size)
         return {
             "logIndex": str(entry.index),
-            "logId": {"keyId": _b64s(self.log_id_v2)},
+            "logId": {"keyId": _b64s(self.log_id)},
             "kindVersion": {"kind": entry.kind, "version": entry.api_version},
             "integratedTime": "0",
             "inclusionProof": {
@@ -778,7 +473,7 @@ class RekorLog:
                 "rootHash": _b64s(self.tree.root(size)),
                 "treeSize": str(size),
                 "hashes": [_b64s(h) for h in proof],
-                "checkpoint": {"envelope": self.checkpoint(2, size)},
+                "checkpoint": {"envelope": self.checkpoint(size)},
             },
             "canonicalizedBody": _b64s(entry.body),
         }
@@ -789,7 +484,7 @@ class RekorLog:
         return {
             "rootHash": self.tree.root(size).hex(),
             "treeSize": size,
-            "signedTreeHead": self.checkpoint(1, size),
+            "signedTreeHead": self.checkpoint(size),
             "treeID": str(self.store.tree_id),
             "inactiveShards": [],
         }
@@ -801,45 +496,67 @@ class RekorLog:
             "hashes": [h.hex() for h in self.tree.consistency_proof(first, last)],
         }
 
-    def metrics_text(self) -> str:
-        """Prometheus text exposition."""
-        m = self.metrics
-        with m.lock:
-            lines = [
-                "# HELP rekor_tree_size Number of leaves in the Merkle tree.",
-                "# TYPE rekor_tree_size gauge",
-                f"rekor_tree_size {self.tree.size}",
-                "# HELP rekor_entries_total Entries appended by this process, by API version.",
-                "# TYPE rekor_entries_total counter",
-                *(f'rekor_entries_total{{api="v{api}"}} {n}' for api, n in m.entries.items()),
-                "# HELP rekor_duplicate_entries_total Submissions of an already logged body.",
-                "# TYPE rekor_duplicate_entries_total counter",
-                f"rekor_duplicate_entries_total {m.duplicates}",
-                "# HELP rekor_rejected_entries_total Proposed entries refused as invalid.",
-                "# TYPE rekor_rejected_entries_total counter",
-                f"rekor_rejected_entries_total {m.rejected}",
-                "# HELP rekor_append_batches_total Transactions that appended entries.",
-                "# TYPE rekor_append_batches_total counter",
-                f"rekor_append_batches_total {m.batches}",
-                "# HELP rekor_append_latency_seconds Time to validate, commit and prove an entry.",
-                "# TYPE rekor_append_latency_seconds histogram",
-            ]
-            cumulative = 0
-            for bound, count in zip(_LATENCY_BUCKETS, m.buckets, strict=True):
-                cumulative += count
-                lines.append(f'rekor_append_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
-            lines += [
-                f'rekor_append_latency_seconds_bucket{{le="+Inf"}} {m.latency_count}',
-                f"rekor_append_latency_seconds_sum {m.latency_sum:.6f}",
-                f"rekor_append_latency_seconds_count {m.latency_count}",
-                "# HELP rekor_http_requests_total HTTP requests by method, route and status.",
-                "# TYPE rekor_http_requests_total counter",
-            ]
-            lines += [
-                f'rekor_http_requests_total{{method="{meth}",route="{route}",code="{code}"}} {n}'
-                for (meth, route, code), n in sorted(m.requests.items())
-            ]
-        return "\n".join(lines) + "\n"
+    # -- tlog-tiles -------------------------------------------------------------------------
+
+    def tile(self, level: int, index: int, width: int) -> bytes | None:
+        """The hashes of tile (level, index) at `width`, or None if the tree has too few."""
+        tree = self.tree
+        height = level * TILE_HEIGHT
+        available = tree.size >> height
+        first = index * TILE_WIDTH
+        if not 1 <= width <= TILE_WIDTH or first + width > available:
+            return None
+        return b"".join(tree.node(height, first + i) for i in range(width))
+
+    def entry_bundle(self, index: int, width: int) -> bytes | None:
+        """Entry bundle `index` at `width`: each body prefixed by its big-endian uint16 length."""
+        first = index * TILE_WIDTH
+        if not 1 <= width <= TILE_WIDTH or first + width > self.tree.size:
+            return None
+        bodies = self.store.bodies(first, first + width)
+        if len(bodies) != width:
+            return None
+        return b"".join(len(b).to_bytes(2, "big") + b for b in bodies)
+
+
+def metrics_text(logs: Sequence[RekorLog], m: _Metrics) -> str:
+    """Prometheus text exposition of both logs (one shared `_Metrics`)."""
+    with m.lock:
+        lines = [
+            "# HELP rekor_tree_size Number of leaves in the Merkle tree, by log.",
+            "# TYPE rekor_tree_size gauge",
+            *(f'rekor_tree_size{{api="v{log.api}"}} {log.size}' for log in logs),
+            "# HELP rekor_entries_total Entries appended by this process, by API version.",
+            "# TYPE rekor_entries_total counter",
+            *(f'rekor_entries_total{{api="v{api}"}} {n}' for api, n in m.entries.items()),
+            "# HELP rekor_duplicate_entries_total Submissions of an already logged body.",
+            "# TYPE rekor_duplicate_entries_total counter",
+            f"rekor_duplicate_entries_total {m.duplicates}",
+            "# HELP rekor_rejected_entries_total Proposed entries refused as invalid.",
+            "# TYPE rekor_rejected_entries_total counter",
+            f"rekor_rejected_entries_total {m.rejected}",
+            "# HELP rekor_append_batches_total Transactions that appended entries.",
+            "# TYPE rekor_append_batches_total counter",
+            f"rekor_append_batches_total {m.batches}",
+            "# HELP rekor_append_latency_seconds Time to validate, commit and prove an entry.",
+            "# TYPE rekor_append_latency_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, count in zip(_LATENCY_BUCKETS, m.buckets, strict=True):
+            cumulative += count
+            lines.append(f'rekor_append_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
+        lines += [
+            f'rekor_append_latency_seconds_bucket{{le="+Inf"}} {m.latency_count}',
+            f"rekor_append_latency_seconds_sum {m.latency_sum:.6f}",
+            f"rekor_append_latency_seconds_count {m.latency_count}",
+            "# HELP rekor_http_requests_total HTTP requests by method, route and status.",
+            "# TYPE rekor_http_requests_total counter",
+        ]
+        lines += [
+            f'rekor_http_requests_total{{method="{meth}",route="{route}",code="{code}"}} {n}'
+            for (meth, route, code), n in sorted(m.requests.items())
+        ]
+    return "\n".join(lines) + "\n"
 
 
 # -- HTTP -----------------------------------------------------------------------------------
@@ -854,22 +571,32 @@ def _v2_error(status: int, grpc_code: int, message: str) -> Response:
     return json_response(body, status)
 
 
-def _int_param(request: Request, name: str, default: int | None) -> int:
+def _int_param(request: Request, name: str) -> int:
+    """A required non-negative integer query parameter (go-swagger: 422 when missing/bad)."""
     text = request.param(name)
     if text is None or text == "":
-        if default is None:
-            raise _v1_error(400, f"{name} is required")
-        return default
+        raise _v1_error(422, f"{name} in query is required")
     if not text.isdigit():
-        raise _v1_error(400, f"{name} must be a non-negative integer")
+        raise _v1_error(422, f"{name} in query must be of type int64: {text!r}")
     return int(text)
 
 
-class RekorApp:
-    """The HTTP routes of the `rekor` role over a `RekorLog`."""
+_HASH_PATTERN = re.compile(
+    r"^(sha512:)?[0-9a-f]{128}$|^(sha256:)?[0-9a-f]{64}$|^(sha1:)?[0-9a-f]{40}$"
+)
+_TILE = re.compile(r"^/tile/(?P<level>\d+)/(?P<index>(?:x\d{3}/)*\d{3})(?:\.p/(?P<width>\d+))?$")
+_ENTRIES = re.compile(r"^/tile/entries/(?P<index>(?:x\d{3}/)*\d{3})(?:\.p/(?P<width>\d+))?$")
 
-    def __init__(self, log: RekorLog) -> None:
-        self.log = log
+
+class RekorApp:
+    """The HTTP routes of the `rekor` role over its v1 and v2 logs."""
+
+    def __init__(self, v1: RekorLog, v2: RekorLog) -> None:
+        if v1.api != 1 or v2.api != 2:
+            raise ValueError("RekorApp needs a v1 log and a v2 log")
+        self.v1 = v1
+        self.v2 = v2
+        self.metrics = v1.metrics
         self._get: dict[str, Callable[[Request], Response]] = {
             "/healthz": self._healthz,
             "/metrics": self._metrics,
@@ -877,7 +604,8 @@ class RekorApp:
             "/api/v1/log/publicKey": self._public_key,
             "/api/v1/log/proof": self._proof,
             "/api/v1/log/entries": self._entry_by_index,
-            "/api/v2/checkpoint": self._checkpoint_v2,
+            "/api/v2/checkpoint": self._checkpoint_v2_api,
+            "/checkpoint": self._checkpoint,
         }
         self._post: dict[str, Callable[[Request], Response]] = {
             "/api/v1/log/entries": self._create_v1,
@@ -888,7 +616,7 @@ class RekorApp:
 
     def __call__(self, request: Request) -> Response:
         route, response = self._route(request)
-        self.log.metrics.count_request(request.method, route, response.status)
+        self.metrics.count_request(request.method, route, response.status)
         return response
 
     def _route(self, request: Request) -> tuple[str, Response]:
@@ -898,11 +626,21 @@ class RekorApp:
         handler = (self._get if reading else self._post).get(path)
         route = path if path in self._get or path in self._post else "other"
         try:
+            if reading:
+                # Other labs' rekor processes may have appended to the shared databases.
+                if path.startswith(("/api/v1", "/api/v2")):
+                    self.v1.refresh()
+                if path.startswith(("/tile/", "/checkpoint")):
+                    self.v2.refresh()
             if handler is not None:
                 return route, handler(request)
             if reading and path.startswith("/api/v1/log/entries/"):
                 route = "/api/v1/log/entries/{uuid}"
                 return route, self._entry_by_uuid(path.rsplit("/", 1)[1])
+            if reading and path.startswith("/tile/entries/"):
+                return "/tile/entries", self._entry_bundle(path)
+            if reading and path.startswith("/tile/"):
+                return "/tile", self._tile(path)
             if route != "other":
                 raise _v1_error(405, f"method {request.method} is not allowed on {path}")
             raise _v1_error(404, f"path {path} was not found")
@@ -921,7 +659,7 @@ class RekorApp:
             self._rejected()
             return _v2_error(400, _GRPC_INVALID_ARGUMENT, f"invalid entry: {exc}")
         try:
-            stored = self.log.append(entry)
+            stored = self.v2.append(entry)
         except DuplicateEntry as dup:
             self._duplicate()
             response = _v2_error(409, _GRPC_ALREADY_EXISTS, str(dup))
@@ -929,12 +667,39 @@ class RekorApp:
             return response
         except StoreError as exc:
             return _v2_error(500, _GRPC_INTERNAL, f"failed to integrate entry: {exc}")
-        body = self.log.v2_entry(stored)
-        self.log.metrics.observe_append(time.perf_counter() - started)
+        body = self.v2.v2_entry(stored)
+        self.metrics.observe_append(time.perf_counter() - started)
         return json_response(body, 201)
 
-    def _checkpoint_v2(self, request: Request) -> Response:
-        return _text(self.log.checkpoint(2))
+    def _checkpoint_v2_api(self, request: Request) -> Response:
+        # rekor-tiles serves checkpoints only on the tlog-tiles read path (/checkpoint).
+        return _v2_error(501, _GRPC_UNIMPLEMENTED, "method GetCheckpoint not implemented")
+
+    def _checkpoint(self, request: Request) -> Response:
+        return _text(self.v2.checkpoint())
+
+    def _tile(self, path: str) -> Response:
+        match = _TILE.match(path)
+        if match is None:
+            raise _v1_error(404, f"path {path} is not a tile")
+        data = self.v2.tile(
+            int(match["level"]),
+            tile_path_index(match["index"]),
+            int(match["width"]) if match["width"] else TILE_WIDTH,
+        )
+        if data is None or (match["width"] and int(match["width"]) >= TILE_WIDTH):
+            raise _v1_error(404, f"tile {path} does not exist (yet)")
+        return _text(data, content_type="application/octet-stream")
+
+    def _entry_bundle(self, path: str) -> Response:
+        match = _ENTRIES.match(path)
+        if match is None:
+            raise _v1_error(404, f"path {path} is not an entry bundle")
+        width = int(match["width"]) if match["width"] else TILE_WIDTH
+        data = self.v2.entry_bundle(tile_path_index(match["index"]), width)
+        if data is None or (match["width"] and width >= TILE_WIDTH):
+            raise _v1_error(404, f"entry bundle {path} does not exist (yet)")
+        return _text(data, content_type="application/octet-stream")
 
     # -- v1 ---------------------------------------------------------------------------------
 
@@ -946,125 +711,175 @@ class RekorApp:
             self._rejected()
             raise _v1_error(400, f"invalid entry: {exc}") from exc
         try:
-            stored = self.log.append(entry)
+            stored = self.v1.append(entry)
         except DuplicateEntry as dup:
             self._duplicate()
-            uuid = self.log.entry_id(dup.entry)
+            uuid = self.v1.entry_id(dup.entry)
             message = f"an equivalent entry already exists in the transparency log with UUID {uuid}"
             response = json_response({"code": 409, "message": message}, 409)
             response.headers.append(("Location", f"/api/v1/log/entries/{uuid}"))
             return response
         except StoreError as exc:
             raise _v1_error(500, f"failed to append the entry: {exc}") from exc
-        body = self.log.v1_entry(stored)
+        body = self.v1.v1_entry(stored)
         uuid = next(iter(body))
-        self.log.metrics.observe_append(time.perf_counter() - started)
+        self.metrics.observe_append(time.perf_counter() - started)
         headers = [("ETag", uuid), ("Location", f"/api/v1/log/entries/{uuid}")]
         return json_response(body, 201, headers)
 
     def _log_info(self, request: Request) -> Response:
-        return json_response(self.log.log_info())
+        return json_response(self.v1.log_info())
 
     def _public_key(self, request: Request) -> Response:
-        pem = self.log.key.public_key().public_bytes(
+        pem = self.v1.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return _text(pem, content_type="application/x-pem-file")
 
     def _proof(self, request: Request) -> Response:
-        size = self.log.size
-        first = _int_param(request, "firstSize", 1)
-        last = _int_param(request, "lastSize", size)
-        if first < 1:
-            raise _v1_error(400, "firstSize must be at least 1")
-        if first > last:
-            raise _v1_error(400, f"firstSize({first}) must not be more than lastSize({last})")
+        size = self.v1.size
+        first = request.param("firstSize")
+        first_size = _int_param(request, "firstSize") if first not in (None, "") else 1
+        last = _int_param(request, "lastSize")
+        if first_size < 1:
+            raise _v1_error(422, "firstSize in query should be greater than or equal to 1")
+        if first_size > last:
+            raise _v1_error(400, f"firstSize({first_size}) must be less than lastSize({last})")
         if last > size:
             raise _v1_error(400, f"lastSize({last}) is beyond the tree size ({size})")
         try:
-            return json_response(self.log.consistency(first, last))
+            return json_response(self.v1.consistency(first_size, last))
         except ProofError as exc:
             raise _v1_error(400, str(exc)) from exc
 
     def _entry_by_index(self, request: Request) -> Response:
-        index = _int_param(request, "logIndex", None)
-        entry = self.log.entry(index)
+        index = _int_param(request, "logIndex")
+        entry = self.v1.entry(index)
         if entry is None:
             raise _v1_error(404, f"no entry at logIndex {index}")
-        return json_response(self.log.v1_entry(entry))
+        return json_response(self.v1.v1_entry(entry))
 
     def _entry_by_uuid(self, uuid: str) -> Response:
-        entry = self.log.entry_by_uuid(uuid)
+        entry = self.v1.entry_by_uuid(uuid)
         if entry is None:
             raise _v1_error(404, f"no entry with UUID {uuid}")
-        return json_response(self.log.v1_entry(entry))
+        return json_response(self.v1.v1_entry(entry))
 
     def _retrieve(self, request: Request) -> Response:
         query = request.json()
         if not isinstance(query, dict):
             raise _v1_error(400, "search query must be an object")
         found: dict[int, StoredEntry] = {}
-        for uuid in _list(query.get("entryUUIDs"), "entryUUIDs"):
-            if isinstance(uuid, str) and (entry := self.log.entry_by_uuid(uuid)) is not None:
+        uuids = _list(query.get("entryUUIDs"), "entryUUIDs")
+        indexes = _list(query.get("logIndexes"), "logIndexes")
+        proposed_entries = _list(query.get("entries"), "entries")
+        for uuid in uuids:
+            if isinstance(uuid, str) and (entry := self.v1.entry_by_uuid(uuid)) is not None:
                 found[entry.index] = entry
-        for index in _list(query.get("logIndexes"), "logIndexes"):
-            if isinstance(index, int) and (entry := self.log.entry(index)) is not None:
+        for index in indexes:
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise _v1_error(422, "logIndexes in body should be non-negative integers")
+            if (entry := self.v1.entry(index)) is not None:
                 found[entry.index] = entry
-        for proposed in _list(query.get("entries"), "entries"):
+        for proposed in proposed_entries:
             try:
                 leaf = canonicalize_v1(proposed).leaf_hash
             except EntryError as exc:
                 raise _v1_error(400, f"invalid entry in search: {exc}") from exc
-            if (entry := self.log.entry_by_uuid(leaf.hex())) is not None:
+            if (entry := self.v1.entry_by_uuid(leaf.hex())) is not None:
                 found[entry.index] = entry
-        size = self.log.size
-        return json_response([self.log.v1_entry(found[i], size) for i in sorted(found)])
+        size = self.v1.size
+        return json_response([self.v1.v1_entry(found[i], size) for i in sorted(found)])
 
     def _index(self, request: Request) -> Response:
         query = request.json()
         if not isinstance(query, dict):
             raise _v1_error(400, "search query must be an object")
+        keys: list[str] = []
         wanted = query.get("hash")
-        if not isinstance(wanted, str) or not wanted:
-            raise _v1_error(400, 'this log searches by digest only: {"hash": "sha256:<hex>"}')
-        digest = wanted.lower() if ":" in wanted else f"sha256:{wanted.lower()}"
-        return json_response([self.log.entry_id(e) for e in self.log.search_digest(digest)])
+        if wanted is not None:
+            text = wanted.lower() if isinstance(wanted, str) else ""
+            if not _HASH_PATTERN.match(text):
+                raise _v1_error(422, f"hash in body should match {_HASH_PATTERN.pattern}")
+            if ":" not in text:
+                text = {40: "sha1", 64: "sha256", 128: "sha512"}[len(text)] + ":" + text
+            keys.append(text)
+        public_key = query.get("publicKey")
+        if public_key is not None:
+            try:
+                keys.extend(public_key_search_keys(public_key))
+            except EntryError as exc:
+                raise _v1_error(400, f"invalid publicKey: {exc}") from exc
+        email = query.get("email")
+        if email is not None:
+            if not isinstance(email, str) or "@" not in email:
+                raise _v1_error(422, "email in body must be of type email")
+            keys.append(email.lower())
+        if not keys:
+            raise _v1_error(400, "SearchIndex needs at least one of hash, publicKey and email")
+        operator = query.get("operator", "and")
+        if operator not in ("and", "or"):
+            raise _v1_error(422, 'operator in body should be one of ["and","or"]')
+        sets = [set(self.v1.search(key)) for key in keys]
+        chosen = set.union(*sets) if operator == "or" else set.intersection(*sets)
+        entries = [e for i in sorted(chosen) if (e := self.v1.store.entry(i)) is not None]
+        return json_response([self.v1.entry_id(e) for e in entries])
 
     # -- operations -------------------------------------------------------------------------
 
     def _healthz(self, request: Request) -> Response:
-        if not self.log.store.ping():
+        if not (self.v1.store.ping() and self.v2.store.ping()):
             return json_response({"status": "unavailable"}, 503)
-        return json_response({"status": "ok", "treeSize": self.log.size})
+        return json_response(
+            {"status": "ok", "treeSize": self.v1.refresh(), "treeSizeV2": self.v2.refresh()}
+        )
 
     def _metrics(self, request: Request) -> Response:
-        return _text(self.log.metrics_text(), content_type="text/plain; version=0.0.4")
+        return _text(
+            metrics_text([self.v1, self.v2], self.metrics),
+            content_type="text/plain; version=0.0.4",
+        )
 
     def _rejected(self) -> None:
-        with self.log.metrics.lock:
-            self.log.metrics.rejected += 1
+        with self.metrics.lock:
+            self.metrics.rejected += 1
 
     def _duplicate(self) -> None:
-        with self.log.metrics.lock:
-            self.log.metrics.duplicates += 1
+        with self.metrics.lock:
+            self.metrics.duplicates += 1
 
 
 def _list(value: Any, where: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _v1_error(400, f"{where} must be a list")
+        raise _v1_error(422, f"{where} in body must be of type array")
+    if len(value) > MAX_SEARCH:
+        raise _v1_error(422, f"{where} in body should have at most {MAX_SEARCH} items")
     return value
 
 
 # -- process --------------------------------------------------------------------------------
 
 
+def default_v2_db(db: Path) -> Path:
+    """Where the v2 database goes when not named: beside the v1 one, `<stem>-v2<suffix>`."""
+    return db.with_name(f"{db.stem}-v2{db.suffix}")
+
+
 class RekorService:
-    """A `RekorLog` with its HTTP server, for in-process use (tests, benchmarks).
+    """Both logs with their HTTP server, for in-process use (tests, benchmarks).
+
+    Args:
+        db: the v1 log's database file.
+        key: the v1 key (ECDSA P-256).
+        origin: the v1 key name (the host name of the v1 base URL).
+        key_v2: the v2 key (Ed25519; default: `key`).
+        db_v2: the v2 log's database file (default: `default_v2_db(db)`).
+        origin_v2: the v2 checkpoint origin (default: `origin`).
 
     Example:
-        with RekorService(Path("log.db"), key, origin="rekor.test", key_v2=ed) as svc:
+        with RekorService(tmp / "v1.db", key, "rekor.test", ed, db_v2=tmp / "v2.db") as svc:
             requests.post(svc.url + "/api/v2/log/entries", json=...)
     """
 
@@ -1077,13 +892,22 @@ class RekorService:
         host: str = "127.0.0.1",
         port: int = 0,
         log_requests: bool = False,
+        *,
+        db_v2: Path | None = None,
+        origin_v2: str | None = None,
     ) -> None:
         self.store = Store(db)
+        self.store_v2: Store | None = None
         try:
-            self.log = RekorLog(self.store, key, origin, key_v2)
-            self.server = Server(RekorApp(self.log), host, port, "rekor", log_requests)
+            self.store_v2 = Store(db_v2 or default_v2_db(db))
+            metrics = _Metrics()
+            self.v1 = RekorLog(self.store, key, origin, api=1, metrics=metrics)
+            self.v2 = RekorLog(
+                self.store_v2, key_v2 or key, origin_v2 or origin, api=2, metrics=metrics
+            )
+            self.server = Server(RekorApp(self.v1, self.v2), host, port, "rekor", log_requests)
         except BaseException:
-            self.store.close()
+            self.close()
             raise
 
     @property
@@ -1096,10 +920,16 @@ class RekorService:
         self.server.start()
         return self
 
-    def stop(self) -> None:
-        """Stop serving and close the database."""
-        self.server.stop()
+    def close(self) -> None:
+        """Close both databases."""
         self.store.close()
+        if self.store_v2 is not None:
+            self.store_v2.close()
+
+    def stop(self) -> None:
+        """Stop serving and close the databases."""
+        self.server.stop()
+        self.close()
 
     def __enter__(self) -> RekorService:
         return self.start()
@@ -1111,12 +941,15 @@ class RekorService:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigstack rekor",
-        description="A Rekor-compatible transparency log (v1 and v2 APIs) for the lab.",
+        description="Two Rekor-compatible transparency logs (v1 and v2 APIs) for the lab.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=3000, help="listen port (default 3000)")
     parser.add_argument(
-        "--db", type=Path, default=Path("/var/lib/rekor/log.db"), help="SQLite database file"
+        "--db", type=Path, default=Path("/var/lib/rekor/v1.db"), help="the v1 log's SQLite file"
+    )
+    parser.add_argument(
+        "--db-v2", type=Path, help="the v2 log's SQLite file (default: <db stem>-v2<suffix>)"
     )
     parser.add_argument(
         "--key", type=Path, required=True, help="v1 signer: PEM ECDSA (P-256) or Ed25519 key"
@@ -1125,7 +958,12 @@ def _parser() -> argparse.ArgumentParser:
         "--key-v2", type=Path, help="v2 checkpoint signer: PEM Ed25519 key (default: --key)"
     )
     parser.add_argument(
-        "--origin", default=DEFAULT_ORIGIN, help=f"log origin / key name (default {DEFAULT_ORIGIN})"
+        "--origin",
+        default=DEFAULT_ORIGIN,
+        help=f"v1 key name: its base URL's host name (default {DEFAULT_ORIGIN})",
+    )
+    parser.add_argument(
+        "--origin-v2", help="v2 checkpoint origin: its base URL's host name (default: --origin)"
     )
     parser.add_argument(
         "--print-log-ids", action="store_true", help="print log IDs and public keys as JSON, exit"
@@ -1143,22 +981,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.key_v2 is not None:
             key_v2 = load_private_key(args.key_v2.read_bytes(), f"--key-v2 {args.key_v2}")
         check_key_name(args.origin)
+        if args.origin_v2 is not None:
+            check_key_name(args.origin_v2)
     except (OSError, ValueError, NoteError) as exc:
         print(f"rekor: {exc}", file=sys.stderr)
         return 2
     if args.print_log_ids:
-        print(json.dumps(log_ids(key, key_v2, args.origin), indent=2))
+        print(json.dumps(log_ids(key, key_v2, args.origin, args.origin_v2), indent=2))
         return 0
     try:
         service = RekorService(
-            args.db, key, args.origin, key_v2, args.host, args.port, not args.quiet
+            args.db,
+            key,
+            args.origin,
+            key_v2,
+            args.host,
+            args.port,
+            not args.quiet,
+            db_v2=args.db_v2,
+            origin_v2=args.origin_v2,
         )
     except (StoreError, OSError) as exc:
         print(f"rekor: {exc}", file=sys.stderr)
         return 1
-    log = service.log
+    v1, v2 = service.v1, service.v2
     service.server.log(
-        f"origin={log.origin} treeID={service.store.tree_id} size={log.size} "
-        f"v1.logID={log.log_id_v1.hex()} v2.logId={_b64s(log.log_id_v2)} db={args.db}"
+        f"v1: origin={v1.origin!r} size={v1.size} logID={v1.log_id.hex()} db={args.db}; "
+        f"v2: origin={v2.origin!r} size={v2.size} logId={_b64s(v2.log_id)} "
+        f"db={service.store_v2.path if service.store_v2 else '-'}"
     )
-    return serve_until_signal(service.server, on_stop=service.store.close)
+    return serve_until_signal(service.server, on_stop=service.close)

@@ -7,10 +7,14 @@ Tables:
     digests(digest, idx)        "sha256:<hex>"-style keys of artifact/payload digests -> idx
     tree_heads(size, root, ts)  the root after every committed batch, checked on open
 
-One writer connection appends a whole batch in one transaction (`BEGIN IMMEDIATE` ... COMMIT);
-the commit has reached the disk when `append` returns. Readers take a connection from a small
-pool and never block the writer (WAL). Opening recomputes the Merkle tree from the stored leaf
-hashes and refuses a database whose indexes have gaps or whose last recorded root differs.
+One file holds one log. Several processes may append to the same file (labs of one trust
+domain each run a rekor container on the same bind-mounted folder): every append runs in one
+`BEGIN IMMEDIATE` transaction that first brings the caller's in-memory tree up to the committed
+head (`sync`), then numbers the batch from the database's own size, so indexes never fork and
+the database, not any process's memory, is the sequencer. The commit has reached the disk when
+`append` returns. Readers take a connection from a small pool and never block the writer (WAL).
+Opening recomputes the Merkle tree from the stored leaf hashes and refuses a database whose
+indexes have gaps or whose last recorded root differs.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ _POOL_SIZE = 8
 
 class StoreError(Exception):
     """The database can't be opened, is inconsistent, or a write failed."""
+
+
+class StoreReplaced(StoreError):
+    """The database no longer extends the tree this process holds (e.g. an old copy was
+    restored underneath it): the caller must reload the tree from scratch."""
 
 
 @dataclass(frozen=True)
@@ -145,70 +154,144 @@ class Store:
         """
         tree = MerkleTree()
         with self._reader() as conn:
-            for idx, leaf in conn.execute("SELECT idx, leaf_hash FROM entries ORDER BY idx"):
-                if idx != tree.size:
-                    raise StoreError(f"{self.path}: entry {tree.size} is missing (found {idx})")
-                tree.append(bytes(leaf))
+            self._sync(conn, tree)
+        return tree
+
+    def sync(self, tree: MerkleTree) -> None:
+        """Append to `tree` the leaves other writers committed since it was last synced.
+
+        Raises:
+            StoreReplaced: the database is behind `tree` or differs from it (reload).
+            StoreError: a gap in the indexes or a root that differs from the recorded one.
+        """
+        with self._reader() as conn:
+            self._sync(conn, tree)
+
+    def _sync(self, conn: sqlite3.Connection, tree: MerkleTree) -> None:
+        try:
             head = conn.execute(
                 "SELECT size, root FROM tree_heads ORDER BY size DESC LIMIT 1"
             ).fetchone()
-        if head is not None:
-            size, root = int(head[0]), bytes(head[1])
-            if size > tree.size:
-                raise StoreError(f"{self.path}: recorded tree size {size} > {tree.size} entries")
-            if tree.root(size) != root:
-                raise StoreError(f"{self.path}: root at size {size} differs from the recorded one")
-        return tree
+            size, root = (int(head[0]), bytes(head[1])) if head is not None else (0, None)
+            if size < tree.size:
+                raise StoreReplaced(f"{self.path}: the log has {size} entries, fewer than seen")
+            if size == tree.size:
+                if root is not None and tree.root() != root:
+                    raise StoreReplaced(f"{self.path}: root at size {size} changed underneath")
+                return
+            rows = conn.execute(
+                "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (tree.size, size),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        extra: list[bytes] = []
+        for offset, (idx, leaf) in enumerate(rows):
+            if idx != tree.size + offset:
+                raise StoreError(
+                    f"{self.path}: entry {tree.size + offset} is missing (found {idx})"
+                )
+            extra.append(bytes(leaf))
+        if len(extra) != size - tree.size:
+            raise StoreError(f"{self.path}: recorded tree size {size} > {tree.size + len(extra)}")
+        if tree.root_after(extra) != root:
+            raise StoreError(f"{self.path}: root at size {size} differs from the recorded one")
+        for leaf in extra:
+            tree.append(leaf)
 
     # -- writing ----------------------------------------------------------------------------
 
     def append(
         self,
+        tree: MerkleTree,
         entries: Sequence[NewEntry],
-        first_index: int,
         integrated_time: int,
-        root: bytes,
-    ) -> None:
-        """Commit a batch at indexes first_index.. and the new root, durably, or nothing.
+    ) -> tuple[list[StoredEntry], list[tuple[int, StoredEntry]]]:
+        """Commit the new ones of `entries` after the database's last index, durably, or nothing.
 
-        Only one thread may call this at a time (the log's sequencer ensures it).
+        Inside one write transaction: sync `tree` to the committed head, drop duplicates (an
+        identical leaf already logged, or twice in the batch), number the rest from the
+        committed size, insert them with the new root, commit, then append them to `tree`.
+        Only one thread of a process may call this at a time (the log's sequencer ensures it);
+        other processes wait on the database lock.
+
+        Returns:
+            (the stored new entries in order, [(position in `entries`, existing entry)] for
+            the duplicates).
 
         Raises:
+            StoreReplaced: the database no longer extends `tree` (reload and retry).
             StoreError: if the write fails; nothing of the batch is then stored.
         """
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = []
-                digest_rows: list[tuple[str, int]] = []
-                for offset, entry in enumerate(entries):
-                    idx = first_index + offset
-                    rows.append(
-                        (
-                            idx,
-                            entry.leaf_hash,
-                            entry.body,
-                            entry.kind,
-                            entry.api_version,
-                            entry.api,
-                            integrated_time,
-                        )
+                self._sync(conn, tree)
+                start = tree.size
+                stored: list[StoredEntry] = []
+                duplicates: list[tuple[int, StoredEntry]] = []
+                seen: dict[bytes, StoredEntry] = {}
+                for position, entry in enumerate(entries):
+                    existing = seen.get(entry.leaf_hash)
+                    if existing is None:
+                        row = conn.execute(
+                            "SELECT idx, leaf_hash, body, kind, api_version, api, integrated_time"
+                            " FROM entries WHERE leaf_hash = ? ORDER BY idx LIMIT 1",
+                            (entry.leaf_hash,),
+                        ).fetchone()
+                        existing = _stored(row) if row else None
+                    if existing is not None:
+                        duplicates.append((position, existing))
+                        continue
+                    new = StoredEntry(
+                        start + len(stored),
+                        entry.leaf_hash,
+                        entry.body,
+                        entry.kind,
+                        entry.api_version,
+                        entry.api,
+                        integrated_time,
                     )
-                    digest_rows.extend((d, idx) for d in dict.fromkeys(entry.digests))
-                conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                if digest_rows:
-                    conn.executemany("INSERT OR IGNORE INTO digests VALUES (?, ?)", digest_rows)
-                conn.execute(
-                    "INSERT OR REPLACE INTO tree_heads VALUES (?, ?, ?)",
-                    (first_index + len(entries), root, integrated_time),
-                )
+                    seen[entry.leaf_hash] = new
+                    stored.append(new)
+                if stored:
+                    root = tree.root_after([e.leaf_hash for e in stored])
+                    conn.executemany(
+                        "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (
+                                e.index,
+                                e.leaf_hash,
+                                e.body,
+                                e.kind,
+                                e.api_version,
+                                e.api,
+                                e.integrated_time,
+                            )
+                            for e in stored
+                        ],
+                    )
+                    digest_rows = [
+                        (d, new.index)
+                        for new, entry in zip(stored, _fresh(entries, duplicates), strict=True)
+                        for d in dict.fromkeys(entry.digests)
+                    ]
+                    if digest_rows:
+                        conn.executemany("INSERT OR IGNORE INTO digests VALUES (?, ?)", digest_rows)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO tree_heads VALUES (?, ?, ?)",
+                        (start + len(stored), root, integrated_time),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"append to {self.path} failed: {exc}") from exc
+        for e in stored:
+            tree.append(e.leaf_hash)
+        return stored, duplicates
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -247,6 +330,14 @@ class Store:
             ).fetchone()
         return _stored(row) if row else None
 
+    def bodies(self, first: int, end: int) -> list[bytes]:
+        """The bodies of entries first..end-1, in order (for tlog-tiles entry bundles)."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT body FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def index_of_leaf(self, leaf_hash: bytes, below: int | None = None) -> int | None:
         """The lowest index whose leaf hash is `leaf_hash` (and below `below`, if given)."""
         limit = below if below is not None else 1 << 62
@@ -277,6 +368,13 @@ class Store:
         with contextlib.suppress(sqlite3.Error):
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._writer.close()
+
+
+def _fresh(
+    entries: Sequence[NewEntry], duplicates: Sequence[tuple[int, StoredEntry]]
+) -> list[NewEntry]:
+    skipped = {position for position, _ in duplicates}
+    return [entry for position, entry in enumerate(entries) if position not in skipped]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

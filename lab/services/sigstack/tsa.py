@@ -32,6 +32,9 @@ Config file (JSON; relative paths are resolved against the config file's folder)
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import json
 import logging
 import os
 import re
@@ -71,6 +74,7 @@ from .x509util import (
     Der,
     DerError,
     certificates_pem,
+    der_tlv,
     load_certificates,
     load_private_key,
     parse_der,
@@ -371,6 +375,72 @@ class TimestampAuthority:
         return status, answer
 
 
+_JSON_HASHES = {name: oid for oid, (name, _) in HASH_OIDS.items()}
+
+
+def _der_oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    if len(parts) < 2 or parts[0] > 2 or any(p < 0 for p in parts):
+        raise ValueError(f"{dotted!r} is not an OID")
+    body = bytearray()
+    for arc in [parts[0] * 40 + parts[1], *parts[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(chunk))
+    return der_tlv(TAG_OID, bytes(body))
+
+
+def _der_int(value: int) -> bytes:
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0 keeps it positive
+    while len(raw) > 1 and raw[0] == 0 and raw[1] < 0x80:
+        raw = raw[1:]
+    return der_tlv(TAG_INTEGER, raw)
+
+
+def json_request_der(body: bytes) -> bytes:
+    """The DER TimeStampReq of a timestamp-authority JSON request: {artifactHash (base64),
+    hashAlgorithm ("sha256"...), nonce, certificates, tsaPolicyOID}, as upstream takes it.
+
+    Raises:
+        TsaError: 400 naming the field that is missing or malformed.
+    """
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TsaError(400, f"request body is not JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise TsaError(400, "JSON request must be an object")
+    algorithm = request.get("hashAlgorithm", "sha256")
+    if algorithm not in _JSON_HASHES:
+        raise TsaError(400, f"hashAlgorithm {algorithm!r} is not sha256, sha384 or sha512")
+    try:
+        digest = base64.b64decode(str(request.get("artifactHash", "")), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise TsaError(400, "artifactHash is not base64") from exc
+    if not digest:
+        raise TsaError(400, "artifactHash is required")
+    nonce = request.get("nonce")
+    if nonce is not None and (not isinstance(nonce, int) or isinstance(nonce, bool) or nonce < 0):
+        raise TsaError(400, "nonce must be a non-negative integer")
+    policy = request.get("tsaPolicyOID")
+    parts = [der_tlv(TAG_INTEGER, b"\x01")]
+    algorithm_id = der_tlv(TAG_SEQUENCE, _der_oid(_JSON_HASHES[algorithm]) + der_tlv(TAG_NULL, b""))
+    parts.append(der_tlv(TAG_SEQUENCE, algorithm_id + der_tlv(TAG_OCTET_STRING, digest)))
+    if policy:
+        try:
+            parts.append(_der_oid(str(policy)))
+        except ValueError as exc:
+            raise TsaError(400, f"tsaPolicyOID: {exc}") from exc
+    if nonce is not None:
+        parts.append(_der_int(nonce))
+    if request.get("certificates"):
+        parts.append(der_tlv(TAG_BOOLEAN, b"\xff"))
+    return der_tlv(TAG_SEQUENCE, b"".join(parts))
+
+
 def make_handler(tsa: TimestampAuthority) -> Handler:
     """The role's HTTP routes over one TSA, for `http.Server`."""
 
@@ -379,9 +449,10 @@ def make_handler(tsa: TimestampAuthority) -> Handler:
             if request.method != "POST":
                 raise TsaError(405, "method not allowed; POST a DER TimeStampReq")
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = request.body
             if content_type == "application/json":
-                raise TsaError(400, f"JSON requests are not supported; send {QUERY_TYPE}")
-            status, answer = tsa.timestamp(request.body)
+                body = json_request_der(request.body)
+            status, answer = tsa.timestamp(body)
             return Response(200 if status in (0, 1) else 400, answer, REPLY_TYPE)
         if request.path in ("/api/v1/timestamp/certchain", "/healthz"):
             if request.method not in ("GET", "HEAD"):

@@ -135,6 +135,8 @@ def test_log_ids_match_the_rekor_role(material: LabTrustMaterial, tmp_path: Path
                 str(dirs["rekor"] / conf["key_v2"]),
                 "--origin",
                 conf["origin"],
+                "--origin-v2",
+                conf["origin_v2"],
                 "--print-log-ids",
             ]
         )
@@ -233,7 +235,8 @@ def test_service_files(material: LabTrustMaterial, tmp_path: Path) -> None:
     authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
     assert authority.chain == [material.tsa_cert, material.tsa_root]
     rekor = json.loads((dirs["rekor"] / "rekor.json").read_text())
-    assert rekor["origin"] == material.rekor_origin
+    assert rekor["origin"] == material.rekor_v1_name == "rekor.cihub.lab"
+    assert rekor["origin_v2"] == material.rekor_origin == "rekor-v2.cihub.lab"
     assert rekor["log_id_v2"] == material.rekor_v2_log_id.hex()
     assert (dirs["rekor"] / "rekor-key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
 
@@ -345,3 +348,93 @@ def test_rekor_v2_needs_a_tsa(material: LabTrustMaterial, stack: dict[str, str])
 def test_spki_helpers_agree(material: LabTrustMaterial) -> None:
     key = material.rekor_key.public_key()
     assert spki_sha256(key) == hashlib.sha256(spki_der(key)).digest()
+
+
+def test_the_trusted_root_is_stable_and_names_each_log_by_its_origin(
+    material: LabTrustMaterial,
+) -> None:
+    lab_a = material.client_trust_config(URLS)
+    lab_b = material.client_trust_config(
+        {"rekor_url": "http://127.0.0.1:41000", "fulcio_url": "http://127.0.0.1:41001"}
+    )
+    assert lab_a["trustedRoot"] == lab_b["trustedRoot"] == material.trusted_root()
+    assert lab_a["signingConfig"] != lab_b["signingConfig"]
+    tlogs = material.trusted_root()["tlogs"]
+    assert [t["baseUrl"] for t in tlogs] == [
+        "https://rekor.cihub.lab",
+        "https://rekor-v2.cihub.lab",
+    ]
+    # Rekor v2's log id is the C2SP key id under the base URL's host name
+    v2 = tlogs[1]
+    host = v2["baseUrl"].split("://", 1)[1].split("/", 1)[0]
+    assert base64.b64decode(v2["logId"]["keyId"]) == c2sp_ed25519_key_id(
+        host, material.rekor_key_v2.public_key()
+    )
+    urls = [s["url"] for s in lab_a["signingConfig"]["rekorTlogUrls"]]
+    assert urls == ["http://127.0.0.1:3000", "http://127.0.0.1:3000"]
+    own = material.client_trust_config()["signingConfig"]
+    assert [s["url"] for s in own["rekorTlogUrls"]] == [
+        "https://rekor-v2.cihub.lab",
+        "https://rekor.cihub.lab",
+    ]
+    ClientTrustConfig.from_json(json.dumps(material.client_trust_config()))
+
+
+def test_an_origin_that_is_no_host_name_is_refused() -> None:
+    with pytest.raises(TrustMaterialError, match="host name"):
+        LabTrustMaterial.generate(rekor_origin="rekor v2")
+
+
+# -- the durable trust domain ---------------------------------------------------------------
+
+
+def test_trust_domain_is_made_once_and_reused(tmp_path: Path) -> None:
+    from lab.trust_domain import TrustDomain, TrustDomainError, local_trust_config
+
+    folder = tmp_path / "td"
+    with pytest.raises(TrustDomainError, match="no trust domain"):
+        TrustDomain.open(folder, create=False)
+    first = TrustDomain.open(folder)
+    again = TrustDomain.open(folder, create=False)
+    assert again.material.rekor_log_id == first.material.rekor_log_id
+    assert again.material.rekor_v2_log_id == first.material.rekor_v2_log_id
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert first.trust_config.read_bytes() == again.trust_config.read_bytes()
+    assert local_trust_config({"CIHUB_TRUST_DOMAIN": str(folder)}) == first.trust_config
+    trust = ClientTrustConfig.from_json(first.trust_config.read_text())
+    assert trust.trusted_root is not None
+    lab = first.write_lab_trust_config(tmp_path / "lab.json", URLS)
+    lab_doc, domain_doc = json.loads(lab.read_text()), json.loads(first.trust_config.read_text())
+    assert lab_doc["trustedRoot"] == domain_doc["trustedRoot"], "the root never has lab ports"
+    assert lab_doc["signingConfig"]["caUrls"][0]["url"] == "http://127.0.0.1:5555"
+    for role, folder_ in first.service_dirs().items():
+        assert (folder_ / f"{role}.json").is_file()
+    assert first.logs_dir.is_dir()
+    info = first.describe()
+    assert [t["api"] for t in info["tlogs"]] == ["v1", "v2"]
+    assert info["tlogs"][1]["checkpoint_origin"] == "rekor-v2.cihub.lab"
+    assert info["tlogs"][0]["log_id"] == first.material.rekor_log_id.hex()
+    with pytest.raises(TrustDomainError, match="issuer"):
+        TrustDomain.open(folder, issuer="https://other.issuer")
+    assert TrustDomain.delete(folder) == folder.absolute()
+    assert not folder.exists()
+    with pytest.raises(TrustDomainError, match="no trust domain to delete"):
+        TrustDomain.delete(folder)
+
+
+def test_a_trust_domain_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    from lab.trust_domain import TrustDomain, TrustDomainError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrustDomainError, match="not a folder"):
+        TrustDomain.open(tmp_path / "file")
+
+
+def test_concurrent_opens_make_one_trust_domain(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lab.trust_domain import TrustDomain
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        domains = list(pool.map(lambda _: TrustDomain.open(tmp_path / "td"), range(4)))
+    assert len({d.material.rekor_log_id for d in domains}) == 1

@@ -232,6 +232,12 @@ NEGATIVE_CASES: dict[str, NegativeCase] = {
         "email_verified",
     ),
     "sub neither email nor URI": (lambda m: _token_claims(m, sub="12345"), None, "neither"),
+    # upstream takes an email SAN only from a verified `email` claim, never from `sub`
+    "email-like sub, no email claim": (
+        lambda m: _token_claims(m, sub="x@lab.test"),
+        None,
+        "no verified email claim",
+    ),
     "bad CSR signature": (lambda m: m.mint_identity_token(), _bad_csr_signature, "signature"),
     "weak key": (lambda m: m.mint_identity_token(), _weak_csr, "insecure"),
     "garbage CSR": (lambda m: m.mint_identity_token(), lambda: b"not a csr", "could not be parsed"),
@@ -452,3 +458,31 @@ def test_role_process_bad_config(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "none.json" in done.stderr
+
+
+def test_legacy_v1_api(material: LabTrustMaterial, server: Server, ca: fulcio.FulcioCA) -> None:
+    root = requests.get(server.url + "/api/v1/rootCert", timeout=10)
+    assert root.status_code == 200
+    assert root.headers["Content-Type"] == "application/pem-certificate-chain"
+    assert x509.load_pem_x509_certificates(root.content) == ca.chain
+    headers = {"Authorization": f"Bearer {material.mint_identity_token()}"}
+    csr = _csr_body(_csr().public_bytes(serialization.Encoding.PEM))
+    issued = requests.post(server.url + "/api/v1/signingCert", json=csr, headers=headers)
+    assert issued.status_code == 201, issued.text
+    leaf, *rest = x509.load_pem_x509_certificates(issued.content)
+    assert rest == ca.chain
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.RFC822Name) == [material.identity]
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    proof = key.sign(material.identity.encode(), ec.ECDSA(hashes.SHA256()))
+    legacy = {
+        "publicKey": {"content": base64.b64encode(der).decode(), "algorithm": "ecdsa"},
+        "signedEmailAddress": base64.b64encode(proof).decode(),
+    }
+    by_key = requests.post(server.url + "/api/v1/signingCert", json=legacy, headers=headers)
+    assert by_key.status_code == 201, by_key.text
+    unauthenticated = requests.post(server.url + "/api/v1/signingCert", json=csr)
+    assert unauthenticated.status_code in (400, 401)

@@ -53,7 +53,6 @@ from sigstore.verify.verifier import (
 )
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.rekor import v2 as rekor_v2
-from sigstore_models.rekor.v1 import TransparencyLogEntry as _InnerEntry
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from lab.services.sigstack import canonical, merkle
@@ -304,7 +303,7 @@ def test_v2_dsse_both_ways(service: RekorService, signer: Signer, keyring: Rekor
     _validate_hashedrekord_v002_dsse_entry_body(
         _duck_bundle(entry, signer.cert, _dsse_envelope=envelope)
     )
-    # other clients send dsseRequestV002
+    # rekor-tiles v2.3.0 dropped dsseRequestV002: a 400 (gRPC InvalidArgument), as upstream
     verifier = {
         "x509Certificate": {
             "rawBytes": base64.b64encode(
@@ -317,17 +316,9 @@ def test_v2_dsse_both_ways(service: RekorService, signer: Signer, keyring: Rekor
         "dsseRequestV002": {"envelope": json.loads(envelope.to_json()), "verifiers": [verifier]}
     }
     response = requests.post(f"{service.url}/api/v2/log/entries", json=request)
-    assert response.status_code == 201, response.text
-    tle = TransparencyLogEntry(_InnerEntry.from_dict(response.json()))
-    tle._verify(keyring)
-    body = rekor_v2.entry.Entry.from_json(tle._inner.canonicalized_body)
-    assert body.kind == "dsse" and body.spec.dsse_v002 is not None
-    payload = json.loads(envelope.to_json())["payload"]
-    assert (
-        body.spec.dsse_v002.payload_hash.digest
-        == hashlib.sha256(base64.b64decode(payload)).digest()
-    )
-    assert body.spec.dsse_v002.signatures[0].content == envelope.signature
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == 3
+    assert "invalid type, must be hashedrekord" in response.json()["message"]
 
 
 def test_v2_checkpoint_endpoint(service: RekorService, signer: Signer, keys: LabKeys) -> None:
@@ -335,9 +326,12 @@ def test_v2_checkpoint_endpoint(service: RekorService, signer: Signer, keys: Lab
     for i in range(3):
         hashed, signature = signer.sign_artifact(f"cp {i}".encode())
         client.create_entry(client._build_hashed_rekord_request(hashed, signature, signer.cert))
-    text = requests.get(f"{service.url}/api/v2/checkpoint").text
+    # rekor-tiles answers checkpoints only on the tlog-tiles read path
+    unimplemented = requests.get(f"{service.url}/api/v2/checkpoint")
+    assert unimplemented.status_code == 501 and unimplemented.json()["code"] == 12
+    text = requests.get(f"{service.url}/checkpoint").text
     body = open_checkpoint(text, [KeyVerifier(ORIGIN, keys.v2.public_key())], ORIGIN)
-    assert body.size == 3 and body.root_hash == service.log.tree.root(3)
+    assert body.size == 3 and body.root_hash == service.v2.tree.root(3)
     signed = SignedCheckpoint.from_text(text)
     signed.signed_note.verify(
         _trusted_root(keys, service.url).rekor_keyring(KeyringPurpose.VERIFY),
@@ -374,14 +368,17 @@ def test_twenty_concurrent_appends_get_distinct_indexes_and_valid_proofs(
     for t in threads:
         t.join(30)
     assert not errors
-    indexes = sorted(e._inner.log_index for e in results.values())
-    assert indexes == list(range(20))
+    # two logs, two index sequences
+    v1 = sorted(e._inner.log_index for i, e in results.items() if i % 2)
+    v2 = sorted(e._inner.log_index for i, e in results.items() if not i % 2)
+    assert v1 == list(range(10)) and v2 == list(range(10))
     for entry in results.values():
         entry._verify(keyring)
     metrics = requests.get(f"{service.url}/metrics").text
     assert 'rekor_entries_total{api="v1"} 10' in metrics
     assert 'rekor_entries_total{api="v2"} 10' in metrics
-    assert "rekor_tree_size 20" in metrics
+    assert 'rekor_tree_size{api="v1"} 10' in metrics
+    assert 'rekor_tree_size{api="v2"} 10' in metrics
     assert "rekor_append_latency_seconds_count 20" in metrics
     batches = _metric(metrics, "rekor_append_batches_total")
     assert 1 <= batches <= 20
@@ -451,10 +448,13 @@ def test_search_by_artifact_digest_and_retrieve(
     found = requests.post(f"{service.url}/api/v1/index/retrieve", json={"hash": f"sha256:{digest}"})
     assert found.status_code == 200
     uuids = found.json()
-    assert len(uuids) == 2
-    for uuid, entry in zip(uuids, (v1_entry, v2_entry), strict=True):
-        got = requests.get(f"{service.url}/api/v1/log/entries/{uuid}").json()
-        assert base64.b64decode(got[uuid]["body"]) == entry._inner.canonicalized_body
+    # v1 and v2 are separate logs: the v1 index and API never see the v2 entry
+    assert len(uuids) == 1
+    got = requests.get(f"{service.url}/api/v1/log/entries/{uuids[0]}").json()
+    assert base64.b64decode(got[uuids[0]]["body"]) == v1_entry._inner.canonicalized_body
+    assert v2_entry._inner.log_index == 0 and v1_entry._inner.log_index == 1
+    v2_leaf = merkle.hash_leaf(v2_entry._inner.canonicalized_body).hex()
+    assert requests.get(f"{service.url}/api/v1/log/entries/{v2_leaf}").status_code == 404
     assert (
         requests.post(f"{service.url}/api/v1/index/retrieve", json={"hash": digest}).json() == uuids
     )
@@ -477,6 +477,60 @@ def test_search_by_artifact_digest_and_retrieve(
     match._verify(keyring)
     missing = requests.get(f"{service.url}/api/v1/log/entries/{'ab' * 32}")
     assert missing.status_code == 404 and missing.json()["code"] == 404
+    # search by the signing certificate and by its email, alone and with the digest
+    pem = signer.cert.public_bytes(serialization.Encoding.PEM)
+    by_key = {"publicKey": {"format": "x509", "content": base64.b64encode(pem).decode()}}
+    assert len(_search(service, by_key)) == 2  # "unrelated" and the artifact
+    assert len(_search(service, {"email": "dev@example.com"})) == 2
+    assert _search(service, {"email": "dev@example.com", "hash": digest}) == uuids
+    either = {"email": "nobody@example.com", "hash": digest, "operator": "or"}
+    assert _search(service, either) == uuids
+    assert _search(service, {"email": "nobody@example.com", "hash": digest}) == []
+
+
+def _search(service: RekorService, query: dict[str, Any]) -> list[str]:
+    found = requests.post(f"{service.url}/api/v1/index/retrieve", json=query)
+    assert found.status_code == 200, found.text
+    result: list[str] = found.json()
+    return result
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        # go-swagger validation errors are 422, as Rekor v1 answers them
+        ("POST", "/api/v1/index/retrieve", {"hash": "sha256:zz"}, 422),
+        ("POST", "/api/v1/index/retrieve", {"hash": "sha256:" + "0" * 63}, 422),
+        ("POST", "/api/v1/index/retrieve", {"email": "not-an-email"}, 422),
+        ("POST", "/api/v1/index/retrieve", {"hash": "0" * 64, "operator": "xor"}, 422),
+        ("POST", "/api/v1/log/entries/retrieve", {"logIndexes": list(range(11))}, 422),
+        ("POST", "/api/v1/log/entries/retrieve", {"entryUUIDs": ["ab" * 32] * 11}, 422),
+        ("GET", "/api/v1/log/proof?firstSize=1", None, 422),
+        ("GET", "/api/v1/log/entries?logIndex=x", None, 422),
+        # rekor-tiles' grpc-gateway refuses unknown fields (InvalidArgument, 400)
+        ("POST", "/api/v2/log/entries", {"hashedRekordRequestV002": {}, "extra": 1}, 400),
+    ],
+)
+def test_requests_upstream_rejects_get_upstreams_status(
+    service: RekorService, method: str, path: str, body: Any, status: int
+) -> None:
+    response = requests.request(method, service.url + path, json=body, timeout=10)
+    assert response.status_code == status, response.text
+
+
+def test_v2_refuses_unknown_fields_inside_a_valid_request(
+    service: RekorService, signer: Signer
+) -> None:
+    client = RekorV2Client(service.url)
+    hashed, signature = signer.sign_artifact(b"strict fields")
+    request = client._build_hashed_rekord_request(hashed, signature, signer.cert)
+    request["hashedRekordRequestV002"]["signature"]["verifier"]["comment"] = "hi"
+    refused = requests.post(f"{service.url}/api/v2/log/entries", json=request)
+    assert refused.status_code == 400
+    assert 'unknown field "comment"' in refused.json()["message"]
+    del request["hashedRekordRequestV002"]["signature"]["verifier"]["comment"]
+    accepted = requests.post(f"{service.url}/api/v2/log/entries", json=request)
+    assert accepted.status_code == 201, accepted.text
 
 
 def test_restart_on_the_same_database_keeps_the_tree(
@@ -558,7 +612,7 @@ def test_duplicates_get_409_like_upstream(service: RekorService, signer: Signer)
     v2_request = v2._build_hashed_rekord_request(hashed, signature, signer.cert)
     assert requests.post(f"{service.url}/api/v2/log/entries", json=v2_request).status_code == 201
     again = requests.post(f"{service.url}/api/v2/log/entries", json=v2_request)
-    assert again.status_code == 409 and again.headers["x-log-index"] == "1"
+    assert again.status_code == 409 and again.headers["x-log-index"] == "0"  # its own log
     assert again.json()["code"] == 6
 
 
@@ -576,7 +630,7 @@ def test_health_metrics_and_unknown_paths(service: RekorService) -> None:
     }
     assert requests.delete(f"{service.url}/api/v1/log").status_code == 405
     pem = requests.get(f"{service.url}/api/v1/log/publicKey").content
-    assert serialization.load_pem_public_key(pem) == service.log.key.public_key()
+    assert serialization.load_pem_public_key(pem) == service.v1.key.public_key()
     assert (
         requests.get(f"{service.url}/api/v1/log/entries", params={"logIndex": 0}).status_code == 404
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -238,10 +239,27 @@ def test_unknown_policy_is_rejected_with_a_reply(server: Server) -> None:
     assert status == 2 and "policy" in text.lower()
 
 
-def test_json_requests_are_refused(server: Server) -> None:
-    reply = _post(server.url, b"{}", **{"Content-Type": "application/json"})
-    assert reply.status_code == 400
-    assert "not supported" in reply.json()["message"]
+def test_json_requests_like_upstream(material: LabTrustMaterial, server: Server) -> None:
+    data = b"artifact signature"
+    request = {
+        "artifactHash": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+        "hashAlgorithm": "sha256",
+        "nonce": 1234567890123456789,
+        "certificates": True,
+    }
+    body = json.dumps(request).encode()
+    reply = _post(server.url, body, **{"Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["Content-Type"] == tsa.REPLY_TYPE
+    response = decode_timestamp_response(reply.content)
+    assert response.tst_info.nonce == request["nonce"]
+    assert response.signed_data.certificates == {certificate_der(material.tsa_cert)}
+    assert _verifier(material).build().verify_message(response, data)
+    for bad in ({}, {"artifactHash": "!!"}, {**request, "hashAlgorithm": "md5"}, []):
+        refused = _post(
+            server.url, json.dumps(bad).encode(), **{"Content-Type": "application/json"}
+        )
+        assert refused.status_code == 400
 
 
 def test_other_routes(material: LabTrustMaterial, server: Server) -> None:
