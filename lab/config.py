@@ -78,6 +78,7 @@ class LabConfig:
         sigstore: run the Sigstore stack (rekor, fulcio, tsa) and write a trust config.
         identity: the identity lab tokens carry by default (an email or a URI).
         issuer: the lab OIDC issuer that tokens name and Fulcio trusts.
+        owner: who the lab belongs to (default: the caller, `lab.labels.caller_owner()`).
     """
 
     lab_id: str = field(default_factory=new_lab_id)
@@ -92,6 +93,7 @@ class LabConfig:
     sigstore: bool = True
     identity: str = DEFAULT_IDENTITY
     issuer: str = DEFAULT_ISSUER
+    owner: str | None = None
 
     @property
     def log_dir(self) -> Path:
