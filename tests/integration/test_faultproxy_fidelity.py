@@ -1,6 +1,7 @@
 """Every toxic as a client on the host sees it, through the lab's own fault proxy container.
 
-A small upstream on 127.0.0.1 (in this process) answers `SEND <n>` with n bytes and a close;
+A small upstream on 127.0.0.1 (in this process) answers `SEND <n> [<hold ms>]` with n bytes
+and a close (after holding the connection open that long);
 the lab's fault proxy, on the host network, gets one extra proxy to it. Each test asks for a
 toxic and measures what the client sees against what was asked, with tolerances wide enough
 for a loaded two-core machine: lower bounds are what the toxic must at least do, upper bounds
@@ -9,6 +10,7 @@ only catch a toxic that does far more (or never stops).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import statistics
@@ -35,11 +37,17 @@ class _Upstream(socketserver.ThreadingTCPServer):
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         line = self.rfile.readline().decode().split()
-        if len(line) != 2 or line[0] != "SEND":
+        if len(line) not in (2, 3) or line[0] != "SEND":
             return
         size = int(line[1])
         self.wfile.write((_PATTERN * (size // len(_PATTERN) + 1))[:size])
         self.wfile.flush()
+        if len(line) == 3:
+            # Like Toxiproxy, a timeout toxic closes at once when the upstream closes: hold
+            # the upstream open to see the toxic's own timing.
+            self.connection.settimeout(int(line[2]) / 1000)
+            with contextlib.suppress(OSError):
+                self.connection.recv(1)
 
 
 @dataclass
@@ -75,11 +83,11 @@ def proxy_name(lab: Lab, proxy_port: int) -> str:
     return next(p.name for p in lab.toxiproxy.proxies().values() if p.listen_port == proxy_port)
 
 
-def _fetch(port: int, size: int, *, idle_timeout: float = 15.0) -> _Seen:
+def _fetch(port: int, size: int, *, idle_timeout: float = 15.0, hold_ms: int = 0) -> _Seen:
     seen = _Seen()
     with socket.create_connection(("127.0.0.1", port), timeout=idle_timeout) as conn:
         started = time.monotonic()
-        conn.sendall(f"SEND {size}\n".encode())
+        conn.sendall((f"SEND {size} {hold_ms}" if hold_ms else f"SEND {size}").encode() + b"\n")
         try:
             while chunk := conn.recv(65536):
                 if seen.first_byte is None:
@@ -138,14 +146,14 @@ def test_timeout_drops_data_then_closes_after_the_time_asked(
     lab: Lab, proxy_port: int, proxy_name: str
 ) -> None:
     with lab.toxiproxy.toxic(proxy_name, "timeout", {"timeout": 500}):
-        seen = _fetch(proxy_port, 1000)
+        seen = _fetch(proxy_port, 1000, hold_ms=5000)
     assert seen.data == b"", "a timeout toxic lets no data through"
     assert seen.end is not None and 0.45 <= seen.end <= 2.0, f"closed after {seen.end} s"
 
 
 def test_timeout_zero_holds_the_connection_open(lab: Lab, proxy_port: int, proxy_name: str) -> None:
     with lab.toxiproxy.toxic(proxy_name, "timeout", {"timeout": 0}):
-        seen = _fetch(proxy_port, 1000, idle_timeout=1.5)
+        seen = _fetch(proxy_port, 1000, idle_timeout=1.5, hold_ms=4000)
     assert seen.data == b"" and isinstance(seen.error, TimeoutError), seen
 
 
