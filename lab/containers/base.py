@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
+import requests
 from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
@@ -95,6 +98,7 @@ class LabContainer(DockerContainer):
         self._labels = resource_labels
         self._published: dict[int, int | None] = {}
         self._docker_kwargs: dict[str, Any] = {}
+        self._health: tuple[int, str, Collection[int]] | None = None
         self.with_name(f"{lab_id}-{self.service}")
         if network is not None:
             self.with_network(network)
@@ -103,6 +107,13 @@ class LabContainer(DockerContainer):
     def with_published_port(self, port: int, host_port: int | None = None) -> Self:
         """Publish `port` on 127.0.0.1: on `host_port`, or on a port the engine chooses."""
         self._published[port] = host_port
+        return self
+
+    def with_http_health(self, port: int, path: str, statuses: Collection[int] = (200,)) -> Self:
+        """Healthy once `GET http://127.0.0.1:<published port><path>` answers one of
+        `statuses`. Polled over HTTP, not through the engine's API (as log waits are), so five
+        services waiting at once don't load the engine they are starting on."""
+        self._health = (port, path, statuses)
         return self
 
     def with_docker_kwarg(self, key: str, value: Any) -> Self:
@@ -124,6 +135,39 @@ class LabContainer(DockerContainer):
 
     def _configure_service(self) -> None:
         """Subclass hook: set command, env, volumes and the wait strategy."""
+
+    def start(self) -> Self:
+        """Create, copy files in, start; then wait for the HTTP health check, if any.
+
+        Raises:
+            TimeoutError: not healthy within `startup_timeout`.
+            RuntimeError: the container exited before it was healthy.
+        """
+        super().start()
+        if self._health is not None:
+            port, path, statuses = self._health
+            self.wait_http(f"http://{LOOPBACK}:{self.published_port(port)}{path}", statuses)
+        return self
+
+    def wait_http(self, url: str, statuses: Collection[int] = (200,)) -> None:
+        """Poll `url` until it answers one of `statuses` (see `with_http_health`)."""
+        deadline = time.monotonic() + self.startup_timeout
+        next_check = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=1).status_code in statuses:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() >= next_check:
+                # Seldom: asking the engine is what this wait avoids doing often.
+                next_check = time.monotonic() + 0.5
+                assert self._container is not None
+                self._container.reload()
+                if self._container.status in ("exited", "dead"):
+                    raise RuntimeError(f"{self.service} exited before it was healthy")
+            time.sleep(POLL_INTERVAL_S)
+        raise TimeoutError(f"{self.service}: no healthy answer at {url}")
 
     def _transfer_into_container(
         self, transferable: Transferable, destination_in_container: str, mode: int

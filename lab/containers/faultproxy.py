@@ -10,11 +10,8 @@ services through their published 127.0.0.1 ports.
 from __future__ import annotations
 
 import socket
-import time
 
-import requests
-
-from lab.containers.base import LOOPBACK, POLL_INTERVAL_S, Hardening, LabContainer
+from lab.containers.base import LOOPBACK, Hardening, LabContainer
 from lab.errors import PortInUse
 
 API_PORT = 8474
@@ -57,20 +54,12 @@ class FaultProxyContainer(LabContainer):
             TimeoutError: no answer within `startup_timeout`.
         """
         super().start()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.api_url + "/version", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            assert self._container is not None
-            self._container.reload()
-            if self._container.status in ("exited", "dead"):
-                if "address already in use" in self.logs_text().lower():
-                    raise PortInUse(
-                        f"faultproxy: its API port {self.api_port} on {LOOPBACK} is already in use"
-                    )
-                raise RuntimeError("faultproxy exited before its API answered")
-            time.sleep(POLL_INTERVAL_S)
-        raise TimeoutError(f"faultproxy: no answer at {self.api_url} in {self.startup_timeout} s")
+        try:
+            self.wait_http(self.api_url + "/version")
+        except RuntimeError:
+            if "address already in use" in self.logs_text().lower():
+                raise PortInUse(
+                    f"faultproxy: its API port {self.api_port} on {LOOPBACK} is already in use"
+                ) from None
+            raise
+        return self

@@ -6,9 +6,8 @@ import secrets
 from dataclasses import dataclass
 
 import bcrypt
-from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from lab.containers.base import POLL_INTERVAL_S, Hardening, LabContainer
+from lab.containers.base import Hardening, LabContainer
 
 REGISTRY_PORT = 5000
 STORAGE_PATH = "/var/lib/docker-registry"
@@ -64,8 +63,5 @@ class RegistryContainer(LabContainer):
 
     def _configure_service(self) -> None:
         self.with_published_port(REGISTRY_PORT)
-        self.waiting_for(
-            LogMessageWaitStrategy("listening on")
-            .with_startup_timeout(int(self.startup_timeout))
-            .with_poll_interval(POLL_INTERVAL_S)
-        )
+        # 401 when htpasswd auth is on: it answers, so it is up.
+        self.with_http_health(REGISTRY_PORT, "/v2/", (200, 401))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testcontainers.core.wait_strategies import LogMessageWaitStrategy
-
-from lab.containers.base import POLL_INTERVAL_S, Hardening, LabContainer
+from lab.containers.base import Hardening, LabContainer
 
 CONFIG_ROOT = "/etc/cihub/sigstack"
 REKOR_PORT = 3000
@@ -38,11 +36,7 @@ class SigstackContainer(LabContainer):
 
     def _configure_service(self) -> None:
         self.with_published_port(self.port)
-        self.waiting_for(
-            LogMessageWaitStrategy("listening on")
-            .with_startup_timeout(int(self.startup_timeout))
-            .with_poll_interval(POLL_INTERVAL_S)
-        )
+        self.with_http_health(self.port, "/healthz")
 
 
 class RekorContainer(SigstackContainer):
