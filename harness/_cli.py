@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from types import FrameType
 
 from rich.console import Console
-from rich.logging import RichHandler
 
 from harness import _exit
 from harness._commands import COMMAND_MODULES
@@ -46,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbosity: int) -> logging.Handler:
-    handler = RichHandler(console=Console(file=sys.stderr), show_time=False, show_path=False)
+    # One log record, one line: RichHandler wraps long paths and digests across lines (hard to
+    # copy), so records go out plain, never wrapped.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)

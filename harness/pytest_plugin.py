@@ -18,8 +18,6 @@ from harness.drills.runner import RunSettings
 from harness.sign import SigstoreSigner
 from lab import Lab, LabConfig
 from lab._internal.docker import docker_client
-from lab.cleanup import remove_labs
-from lab.config import new_lab_id
 from lab.errors import LabError
 from lab.images import IMAGE_MODES
 
@@ -78,16 +76,15 @@ def _evidence_dir(config: pytest.Config) -> Path:
 def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
     """The containerized lab, up for the whole session (one per xdist worker).
 
-    Its endpoints are in `lab.endpoints`; `lab.toxiproxy` controls the fault proxy.
+    Its endpoints are in `lab.endpoints`; `lab.toxiproxy` controls the fault proxy. The lab is
+    the run's own, named after the run (`cihub-test-<run>[-<worker>]`): the suite never
+    removes, blocks or reuses a lab it did not start (`cihub lab down` reaps stale ones).
     """
     run_uid, worker = _run_identity(pytestconfig)
     try:
         client = docker_client()
-        stale = remove_labs(client, lambda summary: summary.stale)
-        for summary in stale:
-            _logger.info("removed stale lab %s", summary.lab_id)
         config = LabConfig(
-            lab_id=new_lab_id(worker),
+            lab_id=f"cihub-test-{run_uid[:8]}" + (f"-{worker}" if worker else ""),
             session=run_uid,
             images=pytestconfig.getoption("lab_images"),
             evidence_dir=_evidence_dir(pytestconfig),

@@ -81,6 +81,7 @@ class LabConfig:
         trust_domain: the trust domain's folder (keys, logs, trust config) that this lab
             uses and keeps; None: the user's default (`lab.trust_domain.trust_domain_dir()`).
             Tests that restore old logs name a private one (e.g. in tmp_path).
+        owner: who the lab belongs to (default: the caller, `lab.labels.caller_owner()`).
     """
 
     lab_id: str = field(default_factory=new_lab_id)
@@ -96,6 +97,7 @@ class LabConfig:
     identity: str = DEFAULT_IDENTITY
     issuer: str = DEFAULT_ISSUER
     trust_domain: Path | None = None
+    owner: str | None = None
 
     @property
     def log_dir(self) -> Path:

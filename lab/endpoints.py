@@ -13,8 +13,9 @@ import docker
 from lab import labels
 from lab.containers.base import LOOPBACK
 from lab.containers.faultproxy import API_PORT
-from lab.errors import LabNotFound
+from lab.errors import FaultProxyError, LabNotFound
 from lab.state import TRUST_CONFIG_FILE, lab_state_dir
+from lab.toxiproxy import ToxiproxyClient
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,30 @@ class Endpoints:
         container = found[0]
         ports: Mapping[str, Any] = container.attrs["NetworkSettings"]["Ports"] or {}
         container_labels: Mapping[str, str] = container.labels
+        trust_config = lab_state_dir(lab_id, create=False) / TRUST_CONFIG_FILE
+        if labels.API_PORT in container_labels:
+            # On the host network (lab.containers.faultproxy): the API's port is in a label,
+            # and the proxies' listen ports are what the API says.
+            api_url = f"http://{LOOPBACK}:{container_labels[labels.API_PORT]}"
+            try:
+                with ToxiproxyClient(api_url) as api:
+                    listed = api.proxies()
+            except FaultProxyError as exc:
+                raise LabNotFound(
+                    f"lab {lab_id}: its fault proxy API at {api_url} does not answer"
+                ) from exc
+            return cls(
+                lab_id=lab_id,
+                faultproxy_api_url=api_url,
+                proxies={
+                    name: ProxyEndpoint(
+                        name, f"http://{LOOPBACK}:{proxy.listen_port}", proxy.listen, proxy.upstream
+                    )
+                    for name, proxy in listed.items()
+                },
+                persistent=container_labels.get(labels.PERSISTENT) == "true",
+                trust_config=trust_config if trust_config.exists() else None,
+            )
 
         def host_url(port: int, scheme: str = "http") -> str:
             bindings = ports.get(f"{port}/tcp") or []
@@ -106,7 +131,6 @@ class Endpoints:
             proxies[name] = ProxyEndpoint(
                 name, host_url(int(listen_port)), f"0.0.0.0:{listen_port}", upstream
             )
-        trust_config = lab_state_dir(lab_id, create=False) / TRUST_CONFIG_FILE
         return cls(
             lab_id=lab_id,
             faultproxy_api_url=host_url(API_PORT),

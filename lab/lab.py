@@ -22,11 +22,12 @@ from docker.models.containers import Container
 from testcontainers.core.network import Network
 
 from lab import labels
+from lab._internal.claim import claim, mark_ready
 from lab._internal.docker import docker_client
 from lab.cleanup import remove_lab, save_logs
 from lab.config import LabConfig, ProxiedService
 from lab.containers.base import LOOPBACK, LabContainer
-from lab.containers.faultproxy import API_PORT, FaultProxyContainer
+from lab.containers.faultproxy import FaultProxyContainer, free_loopback_port
 from lab.containers.registry import RegistryContainer, RegistryCredentials
 from lab.containers.sigstack import FulcioContainer, RekorContainer, TsaContainer
 from lab.endpoints import Endpoints, ProxyEndpoint
@@ -155,8 +156,12 @@ class Lab:
         self.images = builder.ensure(
             ["registry", "faultproxy", *(["sigstack"] if self.config.sigstore else [])]
         )
+        # The engine-side lock on the name: a second start of it fails here, before it has
+        # made anything, and so must not remove anything either.
+        claim(self.client, self.config.lab_id, self.images["faultproxy"].tag, self._labels())
         try:
             self._start_services()
+            mark_ready(self.client, self.config.lab_id)
         except BaseException:
             self.save_logs()
             self._remove()
@@ -198,9 +203,15 @@ class Lab:
 
     # -- start-up -------------------------------------------------------------------------
 
+    def _labels(self) -> dict[str, str]:
+        config = self.config
+        return labels.resource_labels(
+            config.lab_id, config.session, persistent=config.persistent, owner=config.owner
+        )
+
     def _start_services(self) -> None:
         config = self.config
-        owner = labels.resource_labels(config.lab_id, config.session, persistent=config.persistent)
+        owner = self._labels()
         network = Network(docker_network_kw={"labels": owner})
         network.name = config.lab_id
         network.create()
@@ -216,14 +227,16 @@ class Lab:
                 "startup_timeout": config.startup_timeout,
             }
 
-        proxy_ports = {p.name: (p.listen_port, p.upstream) for p in config.proxied}
+        # On the host network (see lab.containers.faultproxy): its API port is chosen here and
+        # recorded in a label, so `cihub lab status` finds the API and, through it, the proxies.
+        api_port = config.host_ports.get("faultproxy") or free_loopback_port()
         faultproxy = FaultProxyContainer(
             self.images["faultproxy"].tag,
-            **labelled("faultproxy", **Endpoints.proxy_labels(proxy_ports)),
-        )
-        faultproxy.with_published_port(API_PORT, config.host_ports.get("faultproxy"))
-        for proxied in config.proxied:
-            faultproxy.with_published_port(proxied.listen_port, config.host_ports.get(proxied.name))
+            **{
+                **labelled("faultproxy", **{labels.API_PORT: str(api_port)}),
+                "network": None,
+            },
+        ).with_api_port(api_port)
         registry = RegistryContainer(
             self.images["registry"].tag, **labelled("registry")
         ).with_storage_volume(self.volume_names["registry"])
@@ -240,9 +253,9 @@ class Lab:
             for future in futures:
                 future.result()
 
-        api_url = f"http://{LOOPBACK}:{faultproxy.published_port(API_PORT)}"
+        api_url = faultproxy.api_url
         self._toxiproxy = ToxiproxyClient(api_url)
-        proxies = {p.name: self._create_proxy(faultproxy, p) for p in config.proxied}
+        proxies = {p.name: self._create_proxy(p) for p in config.proxied}
         trust_config = self._write_trust_config(proxies) if config.sigstore else None
         self._endpoints = Endpoints(
             config.lab_id, api_url, proxies, config.persistent, trust_config=trust_config
@@ -278,17 +291,26 @@ class Lab:
             "tsa": TsaContainer(image, **labelled("tsa")).with_role_files(folders["tsa"]),
         }
 
-    def _create_proxy(
-        self, faultproxy: FaultProxyContainer, proxied: ProxiedService
-    ) -> ProxyEndpoint:
+    def _create_proxy(self, proxied: ProxiedService) -> ProxyEndpoint:
+        """Create the proxy on 127.0.0.1 (a fixed port if asked, else the kernel's choice) to
+        the service's published port."""
+        service = self._containers[proxied.upstream_host]
+        upstream = f"{LOOPBACK}:{service.published_port(proxied.upstream_port)}"
+        fixed = self.config.host_ports.get(proxied.name)
+        listen = f"{LOOPBACK}:{fixed or 0}"
         try:
-            self.toxiproxy.create_proxy(proxied.name, proxied.listen, proxied.upstream)
+            created = self.toxiproxy.create_proxy(proxied.name, listen, upstream)
         except FaultProxyError as exc:
+            if fixed and any(marker in str(exc).lower() for marker in _PORT_TAKEN_MARKERS):
+                raise PortInUse(
+                    f"faultproxy: proxy {proxied.name}: host port {fixed} on {LOOPBACK} is "
+                    "already in use"
+                ) from exc
             raise ServiceStartError(
-                f"faultproxy: cannot create proxy {proxied.name} -> {proxied.upstream}"
+                f"faultproxy: cannot create proxy {proxied.name} -> {upstream}"
             ) from exc
-        url = f"{proxied.scheme}://{LOOPBACK}:{faultproxy.published_port(proxied.listen_port)}"
-        return ProxyEndpoint(proxied.name, url, proxied.listen, proxied.upstream)
+        url = f"{proxied.scheme}://{LOOPBACK}:{created.listen_port}"
+        return ProxyEndpoint(proxied.name, url, created.listen, upstream)
 
     def _write_trust_config(self, proxies: dict[str, ProxyEndpoint]) -> Path:
         """The lab's trust config: the domain's stable trusted root + this lab's URLs."""

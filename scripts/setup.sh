@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # mmdebstrap bootstraps the base image; diffoscope and its helpers (ELF, zip/wheel, tar) explain
-# a determinism mismatch.
-APT_PACKAGES=(mmdebstrap diffoscope-minimal binutils unzip libarchive-tools xxd xz-utils bzip2)
+# a determinism mismatch; docker-compose (Debian's 1.29) runs compose.yaml.
+APT_PACKAGES=(mmdebstrap diffoscope-minimal binutils unzip libarchive-tools xxd xz-utils bzip2
+  docker-compose)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

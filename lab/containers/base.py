@@ -1,12 +1,22 @@
-"""`LabContainer`: a testcontainers container that is labelled, named, on the lab network, and
-publishes its ports on 127.0.0.1 only."""
+"""`LabContainer`: a testcontainers container that is labelled, named, on the lab network,
+publishes its ports on 127.0.0.1 only, and runs hardened (see `Hardening`)."""
 
 from __future__ import annotations
 
+import io
+import posixpath
+import tarfile
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
+import requests
+from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
+from testcontainers.core.transferable import Transferable
 
 from lab.errors import ServiceStartError
 
@@ -14,29 +24,72 @@ LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.02
 """How often health checks poll: testcontainers' default of 1 s would dominate start-up."""
 
+NOBODY = "65534:65534"
+"""The unprivileged user lab services run as unless a service needs another."""
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How a lab container is confined.
+
+    Attributes:
+        user: "uid:gid" the program runs as (never root where the program allows).
+        cap_add: capabilities kept; every other one is dropped.
+        pids_limit: most processes and threads at once.
+        mem_limit: memory limit in the engine's notation ("256m").
+        read_only: the root filesystem is read-only; `tmpfs` and `writable` are the exceptions.
+        tmpfs: in-memory folders with their mount options.
+        writable: folders that must take files before the container starts (config and keys
+            copied in): each gets an anonymous volume, removed with the container.
+    """
+
+    user: str = NOBODY
+    cap_add: tuple[str, ...] = ()
+    pids_limit: int = 128
+    mem_limit: str = "256m"
+    read_only: bool = True
+    tmpfs: tuple[tuple[str, str], ...] = (("/tmp", "rw,nosuid,nodev,size=16m,mode=1777"),)
+    writable: tuple[str, ...] = ()
+
+    def docker_kwargs(self) -> dict[str, Any]:
+        """The keywords of the Docker SDK's `containers.create` that apply this posture."""
+        return {
+            "user": self.user,
+            "cap_drop": ["ALL"],
+            "cap_add": list(self.cap_add),
+            "security_opt": ["no-new-privileges:true"],
+            "pids_limit": self.pids_limit,
+            "mem_limit": self.mem_limit,
+            # No swap beyond the memory limit: the limit is the limit.
+            "memswap_limit": self.mem_limit,
+            "read_only": self.read_only,
+            "mounts": [Mount(target=path, source=None, type="volume") for path in self.writable],
+        }
+
 
 class LabContainer(DockerContainer):
     """One lab service's container.
 
-    Subclasses set `service` (also the container's alias on the lab network) and configure
-    themselves in `_configure_service()`.
+    Subclasses set `service` (also the container's alias on the lab network), `hardening`, and
+    configure themselves in `_configure_service()`.
 
     Args:
         image: the image tag to run (already built; nothing is pulled).
         lab_id: the lab this container belongs to; the container is named `<lab_id>-<service>`.
-        network: the lab's network.
+        network: the lab's network (None: the subclass chooses, e.g. the host's).
         resource_labels: labels of the lab (see `lab.labels.resource_labels`).
         startup_timeout: seconds the wait strategy may take before the start fails.
     """
 
     service: ClassVar[str] = ""
+    hardening: ClassVar[Hardening] = Hardening()
 
     def __init__(
         self,
         image: str,
         *,
         lab_id: str,
-        network: Network,
+        network: Network | None,
         resource_labels: dict[str, str],
         startup_timeout: float = 60.0,
     ) -> None:
@@ -45,13 +98,22 @@ class LabContainer(DockerContainer):
         self._labels = resource_labels
         self._published: dict[int, int | None] = {}
         self._docker_kwargs: dict[str, Any] = {}
+        self._health: tuple[int, str, Collection[int]] | None = None
         self.with_name(f"{lab_id}-{self.service}")
-        self.with_network(network)
-        self.with_network_aliases(self.service)
+        if network is not None:
+            self.with_network(network)
+            self.with_network_aliases(self.service)
 
     def with_published_port(self, port: int, host_port: int | None = None) -> Self:
         """Publish `port` on 127.0.0.1: on `host_port`, or on a port the engine chooses."""
         self._published[port] = host_port
+        return self
+
+    def with_http_health(self, port: int, path: str, statuses: Collection[int] = (200,)) -> Self:
+        """Healthy once `GET http://127.0.0.1:<published port><path>` answers one of
+        `statuses`. Polled over HTTP, not through the engine's API (as log waits are), so five
+        services waiting at once don't load the engine they are starting on."""
+        self._health = (port, path, statuses)
         return self
 
     def with_docker_kwarg(self, key: str, value: Any) -> Self:
@@ -65,10 +127,70 @@ class LabContainer(DockerContainer):
             # docker-py takes (host ip, host port); None lets the engine choose the port.
             # testcontainers types its port map as int-valued, hence the cast.
             cast(dict[str, Any], self.ports)[f"{port}/tcp"] = (LOOPBACK, host_port)
-        self.with_kwargs(labels=self._labels, **self._docker_kwargs)
+        for path, options in self.hardening.tmpfs:
+            self.tmpfs[path] = options
+        self.with_kwargs(
+            labels=self._labels, **{**self.hardening.docker_kwargs(), **self._docker_kwargs}
+        )
 
     def _configure_service(self) -> None:
         """Subclass hook: set command, env, volumes and the wait strategy."""
+
+    def start(self) -> Self:
+        """Create, copy files in, start; then wait for the HTTP health check, if any.
+
+        Raises:
+            TimeoutError: not healthy within `startup_timeout`.
+            RuntimeError: the container exited before it was healthy.
+        """
+        super().start()
+        if self._health is not None:
+            port, path, statuses = self._health
+            self.wait_http(f"http://{LOOPBACK}:{self.published_port(port)}{path}", statuses)
+        return self
+
+    def wait_http(self, url: str, statuses: Collection[int] = (200,)) -> None:
+        """Poll `url` until it answers one of `statuses` (see `with_http_health`)."""
+        deadline = time.monotonic() + self.startup_timeout
+        next_check = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=1).status_code in statuses:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() >= next_check:
+                # Seldom: asking the engine is what this wait avoids doing often.
+                next_check = time.monotonic() + 0.5
+                assert self._container is not None
+                self._container.reload()
+                if self._container.status in ("exited", "dead"):
+                    raise RuntimeError(f"{self.service} exited before it was healthy")
+            time.sleep(POLL_INTERVAL_S)
+        raise TimeoutError(f"{self.service}: no healthy answer at {url}")
+
+    def _transfer_into_container(
+        self, transferable: Transferable, destination_in_container: str, mode: int
+    ) -> None:
+        # testcontainers extracts at "/", which the engine refuses on a read-only root
+        # filesystem; extracting into the destination's folder (a `writable` volume) works.
+        # Files are owned by the service's user: with every capability dropped even root in
+        # the container could not read another user's 0600 key.
+        if self._container is None:
+            raise ServiceStartError(f"{self.service}: no container to copy files into")
+        uid, _, gid = self.hardening.user.partition(":")
+        owner = (int(uid), int(gid or uid))
+        if isinstance(transferable, Path) and transferable.is_dir():
+            target = destination_in_container.rstrip("/")
+            data = _tar_tree(transferable, transferable.name, owner)
+        else:
+            target, name = posixpath.split(destination_in_container)
+            content = transferable if isinstance(transferable, bytes) else transferable.read_bytes()
+            data = _tar_file(name, content, mode, owner)
+        if not self._container.put_archive(path=target or "/", data=data):
+            raise ServiceStartError(
+                f"{self.service}: could not copy files into {destination_in_container}"
+            )
 
     def published_port(self, port: int) -> int:
         """The host port on 127.0.0.1 that `port` is published on.
@@ -91,3 +213,25 @@ class LabContainer(DockerContainer):
         except Exception as exc:  # the container may already be gone
             return f"(logs unavailable: {exc})\n"
         return data.decode("utf-8", errors="replace")
+
+
+def _tar_file(name: str, content: bytes, mode: int, owner: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(content), mode
+        info.uid, info.gid = owner
+        tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _tar_tree(folder: Path, arcname: str, owner: tuple[int, int]) -> bytes:
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid = owner
+        info.uname = info.gname = ""
+        return info
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(str(folder), arcname=arcname, filter=owned)
+    return buffer.getvalue()

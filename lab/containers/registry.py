@@ -6,13 +6,13 @@ import secrets
 from dataclasses import dataclass
 
 import bcrypt
-from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from lab.containers.base import POLL_INTERVAL_S, LabContainer
+from lab.containers.base import Hardening, LabContainer
 
 REGISTRY_PORT = 5000
 STORAGE_PATH = "/var/lib/docker-registry"
-_HTPASSWD_PATH = "/etc/cihub/auth/htpasswd"
+_AUTH_DIR = "/etc/cihub/auth"
+_HTPASSWD_PATH = f"{_AUTH_DIR}/htpasswd"
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,13 @@ class RegistryCredentials:
 class RegistryContainer(LabContainer):
     """docker-registry serving on port 5000, its storage on a named volume.
 
-    It is not published on the host: the harness reaches it only through the fault proxy.
+    Port 5000 is published on 127.0.0.1 for the fault proxy (on the host network) to reach;
+    the harness goes through the fault proxy. It runs as nobody (the image gives its storage
+    folder to that user), read-only but for its storage and the auth folder.
     """
 
     service = "registry"
+    hardening = Hardening(pids_limit=128, mem_limit="256m", writable=(_AUTH_DIR,))
 
     def with_storage_volume(self, volume_name: str) -> RegistryContainer:
         """Keep the registry's blobs on the named volume, so DR drills can back it up."""
@@ -59,8 +62,6 @@ class RegistryContainer(LabContainer):
         return self
 
     def _configure_service(self) -> None:
-        self.waiting_for(
-            LogMessageWaitStrategy("listening on")
-            .with_startup_timeout(int(self.startup_timeout))
-            .with_poll_interval(POLL_INTERVAL_S)
-        )
+        self.with_published_port(REGISTRY_PORT)
+        # 401 when htpasswd auth is on: it answers, so it is up.
+        self.with_http_health(REGISTRY_PORT, "/v2/", (200, 401))

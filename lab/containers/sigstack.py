@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testcontainers.core.wait_strategies import LogMessageWaitStrategy
-
-from lab.containers.base import POLL_INTERVAL_S, LabContainer
+from lab.containers.base import Hardening, LabContainer
 
 CONFIG_ROOT = "/etc/cihub/sigstack"
 REKOR_PORT = 3000
@@ -21,7 +19,15 @@ REKOR_DATA = "/var/lib/rekor"
 
 
 class SigstackContainer(LabContainer):
-    """One role of the stack: `python3 -m sigstack <role> ...` with its files copied in."""
+    """One role of the stack: `python3 -m sigstack <role> ...` with its files copied in.
+
+    Hardened as every lab service (`lab.containers.base.Hardening`): nobody, read-only, its
+    role folder on a volume that takes the copied files; its port published on 127.0.0.1 for
+    the fault proxy (on the host network) to reach.
+    """
+
+    hardening = Hardening(pids_limit=128, mem_limit="256m", writable=(CONFIG_ROOT,))
+    port = 0
 
     def with_role_files(self, folder: Path) -> SigstackContainer:
         """Copy the role's key and config folder to `/etc/cihub/sigstack/<folder name>/`."""
@@ -29,11 +35,8 @@ class SigstackContainer(LabContainer):
         return self
 
     def _configure_service(self) -> None:
-        self.waiting_for(
-            LogMessageWaitStrategy("listening on")
-            .with_startup_timeout(int(self.startup_timeout))
-            .with_poll_interval(POLL_INTERVAL_S)
-        )
+        self.with_published_port(self.port)
+        self.with_http_health(self.port, "/healthz")
 
 
 class RekorContainer(SigstackContainer):
@@ -44,6 +47,10 @@ class RekorContainer(SigstackContainer):
     """
 
     service = "rekor"
+    port = REKOR_PORT
+    # Root without any capability: its log volume is root's (images/sigstack); a `chown 65534`
+    # of /var/lib/rekor there would let it run as nobody too.
+    hardening = Hardening(user="0:0", pids_limit=128, mem_limit="256m", writable=(CONFIG_ROOT,))
 
     def with_logs(self, folder: Path, user: str) -> RekorContainer:
         """Serve the logs in the host `folder`, running as `user` ("uid:gid") who owns it."""
@@ -81,6 +88,7 @@ class FulcioContainer(SigstackContainer):
     """The certificate authority: short-lived certs with one embedded SCT."""
 
     service = "fulcio"
+    port = FULCIO_PORT
 
     def _configure_service(self) -> None:
         self.with_command(
@@ -93,6 +101,7 @@ class TsaContainer(SigstackContainer):
     """The RFC 3161 timestamp authority (Debian's `openssl ts`)."""
 
     service = "tsa"
+    port = TSA_PORT
 
     def _configure_service(self) -> None:
         self.with_command(
