@@ -23,27 +23,30 @@ from lab.cleanup import LabSummary, list_labs
 from lab.config import DEFAULT_IDENTITY, DEFAULT_ISSUER, new_lab_id
 from lab.endpoints import Endpoints
 from lab.images import ImageMode
+from lab.labels import caller_owner
 from lab.sigstore_trust import LabTrustMaterial
 from lab.state import lab_state_dir
 
 _logger = logging.getLogger(__name__)
 
 
-def running_lab(labs: list[LabSummary], lab_id: str | None) -> str | None:
-    """The lab to sign through: the named one, else the only persistent running one.
+def running_lab(labs: list[LabSummary], lab_id: str | None, owner: str) -> str | None:
+    """The lab to sign through: the named one, else the caller's only running `lab up` lab.
+
+    Another owner's lab is used only when named: nothing a user runs touches another's lab.
 
     Raises:
-        ConfigError: the named lab is not up, or several are and none was named.
+        ConfigError: the named lab is not up, or several of the caller's are and none was named.
     """
-    candidates = [s for s in labs if s.running and not s.stale]
+    candidates = [s for s in labs if s.running and not s.stale and s.ready]
     if lab_id is not None:
         if not any(s.lab_id == lab_id for s in candidates):
             raise ConfigError(f"--lab {lab_id}: no such lab is running (`cihub lab status`)")
         return lab_id
-    persistent = [s.lab_id for s in candidates if s.persistent]
+    persistent = [s.lab_id for s in candidates if s.persistent and s.owner == owner]
     if len(persistent) > 1:
         raise ConfigError(
-            f"several labs are up ({', '.join(persistent)}): name one with --lab, or "
+            f"several of your labs are up ({', '.join(persistent)}): name one with --lab, or "
             "use --sign key:PATH"
         )
     return persistent[0] if persistent else None
@@ -64,7 +67,7 @@ def caller_lab_signer(
         LabError: a lab had to be brought up and could not be.
     """
     client = docker_client()
-    found = running_lab(list_labs(client), lab_id)
+    found = running_lab(list_labs(client), lab_id, caller_owner())
     if found is not None:
         if progress:
             progress(f"signing keylessly through lab {found}")
