@@ -178,7 +178,7 @@ class LabContainer(DockerContainer):
         # the container could not read another user's 0600 key.
         if self._container is None:
             raise ServiceStartError(f"{self.service}: no container to copy files into")
-        uid, _, gid = self.hardening.user.partition(":")
+        uid, _, gid = self._file_owner().partition(":")
         owner = (int(uid), int(gid or uid))
         if isinstance(transferable, Path) and transferable.is_dir():
             target = destination_in_container.rstrip("/")
@@ -191,6 +191,10 @@ class LabContainer(DockerContainer):
             raise ServiceStartError(
                 f"{self.service}: could not copy files into {destination_in_container}"
             )
+
+    def _file_owner(self) -> str:
+        """ "uid:gid" that owns the files copied in: the user the service runs as."""
+        return self.hardening.user
 
     def published_port(self, port: int) -> int:
         """The host port on 127.0.0.1 that `port` is published on.

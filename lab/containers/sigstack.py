@@ -48,15 +48,20 @@ class RekorContainer(SigstackContainer):
 
     service = "rekor"
     port = REKOR_PORT
-    # Root without any capability: its log volume is root's (images/sigstack); a `chown 65534`
-    # of /var/lib/rekor there would let it run as nobody too.
-    hardening = Hardening(user="0:0", pids_limit=128, mem_limit="256m", writable=(CONFIG_ROOT,))
 
     def with_logs(self, folder: Path, user: str) -> RekorContainer:
-        """Serve the logs in the host `folder`, running as `user` ("uid:gid") who owns it."""
+        """Serve the logs in the host `folder`, running as `user` ("uid:gid") who owns it.
+
+        Its copied keys are owned by that user too: with every capability dropped, no other
+        user in the container could read a 0600 key.
+        """
         self.with_volume_mapping(str(folder), REKOR_DATA, "rw")
         self.with_docker_kwarg("user", user)
+        self._log_user = user
         return self
+
+    def _file_owner(self) -> str:
+        return getattr(self, "_log_user", None) or self.hardening.user
 
     def with_names(self, v1_name: str, v2_origin: str) -> RekorContainer:
         """Sign v1 checkpoints under `v1_name` and v2 ones with origin `v2_origin`: the host

@@ -208,47 +208,82 @@ def test_a_signal_stops_the_builds_and_keeps_the_evidence(
     assert "evidence written so far is kept" in err
 
 
-def test_the_evidence_verifies_with_the_plain_sigstore_cli(lab: Lab, tmp_path: Path) -> None:
-    """The manifest is a DSSE in-toto attestation: sigstore verifies any listed file with it."""
+def test_keyless_evidence_outlives_its_lab_and_verifies_with_plain_sigstore(
+    tmp_path: Path,
+) -> None:
+    """An auditor's view: a drill signs keylessly through a user's lab; the lab goes and a new
+    one comes; the evidence still verifies against the exported trust domain, with cihub and
+    with the unmodified sigstore CLI (the manifest is a DSSE attestation over every file)."""
+    env = {
+        **os.environ,
+        "CIHUB_TRUST_DOMAIN": str(tmp_path / "trust-domain"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     evidence = tmp_path / "evidence"
-    proc = subprocess.run(
-        [
-            *CIHUB,
-            *("run", "determinism", "--scenario", str(SCENARIOS / "py-reproducible.yaml")),
-            *("--evidence-dir", str(evidence), "--lab", lab.config.lab_id, "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    bundle = Path(json.loads(proc.stdout)["bundle"])
-    trust_config = lab.endpoints.trust_config
-    assert trust_config is not None
+    first, second = (f"cihub-audit-{os.getpid()}-{n}" for n in (1, 2))
 
-    def sigstore_verify(target: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                *(sys.executable, "-m", "sigstore", "--trust-config", str(trust_config)),
-                *("verify", "identity", "--offline"),
-                *("--bundle", str(bundle / "manifest.sigstore.json")),
-                *("--cert-identity", lab.config.identity),
-                *("--cert-oidc-issuer", lab.config.issuer),
-                str(target),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+    def cihub(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*CIHUB, *args], capture_output=True, text=True, env=env, timeout=900, check=False
+        )
+        if check:
+            assert proc.returncode == 0, f"cihub {' '.join(args)}: {proc.stderr}"
+        return proc
+
+    try:
+        cihub("lab", "up", "--name", first, "--evidence-dir", str(evidence))
+        run = cihub(
+            *("run", "determinism", "--scenario", str(SCENARIOS / "py-reproducible.yaml")),
+            *("--evidence-dir", str(evidence), "--lab", first, "--json"),
+        )
+        bundle = Path(json.loads(run.stdout)["bundle"])
+        cihub("lab", "down", "--lab", first, "--evidence-dir", str(evidence))
+        cihub("lab", "up", "--name", second, "--evidence-dir", str(evidence))
+        exported = tmp_path / "trust_config.json"
+        cihub("trust", "export", "-o", str(exported))
+        pinned = (
+            "--cert-identity",
+            "lab@cihub.test",
+            "--cert-oidc-issuer",
+            "https://oidc.lab.cihub",
+        )
+        assert cihub("evidence", "verify", str(bundle)).returncode == 0
+        verified = cihub(
+            "evidence", "verify", str(bundle), "--trust-config", str(exported), *pinned
+        )
+        assert "rekor-inclusion" in verified.stderr
+        other = cihub(
+            *("evidence", "verify", str(bundle), "--cert-identity", "release@corp.example"),
+            "--cert-oidc-issuer",
+            "https://oidc.lab.cihub",
             check=False,
         )
+        assert other.returncode == 1
 
-    for listed in ("summary.md", "determinism/result.json"):
-        ok = sigstore_verify(bundle / listed)
-        assert ok.returncode == 0, ok.stderr
-        assert "OK" in ok.stderr
-    tampered = tmp_path / "result.json"
-    tampered.write_bytes((bundle / "determinism/result.json").read_bytes() + b" ")
-    bad = sigstore_verify(tampered)
-    assert bad.returncode != 0
-    assert "no subject for digest" in bad.stderr
+        def sigstore_verify(target: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *(sys.executable, "-m", "sigstore", "--trust-config", str(exported)),
+                    *("verify", "identity", "--offline"),
+                    *("--bundle", str(bundle / "manifest.sigstore.json")),
+                    *pinned,
+                    str(target),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        for listed in ("summary.md", "determinism/result.json"):
+            ok = sigstore_verify(bundle / listed)
+            assert ok.returncode == 0, ok.stderr
+            assert "OK" in ok.stderr
+        tampered = tmp_path / "result.json"
+        tampered.write_bytes((bundle / "determinism/result.json").read_bytes() + b" ")
+        bad = sigstore_verify(tampered)
+        assert bad.returncode != 0
+        assert "no subject for digest" in bad.stderr
+    finally:
+        for name in (first, second):
+            cihub("lab", "down", "--lab", name, "--evidence-dir", str(evidence), check=False)
