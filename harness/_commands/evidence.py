@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import _exit
@@ -23,7 +24,8 @@ from harness.evidence.pack import (
 )
 from harness.evidence.signer import KeyVerifier
 from harness.evidence.sigstore_verify import IdentityPin
-from harness.evidence.verify import TrustPins
+from harness.evidence.summary import SummaryData, headline
+from harness.evidence.verify import TrustPins, VerifyReport, verify_folder
 
 _STATUS_STYLE = {"ok": "green", "fail": "bold red", "missing": "yellow"}
 
@@ -52,7 +54,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     verify.add_argument("bundle", type=Path, metavar="BUNDLE|TARBALL")
     verify.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    trust = verify.add_argument_group(
+    _add_trust(verify)
+    _add_limits(verify)
+    verify.set_defaults(handler=_verify)
+
+    show = actions.add_parser("show", help="summarize a bundle for people")
+    show.add_argument("bundle", type=Path, metavar="BUNDLE|TARBALL")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_trust(show)
+    _add_limits(show)
+    show.set_defaults(handler=_show)
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    trust = parser.add_argument_group(
         "trust (pinned by the verifier; nothing in the bundle is a trust anchor)"
     )
     trust.add_argument(
@@ -93,14 +108,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     for retired in ("--identity", "--trusted-key"):
         trust.add_argument(retired, default=None, help=argparse.SUPPRESS)
-    _add_limits(verify)
-    verify.set_defaults(handler=_verify)
-
-    show = actions.add_parser("show", help="summarize a bundle for people")
-    show.add_argument("bundle", type=Path, metavar="BUNDLE|TARBALL")
-    show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    _add_limits(show)
-    show.set_defaults(handler=_show)
 
 
 def _size(text: str) -> int:
@@ -228,9 +235,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    pins = _pins(args)
     with bundle_folder(args.bundle, _limits(args)) as root:
         data = load_summary_data(root)
+        report = verify_folder(root, source=str(args.bundle), pins=pins)
     p = data.predicate
+    headline = _verified_headline(data, report, pins)
     if args.json:
         value: dict[str, object] = {
             "bundle": str(args.bundle),
@@ -241,11 +251,17 @@ def _show(args: argparse.Namespace) -> int:
             "files": [f.to_json() for f in data.files],
             "commands": list(data.commands),
             "total_commands": data.total_commands,
+            "headline": headline,
+            "verified": report.passed,
         }
         json.dump(value, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return _exit.SUCCESS
-    err = Console(file=sys.stderr)
+    err = Console(file=sys.stderr, soft_wrap=True)
+    color = "bold green" if headline["verdict"] == "PASS" else "bold red"
+    err.print(f"[{color}]{headline['verdict']}[/]: {escape(headline['why'])}", highlight=False)
+    for key in ("signed_by", "log_entry", "trust_root"):
+        err.print(f"  {key.replace('_', ' ')}: {escape(headline[key])}", highlight=False)
     facts = Table(show_header=False, title=f"evidence bundle {data.name}", title_justify="left")
     facts.add_column("fact", style="bold")
     facts.add_column("value", overflow="fold")
@@ -293,3 +309,20 @@ def _show(args: argparse.Namespace) -> int:
     if Path(args.bundle).is_dir() and not html.is_symlink() and html.is_file():
         err.print(f"summary: {html}", highlight=False, soft_wrap=True)
     return _exit.SUCCESS
+
+
+def _verified_headline(data: SummaryData, report: VerifyReport, pins: TrustPins) -> dict[str, str]:
+    """The one line a reviewer reads first: the drill's claim, checked by verify."""
+    word, why = headline(data)
+    if not report.passed:
+        first = report.failures[0]
+        word, why = "FAIL", f"{why}; does not verify: {first.name}: {first.detail}"
+    root = pins.root_path()
+    rekor = {c.name: c for c in report.checks}.get("rekor-inclusion")
+    return {
+        "verdict": word,
+        "why": why,
+        "signed_by": report.signed_by or "not verified",
+        "log_entry": rekor.detail if rekor is not None else "-",
+        "trust_root": f"{root}" if root is not None else "none pinned",
+    }

@@ -187,3 +187,22 @@ def test_show_of_an_incomplete_bundle(tmp_path: Path, capsys: Capsys) -> None:
     assert main(["evidence", "show", str(tmp_path / "b")]) == _exit.SUCCESS
     assert "NO" in capsys.readouterr().err
     assert main(["evidence", "verify", str(tmp_path / "b")]) == _exit.FAILED
+
+
+def test_show_opens_with_the_verified_verdict_and_the_signer(
+    bundle: Path, key: Path, capsys: Capsys
+) -> None:
+    assert main(["evidence", "show", str(bundle), "--key", str(key)]) == _exit.SUCCESS
+    first, signer = capsys.readouterr().err.splitlines()[:2]
+    assert first == "PASS: 1 verdict(s), none failed"
+    assert signer.strip().startswith("signed by: key sha256:")
+
+
+def test_show_never_reads_pass_when_the_bundle_does_not_verify(
+    bundle: Path, capsys: Capsys
+) -> None:
+    assert main(["evidence", "show", str(bundle), "--json"]) == _exit.SUCCESS
+    value = json.loads(capsys.readouterr().out)
+    assert value["verified"] is False
+    assert value["headline"]["verdict"] == "FAIL"
+    assert "does not verify: signature" in value["headline"]["why"]
