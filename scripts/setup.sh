@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # mmdebstrap bootstraps the base image; diffoscope and its helpers (ELF, zip/wheel, tar) explain
-# a determinism mismatch; docker-compose (Debian's 1.29) runs compose.yaml.
+# a determinism mismatch; docker-compose (Debian's 1.29) runs compose.yaml; chromium renders a
+# bundle's summary.html as a reviewer sees it (a test screenshots it).
 APT_PACKAGES=(mmdebstrap diffoscope-minimal binutils unzip libarchive-tools xxd xz-utils bzip2
-  docker-compose)
+  docker-compose chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
