@@ -668,7 +668,23 @@ def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
         if pinned.pinned
         else "identity not pinned (--cert-identity, --cert-oidc-issuer)"
     )
-    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}"
+    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}{_copy_note(ctx)}"
+
+
+def _copy_note(ctx: _Context) -> str:
+    """Say so when the bundle's own trust config (information only) is not the pinned root."""
+    if SIGSTORE_TRUST_CONFIG not in ctx.present or ctx.pinned_root is None:
+        return ""
+    try:
+        carried = ctx.read_json(SIGSTORE_TRUST_CONFIG)
+    except _Fail:
+        return f"; {SIGSTORE_TRUST_CONFIG} is unreadable (ignored: information only)"
+    pinned = ctx.pinned_root.document
+    ours = pinned.get("trustedRoot", pinned)
+    theirs = carried.get("trustedRoot", carried) if isinstance(carried, dict) else None
+    if theirs == ours:
+        return ""
+    return f"; {SIGSTORE_TRUST_CONFIG} names another root (ignored: information only)"
 
 
 def _verify_key(ctx: _Context, data: bytes, signature: bytes) -> str:

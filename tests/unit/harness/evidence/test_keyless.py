@@ -188,6 +188,7 @@ def test_a_genuine_bundle_passes_with_and_without_identity_pinning(
     signature = report.check("signature").detail
     assert str(stacks["A"].trust_config) in signature
     assert ("not pinned" in signature) is (not pin.pinned)
+    assert "another root" not in signature
     rekor = report.check("rekor-inclusion")
     assert rekor.status == "ok" and "included in tree" in rekor.detail, rekor.detail
     assert report.check("cache-signature").status == "ok"
@@ -322,6 +323,7 @@ def test_a_swapped_trust_config_in_the_bundle_is_never_trusted(
     report = verify_bundle(root, pins=TrustPins(trust_config=stacks["A"].trust_config))
     assert report.files.modified == (SIGSTORE_TRUST_CONFIG,)
     assert report.check("signature").status == "ok"
+    assert "names another root (ignored" in report.check("signature").detail
 
 
 def test_a_log_entry_from_another_log_or_another_entry_fails(
