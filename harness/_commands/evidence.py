@@ -14,6 +14,7 @@ from rich.table import Table
 from harness import _exit
 from harness.errors import ConfigError
 from harness.evidence import load_summary_data, pack_bundle, verify_bundle
+from harness.evidence.identity import IdentityPin
 from harness.evidence.pack import (
     ExtractLimits,
     bundle_folder,
@@ -22,7 +23,6 @@ from harness.evidence.pack import (
     tar_digest,
 )
 from harness.evidence.signer import KeyVerifier
-from harness.evidence.sigstore_verify import IdentityPin
 from harness.evidence.verify import TrustPins
 
 _STATUS_STYLE = {"ok": "green", "fail": "bold red", "missing": "yellow"}

@@ -325,7 +325,7 @@ def read_commands(path: Path, limit: int | None = None) -> tuple[list[dict[str, 
     with open(fd, "rb") as handle:
         while raw := handle.readline(MAX_LINE + 1):
             if len(raw) > MAX_LINE:  # not a command record; don't read on through it
-                _logger.warning("%s: a line is longer than %d bytes; stopped reading", path, MAX_LINE)
+                _logger.warning("%s: a line is over %d bytes; stopped reading", path, MAX_LINE)
                 break
             try:
                 value = json.loads(raw)

@@ -60,7 +60,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import VerificationFailed
 from harness.evidence import _fs, _tlog
@@ -86,14 +86,12 @@ from harness.evidence.signer import (
     SignatureDigestMismatch,
     SignatureInvalid,
 )
-from harness.evidence.sigstore_verify import (
-    IdentityPin,
-    KeylessSignature,
-    KeylessVerifier,
-    PinnedRoot,
-)
+from harness.evidence.identity import IdentityPin
 from harness.evidence.summary import COMMANDS_LOG
 from lab.trust_domain import local_trust_config
+
+if TYPE_CHECKING:  # sigstore-python loads only when a keyless bundle is verified
+    from harness.evidence.sigstore_verify import KeylessSignature, KeylessVerifier, PinnedRoot
 
 _logger = logging.getLogger(__name__)
 
@@ -654,6 +652,8 @@ def _signature_check(
 
 
 def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
+    from harness.evidence.sigstore_verify import KeylessVerifier, PinnedRoot
+
     path = ctx.pins.root_path()
     if path is None:
         raise _Fail(f"{SIGSTORE_SIGNATURE}: {_NO_ROOT}")
@@ -668,7 +668,8 @@ def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
         if pinned.pinned
         else "identity not pinned (--cert-identity, --cert-oidc-issuer)"
     )
-    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}{_copy_note(ctx)}"
+    note = _copy_note(ctx)
+    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}{note}"
 
 
 def _copy_note(ctx: _Context) -> str:
@@ -741,7 +742,11 @@ def verify_folder(
     """Verify the bundle folder `root` (see `verify_bundle`)."""
     pins = pins or TrustPins()
     # An explicitly named trust config must be usable whatever the bundle holds (exit 2).
-    explicit_root = PinnedRoot.load(pins.trust_config) if pins.trust_config else None
+    explicit_root = None
+    if pins.trust_config is not None:
+        from harness.evidence.sigstore_verify import PinnedRoot
+
+        explicit_root = PinnedRoot.load(pins.trust_config)
     disk, unsafe = _scan(root)
     marker = read_marker(root)
     manifest_result, manifest, manifest_data = _manifest_check(root, disk, unsafe)
