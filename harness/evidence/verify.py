@@ -40,7 +40,8 @@ What each pass criterion reads (what the drills must write):
 - `rekor/entry.json` (written by `finalize()` after a keyless signature, not listed by the
   manifest): must be the log entry inside `manifest.sigstore.json` (same log index, log id
   and body), and its inclusion proof must lead to a checkpoint signed by a log key of the
-  pinned trust root; a key stored in the entry never vouches for it.
+  pinned trust root; a key stored in the entry never vouches for it. Required for every
+  keyless bundle (its absence is a removal); a key-signed bundle has none.
 - `cache/signature.sig`: a signature over `cache/manifest.json` of the manifest's kind (a
   Sigstore bundle checked against the pinned root and identity, or a DSSE envelope checked
   against the pinned keys).
@@ -782,6 +783,9 @@ def verify_folder(
         if absent
         else _must("required", "ok", f"{len(required)} required path(s) present", *required)
     )
+    if ctx.signed is not None and ctx.signed.kind == "keyless":
+        # finalize() writes the keyless signature's log entry; its absence is a removal.
+        ctx.required_paths = (*ctx.required_paths, LOG_ENTRY)
     checks.extend(_run_spec(spec, ctx) for spec in CRITERIA)
     checks.append(_verdicts_check(predicate))
 

@@ -326,6 +326,17 @@ def test_a_swapped_trust_config_in_the_bundle_is_never_trusted(
     assert "names another root (ignored" in report.check("signature").detail
 
 
+def test_a_removed_log_entry_fails(
+    passing: Path, copy_of: Callable[[Path], Path], pinned_a: TrustPins
+) -> None:
+    root = copy_of(passing)
+    (root / LOG_ENTRY).unlink()
+    report = verify_bundle(root, pins=pinned_a)
+    rekor = report.check("rekor-inclusion")
+    assert (rekor.status, rekor.required, rekor.passed) == ("missing", True, False)
+    assert not report.passed
+
+
 def test_a_log_entry_from_another_log_or_another_entry_fails(
     passing: Path,
     stacks: dict[str, Stack],
