@@ -545,8 +545,8 @@ def _run_spec(spec: _Spec, ctx: _Context) -> CheckResult:
 def _scan(root: Path) -> tuple[dict[str, int], list[str]]:
     """Regular files (path → size) and unsafe entries below `root` (no link is followed)."""
     files: dict[str, int] = {}
-    unsafe = []
-    for rel, entry in _fs.walk_files(root):
+    unsafe: list[str] = []
+    for rel, entry in _fs.walk_files(root, on_error=lambda rel, _exc: unsafe.append(rel)):
         if entry.is_file(follow_symlinks=False):
             files[rel] = entry.stat(follow_symlinks=False).st_size
         else:

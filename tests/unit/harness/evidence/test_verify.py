@@ -422,3 +422,22 @@ def test_an_entry_from_a_made_up_log_fails_rekor_inclusion(
     rekor = report.check("rekor-inclusion")
     assert rekor.status == "fail" and "evil-log" not in rekor.detail, rekor.detail
     assert not report.passed
+
+
+def test_a_folder_that_cannot_be_listed_fails_files_without_a_traceback(
+    make_bundle: Callable[..., Path], pins: TrustPins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    root = make_bundle()
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if str(path).endswith("build-B"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = verify_bundle(root, pins=pins)
+    assert "determinism/build-B" in report.check("files").detail
+    assert not report.passed
