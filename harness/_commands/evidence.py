@@ -218,7 +218,8 @@ def _verify(args: argparse.Namespace) -> int:
         err.print(table)
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     err.print(
-        f"{verdict} {report.source} run={report.run_id or '-'} digest={report.digest or '-'}",
+        f"{verdict} {report.source} run={report.run_id or '-'} digest={report.digest or '-'} "
+        f"signed-by={report.signed_by or '-'}",
         highlight=False,
         soft_wrap=True,
     )
