@@ -221,6 +221,25 @@ def evidence_file_is_a_fifo(genuine: Path, work: Path) -> Path:
     return root
 
 
+def markup_and_junk_values(genuine: Path, work: Path) -> Path:
+    """Rich markup in every string a bundle controls, and junk where numbers belong."""
+    from harness.evidence import EvidenceBundle, KeySigner, Redactor
+
+    hostile = "[/][bold red]x[/bold red][link=file:///etc/passwd]y[/link]"
+    bundle = EvidenceBundle.create(
+        work / "markup", run_id=hostile, scenario=hostile, redactor=Redactor()
+    )
+    bundle.write_text("[bold]x[red]y[link=file:]z.txt", hostile)
+    bundle.set_verdict(hostile, "fail", hostile)
+    bundle.record_step(hostile, "failure", 1.0, detail=hostile)
+    bundle.audit.record(["true"], exit_code=0, duration_s=0.0)
+    bundle.finalize(KeySigner.from_secret(1))
+    with open(bundle.root / "audit" / "commands.log", "ab") as log:  # after signing: show reads it
+        log.write(b'{"argv": 5, "exit_code": "[/]", "duration_s": "NaN-ish"}\n')
+        log.write(b'{"argv": ["[/]"], "exit_code": [], "duration_s": {}}\n')
+    return bundle.root
+
+
 # -- tarball cases ----------------------------------------------------------------------------
 
 
@@ -324,6 +343,7 @@ CASES: tuple[Case, ...] = (
     Case("audit-folder-link-to-a-secret", audit_folder_link_to_a_secret, "audit"),
     Case("audit-log-one-endless-line", audit_log_one_endless_line, "audit/commands.log"),
     Case("evidence-file-is-a-fifo", evidence_file_is_a_fifo, "sbom.json"),
+    Case("markup-and-junk-values", markup_and_junk_values, "not by a pinned key"),
     Case("tar-declares-a-2gib-member", tar_declares_a_2gib_member, "--max-ratio"),
     Case(
         "tar-member-larger-than-allowed",
