@@ -134,6 +134,19 @@ def marker_is_a_fifo(genuine: Path, work: Path) -> Path:
     return root
 
 
+def marker_with_junk_types(genuine: Path, work: Path) -> Path:
+    root = _copy(genuine, work)
+    junk = {
+        "runId": "[/]",
+        "startedOn": "[/]",
+        "requiredPaths": [5, None, {"a": 1}],
+        "verdicts": {"x": {"verdict": [], "detail": 7}},
+    }
+    (root / "INCOMPLETE").write_text(json.dumps({"pid": "[/]", "predicate": junk}))
+    (root / "manifest.json").unlink()  # the marker is all verify and show have to go on
+    return root
+
+
 def manifest_link_to_dev_zero(genuine: Path, work: Path) -> Path:
     root = _copy(genuine, work)
     _replace_with_link(root / "manifest.json", "/dev/zero")
@@ -331,6 +344,7 @@ CASES: tuple[Case, ...] = (
     Case("marker-link-to-dev-zero", marker_link_to_dev_zero, "INCOMPLETE"),
     Case("marker-link-to-a-secret", marker_link_to_a_secret, "INCOMPLETE"),
     Case("marker-is-a-fifo", marker_is_a_fifo, "INCOMPLETE"),
+    Case("marker-with-junk-types", marker_with_junk_types, "INCOMPLETE"),
     Case("manifest-link-to-dev-zero", manifest_link_to_dev_zero, "manifest.json"),
     Case("manifest-is-a-fifo", manifest_is_a_fifo, "manifest.json"),
     Case("manifest-huge-sparse", manifest_huge_sparse, "manifest.json"),
