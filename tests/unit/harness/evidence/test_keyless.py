@@ -384,3 +384,29 @@ def test_the_cli_pins_root_and_identity_for_folders_and_tarballs(
         assert "not issued under the pinned trust root" in capsys.readouterr().err
         wrong = ["--cert-identity-regexp", "ops@.*", "--cert-oidc-issuer", LAB_ISSUER]
         assert main(["evidence", "verify", target, "--trust-config", a, *wrong]) == 1
+
+
+def test_the_plain_sigstore_cli_verifies_a_bundle_file_against_the_pinned_root(
+    passing: Path, stacks: dict[str, Stack]
+) -> None:
+    """Interop: the manifest is an in-toto Statement whose subjects are the bundle's files, so
+    `sigstore verify identity --bundle manifest.sigstore.json FILE` checks any listed file."""
+    import subprocess
+    import sys
+
+    def sigstore(trust: Path, *identity: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable, "-m", "sigstore", "--trust-config", str(trust),
+                "verify", "identity", "--bundle", str(passing / SIGSTORE_SIGNATURE),
+                *identity, str(passing / "summary.html"),
+            ],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    who = ("--cert-identity", LAB_IDENTITY, "--cert-oidc-issuer", LAB_ISSUER)
+    done = sigstore(stacks["A"].trust_config, *who)
+    assert done.returncode == 0, done.stderr
+    assert sigstore(stacks["B"].trust_config, *who).returncode != 0
+    other = ("--cert-identity", "ops@cihub.test", "--cert-oidc-issuer", LAB_ISSUER)
+    assert sigstore(stacks["A"].trust_config, *other).returncode != 0
