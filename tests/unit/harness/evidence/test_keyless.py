@@ -410,3 +410,58 @@ def test_the_plain_sigstore_cli_verifies_a_bundle_file_against_the_pinned_root(
     assert sigstore(stacks["B"].trust_config, *who).returncode != 0
     other = ("--cert-identity", "ops@cihub.test", "--cert-oidc-issuer", LAB_ISSUER)
     assert sigstore(stacks["A"].trust_config, *other).returncode != 0
+
+
+def _mutations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, replacement) pairs: every leaf made wrong, every key removed."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*path, key), _REMOVE
+            yield from _mutations(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _mutations(inner, (*path, index))
+        yield path, []
+    elif isinstance(value, str):
+        yield path, value[: len(value) // 2]
+        yield path, "A" + value[1:] if value[:1] != "A" else "B" + value[1:]
+        yield path, 12345
+    else:
+        yield path, "not a number"
+
+
+_REMOVE = object()
+
+
+def _apply(document: Any, path: tuple[Any, ...], replacement: Any) -> Any:
+    copy = json.loads(json.dumps(document))
+    holder = copy
+    for step in path[:-1]:
+        holder = holder[step]
+    if not path:
+        return replacement
+    if replacement is _REMOVE:
+        del holder[path[-1]]
+    else:
+        holder[path[-1]] = replacement
+    return copy
+
+
+def test_no_mutation_of_the_sigstore_bundle_crashes_or_passes(
+    passing: Path, copy_of: Callable[[Path], Path], pinned_a: TrustPins
+) -> None:
+    """Hostile signature files are failed checks, never exceptions out of verify."""
+    root = copy_of(passing)
+    original = json.loads((root / SIGSTORE_SIGNATURE).read_bytes())
+    mutations = list(_mutations(original))
+    assert len(mutations) > 40
+    critical = ("payload", "sig", "rawBytes", "canonicalizedBody", "rootHash", "envelope")
+    failed_critical = 0
+    for path, replacement in mutations:
+        changed = _apply(original, path, replacement)
+        (root / SIGSTORE_SIGNATURE).write_text(json.dumps(changed))
+        report = verify_bundle(root, pins=pinned_a)  # never raises
+        if str(path[-1]) in critical and replacement is not _REMOVE:
+            assert report.check("signature").status == "fail", (path, replacement)
+            failed_critical += 1
+    assert failed_critical >= 12
