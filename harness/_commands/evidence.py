@@ -15,6 +15,7 @@ from rich.table import Table
 from harness import _exit
 from harness.errors import ConfigError
 from harness.evidence import load_summary_data, pack_bundle, verify_bundle
+from harness.evidence.identity import IdentityPin
 from harness.evidence.pack import (
     ExtractLimits,
     bundle_folder,
@@ -23,7 +24,6 @@ from harness.evidence.pack import (
     tar_digest,
 )
 from harness.evidence.signer import KeyVerifier
-from harness.evidence.sigstore_verify import IdentityPin
 from harness.evidence.summary import SummaryData, headline
 from harness.evidence.verify import TrustPins, VerifyReport, verify_folder
 
@@ -208,7 +208,8 @@ def _verify(args: argparse.Namespace) -> int:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     err = Console(file=sys.stderr)
-    table = Table(title=f"evidence bundle {report.source}", title_justify="left")
+    # Every value from a bundle is escaped: `[...]` in a hostile bundle is text, not markup.
+    table = Table(title=f"evidence bundle {escape(report.source)}", title_justify="left")
     table.add_column("check")
     table.add_column("status")
     table.add_column("req")
@@ -219,16 +220,16 @@ def _verify(args: argparse.Namespace) -> int:
             check.name,
             f"[{style}]{check.status}[/]",
             "yes" if check.required else "",
-            check.detail,
+            escape(check.detail),
         )
     if not args.json:
         err.print(table)
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    err.print(
-        f"{verdict} {report.source} run={report.run_id or '-'} digest={report.digest or '-'}",
-        highlight=False,
-        soft_wrap=True,
+    facts = (
+        f"{report.source} run={report.run_id or '-'} digest={report.digest or '-'} "
+        f"signed-by={report.signed_by or '-'}"
     )
+    err.print(f"{verdict} {escape(facts)}", highlight=False, soft_wrap=True)
     for check in report.failures:  # one unwrapped line per reason, for people and for grep
         err.print(f"  {check.name}: {check.detail}", markup=False, highlight=False, soft_wrap=True)
     return _exit.SUCCESS if report.passed else _exit.FAILED
@@ -262,18 +263,20 @@ def _show(args: argparse.Namespace) -> int:
     err.print(f"[{color}]{headline['verdict']}[/]: {escape(headline['why'])}", highlight=False)
     for key in ("signed_by", "log_entry", "trust_root"):
         err.print(f"  {key.replace('_', ' ')}: {escape(headline[key])}", highlight=False)
-    facts = Table(show_header=False, title=f"evidence bundle {data.name}", title_justify="left")
+    facts = Table(
+        show_header=False, title=f"evidence bundle {escape(data.name)}", title_justify="left"
+    )
     facts.add_column("fact", style="bold")
     facts.add_column("value", overflow="fold")
     for key, text in (
-        ("run id", p.run_id),
-        ("scenario", p.scenario or "-"),
-        ("started", p.started_on),
-        ("finished", p.finished_on or "-"),
+        ("run id", escape(str(p.run_id))),
+        ("scenario", escape(str(p.scenario or "-"))),
+        ("started", escape(str(p.started_on))),
+        ("finished", escape(str(p.finished_on or "-"))),
         ("complete", "yes" if data.complete else "[bold red]NO[/] (not finalized)"),
         ("digest", data.digest or "-"),
-        ("policy digest", p.policy_digest or "-"),
-        ("required", ", ".join(p.required_paths) or "-"),
+        ("policy digest", escape(str(p.policy_digest or "-"))),
+        ("required", escape(", ".join(str(r) for r in p.required_paths) or "-")),
         ("files", f"{len(data.files)} ({sum(f.size for f in data.files)} bytes)"),
         ("commands", str(data.total_commands)),
     ):
@@ -285,29 +288,34 @@ def _show(args: argparse.Namespace) -> int:
             verdicts.add_column(column, overflow="fold")
         for name, entry in sorted(p.verdicts.items()):
             color = {"pass": "green", "fail": "bold red"}.get(entry.verdict, "yellow")
-            verdicts.add_row(name, f"[{color}]{entry.verdict}[/]", entry.detail)
+            verdicts.add_row(
+                escape(str(name)), f"[{color}]{escape(str(entry.verdict))}[/]", _text(entry.detail)
+            )
         err.print(verdicts)
     if p.steps:
         steps = Table(title="steps", title_justify="left")
         for column in ("step", "result", "seconds", "detail"):
             steps.add_column(column, overflow="fold")
         for step in p.steps:
-            steps.add_row(step.name, step.result, f"{step.duration_s:.3f}", step.detail)
+            steps.add_row(
+                _text(step.name), _text(step.result), _seconds(step.duration_s), _text(step.detail)
+            )
         err.print(steps)
     if data.commands:
         commands = Table(title=f"commands (last {len(data.commands)})", title_justify="left")
         for column in ("exit", "seconds", "command"):
             commands.add_column(column, overflow="fold")
         for command in data.commands[-20:]:
+            argv = command.get("argv")
             commands.add_row(
-                str(command.get("exit_code")),
-                f"{float(command.get('duration_s') or 0):.3f}",
-                " ".join(str(a) for a in command.get("argv") or []),
+                _text(command.get("exit_code")),
+                _seconds(command.get("duration_s")),
+                _text(" ".join(str(a) for a in argv) if isinstance(argv, list) else argv),
             )
         err.print(commands)
     html = Path(args.bundle) / "summary.html"
     if Path(args.bundle).is_dir() and not html.is_symlink() and html.is_file():
-        err.print(f"summary: {html}", highlight=False, soft_wrap=True)
+        err.print(f"summary: {escape(str(html))}", highlight=False, soft_wrap=True)
     return _exit.SUCCESS
 
 
@@ -326,3 +334,15 @@ def _verified_headline(data: SummaryData, report: VerifyReport, pins: TrustPins)
         "log_entry": rekor.detail if rekor is not None else "-",
         "trust_root": f"{root}" if root is not None else "none pinned",
     }
+
+
+def _text(value: object) -> str:
+    """A value from a bundle as table text: stringified, markup escaped."""
+    return escape("" if value is None else str(value))
+
+
+def _seconds(value: object) -> str:
+    try:
+        return f"{float(value):.3f}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return _text(value)

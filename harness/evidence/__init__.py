@@ -8,8 +8,9 @@ Public API:
 - `Manifest`, `Predicate` (`manifest.py`): `manifest.json`, an in-toto Statement v1.
 - `Signer` (protocol), `KeySigner`, `KeyVerifier` (`signer.py`): signing the manifest; the
   key signer writes a standard DSSE envelope (`manifest.dsse.json`).
-- `IdentityPin`, `KeylessVerifier`, `PinnedRoot` (`sigstore_verify.py`): keyless Sigstore
-  signatures checked against a pinned trust root.
+- `IdentityPin` (`identity.py`): whom a keyless signature must name. `KeylessVerifier`,
+  `PinnedRoot` (`sigstore_verify.py`, imported on use: it loads sigstore-python): keyless
+  Sigstore signatures checked against a pinned trust root.
 - `pack_bundle`, `extract_bundle`, `ExtractLimits`, `tar_digest` (`pack.py`): reproducible
   `.tar.gz` and bounded extraction.
 - `verify_bundle`, `TrustPins`, `VerifyReport`, `CheckResult` (`verify.py`): offline
@@ -53,7 +54,7 @@ from harness.evidence.pack import (
     tar_digest,
 )
 from harness.evidence.signer import KeySigner, KeyVerifier, SignatureInvalid, Signer
-from harness.evidence.sigstore_verify import IdentityPin, KeylessVerifier, PinnedRoot
+from harness.evidence.identity import IdentityPin
 from harness.evidence.summary import load_summary_data, write_summaries
 from harness.evidence.verify import (
     CheckResult,
@@ -91,10 +92,8 @@ __all__ = [
     "IdentityPin",
     "KeySigner",
     "KeyVerifier",
-    "KeylessVerifier",
     "Manifest",
     "ManifestInvalid",
-    "PinnedRoot",
     "Predicate",
     "Redactor",
     "SignatureInvalid",

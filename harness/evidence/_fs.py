@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -249,17 +249,27 @@ def hash_file(path: Path, buffer: bytearray | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+def walk_files(
+    root: Path, on_error: Callable[[str, OSError], None] | None = None
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Yield `(posix relative path, entry)` for every non-directory below `root`.
 
     Depth first, each folder's entries by name (callers that need one global order sort).
     Symbolic links are yielded as they are (not followed), so callers can reject them.
+    A folder that can't be listed raises, or is passed to `on_error(relative path, error)`
+    and skipped.
     """
     stack: list[tuple[str, Path]] = [("", root)]
     while stack:
         prefix, folder = stack.pop()
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            if on_error is None:
+                raise
+            on_error(prefix.rstrip("/") or ".", exc)
+            continue
         subdirs = []
         for entry in entries:
             rel = f"{prefix}{entry.name}"

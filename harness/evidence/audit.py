@@ -307,7 +307,8 @@ def read_commands(path: Path, limit: int | None = None) -> tuple[list[dict[str, 
     """The last `limit` (default all) records of a commands.log, and how many there are.
 
     Reads line by line, so memory stays bounded by `limit` and `MAX_LINE`; lines that are
-    not JSON objects, or longer than `MAX_LINE`, are skipped with a warning. A log that is a
+    not JSON objects are skipped with a warning, and reading stops at a line longer than
+    `MAX_LINE`. A log that is a
     link, FIFO or device, or sits in a folder that is a link, is not read (no records).
     """
     try:
@@ -323,11 +324,9 @@ def read_commands(path: Path, limit: int | None = None) -> tuple[list[dict[str, 
     total = 0
     with open(fd, "rb") as handle:
         while raw := handle.readline(MAX_LINE + 1):
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while (rest := handle.readline(MAX_LINE)) and not rest.endswith(b"\n"):
-                    pass  # drop the rest of an overlong line without keeping it
-                _logger.warning("%s: skipping a line longer than %d bytes", path, MAX_LINE)
-                continue
+            if len(raw) > MAX_LINE:  # not a command record; don't read on through it
+                _logger.warning("%s: a line is over %d bytes; stopped reading", path, MAX_LINE)
+                break
             try:
                 value = json.loads(raw)
             except (ValueError, RecursionError):

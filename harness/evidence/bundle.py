@@ -193,13 +193,16 @@ class EvidenceBundle:
         """Continue writing a bundle that is not finalized yet (its marker holds its state).
 
         Raises:
-            ConfigError: `root` is not a bundle, or it is already finalized.
+            ConfigError: `root` is not a bundle, it is already finalized, or its marker is a
+                link or special file.
         """
         marker = read_marker(root)
         if marker is None:
             if (root / MANIFEST).is_file():
                 raise ConfigError(f"{root}: the evidence bundle is finalized, it can't be changed")
             raise ConfigError(f"{root}: not an evidence bundle (no {MARKER} marker)")
+        if marker[1].get("unsafe"):
+            raise ConfigError(f"{root}: cannot continue the bundle: {marker[1]['unsafe']}")
         return cls(root, marker[0], redactor or Redactor.from_environ())
 
     # -- facts -------------------------------------------------------------------------------

@@ -390,6 +390,14 @@ def read_marker(root: Path) -> tuple[Predicate, dict[str, Any]] | None:
         return unknown, {"unsafe": f"{MARKER}: cannot read ({exc.strerror})"}
     try:
         value = json.loads(data)
+        probe = {  # the marker's predicate must have the manifest predicate's shape
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": MARKER, "digest": {"sha256": "0" * 64}, "annotations": {"size": 0}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": value["predicate"],
+        }
+        if validator_for(SCHEMA_FILE).errors(probe):
+            return unknown, {}
         return Predicate.from_json(value["predicate"]), value
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return unknown, {}

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -94,11 +95,11 @@ def pack_bundle(root: Path, out: Path | None = None, *, mtime: int = 0) -> Path:
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for rel, path in entries:
-            stat = path.lstat()
+            facts = path.lstat()
             info = tarfile.TarInfo(f"{root.name}/{rel}")
-            info.size = stat.st_size
+            info.size = facts.st_size
             info.mtime = stamp
-            info.mode = 0o755 if stat.st_mode & 0o111 else 0o644
+            info.mode = 0o755 if facts.st_mode & 0o111 else 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.type = tarfile.REGTYPE
@@ -307,6 +308,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _open_archive(tarball: Path) -> BinaryIO:
+    """Open the archive without blocking on a FIFO swapped in for it; regular files only."""
+    fd = os.open(tarball, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{tarball}: not a regular file")
+    os.set_blocking(fd, True)
+    return open(fd, "rb")
+
+
 def extract_bundle(tarball: Path, dest: Path, limits: ExtractLimits | None = None) -> Path:
     """Extract a packed bundle into the empty folder `dest`, within `limits`, and return the
     bundle folder.
@@ -324,7 +335,7 @@ def extract_bundle(tarball: Path, dest: Path, limits: ExtractLimits | None = Non
     count = total = 0
     try:
         with (
-            open(tarball, "rb") as raw,
+            _open_archive(tarball) as raw,
             _GuardedStream(raw, limits, tarball) as stream,
             tarfile.open(fileobj=stream, mode="r:") as tar,
         ):

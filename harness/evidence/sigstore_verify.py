@@ -12,8 +12,7 @@ unpinned, the certificate's own identity and issuer are reported.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from sigstore.verify import Verifier, policy
 
 from harness.errors import ConfigError
 from harness.evidence import _fs, _tlog
+from harness.evidence.identity import IdentityMismatch, IdentityPin, certificate_identity
 from harness.evidence.signer import (
     IN_TOTO_PAYLOAD_TYPE,
     SignatureDigestMismatch,
@@ -32,82 +32,6 @@ from harness.evidence.signer import (
 )
 
 MAX_TRUST_CONFIG_BYTES = 4 * 1024 * 1024
-_ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
-_ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-
-
-def _compile(pattern: str | None, flag: str) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"{flag} {pattern!r}: not a regular expression ({exc})") from exc
-
-
-@dataclass(frozen=True)
-class IdentityPin:
-    """Whom a keyless signature must name (sigstore's `--cert-identity`/`--cert-oidc-issuer`).
-
-    Regular expressions must match the whole value (`re.fullmatch`). Each of identity and issuer
-    may be given exactly or as a regexp, not both.
-
-    Raises:
-        ConfigError: both forms of one field given, or a regexp does not compile.
-    """
-
-    identity: str | None = None
-    identity_regexp: str | None = None
-    issuer: str | None = None
-    issuer_regexp: str | None = None
-    _identity_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-    _issuer_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.identity is not None and self.identity_regexp is not None:
-            raise ConfigError("give --cert-identity or --cert-identity-regexp, not both")
-        if self.issuer is not None and self.issuer_regexp is not None:
-            raise ConfigError("give --cert-oidc-issuer or --cert-oidc-issuer-regexp, not both")
-        object.__setattr__(
-            self, "_identity_re", _compile(self.identity_regexp, "--cert-identity-regexp")
-        )
-        object.__setattr__(
-            self, "_issuer_re", _compile(self.issuer_regexp, "--cert-oidc-issuer-regexp")
-        )
-
-    @property
-    def pinned(self) -> bool:
-        return any(
-            v is not None
-            for v in (self.identity, self.identity_regexp, self.issuer, self.issuer_regexp)
-        )
-
-    def describe(self) -> str:
-        who = self.identity or (f"/{self.identity_regexp}/" if self.identity_regexp else "any")
-        issuer = self.issuer or (f"/{self.issuer_regexp}/" if self.issuer_regexp else "any")
-        return f"{who} (issuer {issuer})"
-
-    def policy(self) -> policy.VerificationPolicy:
-        """The sigstore-python policy for this pin (`UnsafeNoOp` when nothing is pinned)."""
-        if not self.pinned:
-            return policy.UnsafeNoOp()
-        if self.identity is not None and self.issuer is not None:
-            return policy.Identity(identity=self.identity, issuer=self.issuer)
-        return CertificateIdentityPolicy(self)
-
-    def check(self, identities: list[str], issuer: str) -> None:
-        """Raise `VerificationError` unless a certificate naming `identities` (SANs) and
-        `issuer` matches this pin."""
-        if self.identity is not None and self.identity not in identities:
-            raise VerificationError(f"identity {self.identity} is not in the certificate")
-        if self._identity_re is not None and not any(
-            self._identity_re.fullmatch(i) for i in identities
-        ):
-            raise VerificationError(f"no certificate identity matches /{self.identity_regexp}/")
-        if self.issuer is not None and issuer != self.issuer:
-            raise VerificationError(f"issuer {issuer!r} is not {self.issuer}")
-        if self._issuer_re is not None and not self._issuer_re.fullmatch(issuer):
-            raise VerificationError(f"issuer {issuer!r} does not match /{self.issuer_regexp}/")
 
 
 class CertificateIdentityPolicy:
@@ -118,39 +42,19 @@ class CertificateIdentityPolicy:
 
     def verify(self, cert: x509.Certificate) -> None:
         identities, issuer = certificate_identity(cert)
-        self._pin.check(identities, issuer)
-
-
-def _der_utf8(der: bytes) -> str:
-    """The text of a DER UTF8String (tag 0x0C, short or long length)."""
-    if len(der) < 2 or der[0] != 0x0C:
-        return ""
-    length, offset = der[1], 2
-    if length & 0x80:
-        count = length & 0x7F
-        length, offset = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
-    return der[offset : offset + length].decode("utf-8", errors="replace")
-
-
-def certificate_identity(cert: x509.Certificate) -> tuple[list[str], str]:
-    """(SAN identities, OIDC issuer) of a Fulcio certificate ("" when it names no issuer)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [*san.get_values_for_type(x509.RFC822Name)]
-        names += [*san.get_values_for_type(x509.UniformResourceIdentifier)]
-    except x509.ExtensionNotFound:
-        names = []
-    issuer = ""
-    for oid, decode in ((_ISSUER_V2_OID, _der_utf8), (_ISSUER_V1_OID, None)):
         try:
-            raw = cert.extensions.get_extension_for_oid(oid).value
-        except x509.ExtensionNotFound:
-            continue
-        value = raw.value if isinstance(raw, x509.UnrecognizedExtension) else b""
-        issuer = decode(value) if decode else value.decode("utf-8", errors="replace")
-        if issuer:
-            break
-    return names, issuer
+            self._pin.check(identities, issuer)
+        except IdentityMismatch as exc:
+            raise VerificationError(str(exc)) from exc
+
+
+def policy_for(pin: IdentityPin) -> policy.VerificationPolicy:
+    """The sigstore-python policy for `pin` (`UnsafeNoOp` when nothing is pinned)."""
+    if not pin.pinned:
+        return policy.UnsafeNoOp()
+    if pin.identity is not None and pin.issuer is not None:
+        return policy.Identity(identity=pin.identity, issuer=pin.issuer)
+    return CertificateIdentityPolicy(pin)
 
 
 @dataclass(frozen=True)
@@ -258,7 +162,7 @@ class KeylessVerifier:
         who = f"{identities[0] if identities else '?'} ({issuer or '?'})"
         try:
             self._pin.check(identities, issuer)
-        except VerificationError as exc:
+        except IdentityMismatch as exc:
             raise SignatureInvalid(
                 f"signed by {who}, not the pinned {self._pin.describe()}: {exc}"
             ) from exc
@@ -283,7 +187,7 @@ class KeylessVerifier:
             raise SignatureInvalid("the Sigstore bundle holds no DSSE envelope")
         identity, issuer = self._check_certificate(bundle)
         try:
-            payload_type, payload = self._verifier.verify_dsse(bundle, self._pin.policy())
+            payload_type, payload = self._verifier.verify_dsse(bundle, policy_for(self._pin))
         except SigstoreError as exc:
             raise SignatureInvalid(
                 f"does not verify under the pinned trust root {self._root.path}: {_one_line(exc)}"
@@ -305,11 +209,11 @@ class KeylessVerifier:
         identity, issuer = self._check_certificate(bundle)
         try:
             if "dsseEnvelope" in document:
-                _, payload = self._verifier.verify_dsse(bundle, self._pin.policy())
+                _, payload = self._verifier.verify_dsse(bundle, policy_for(self._pin))
                 if payload != data:
                     raise SignatureDigestMismatch("the signed payload is not this file")
             else:
-                self._verifier.verify_artifact(data, bundle, self._pin.policy())
+                self._verifier.verify_artifact(data, bundle, policy_for(self._pin))
         except SigstoreError as exc:
             raise SignatureInvalid(
                 f"does not verify under the pinned trust root {self._root.path}: {_one_line(exc)}"

@@ -40,7 +40,8 @@ What each pass criterion reads (what the drills must write):
 - `rekor/entry.json` (written by `finalize()` after a keyless signature, not listed by the
   manifest): must be the log entry inside `manifest.sigstore.json` (same log index, log id
   and body), and its inclusion proof must lead to a checkpoint signed by a log key of the
-  pinned trust root; a key stored in the entry never vouches for it.
+  pinned trust root; a key stored in the entry never vouches for it. Required for every
+  keyless bundle (its absence is a removal); a key-signed bundle has none.
 - `cache/signature.sig`: a signature over `cache/manifest.json` of the manifest's kind (a
   Sigstore bundle checked against the pinned root and identity, or a DSSE envelope checked
   against the pinned keys).
@@ -60,7 +61,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import VerificationFailed
 from harness.evidence import _fs, _tlog
@@ -86,14 +87,12 @@ from harness.evidence.signer import (
     SignatureDigestMismatch,
     SignatureInvalid,
 )
-from harness.evidence.sigstore_verify import (
-    IdentityPin,
-    KeylessSignature,
-    KeylessVerifier,
-    PinnedRoot,
-)
+from harness.evidence.identity import IdentityPin
 from harness.evidence.summary import COMMANDS_LOG
 from lab.trust_domain import local_trust_config
+
+if TYPE_CHECKING:  # sigstore-python loads only when a keyless bundle is verified
+    from harness.evidence.sigstore_verify import KeylessSignature, KeylessVerifier, PinnedRoot
 
 _logger = logging.getLogger(__name__)
 
@@ -596,8 +595,8 @@ def _run_spec(spec: _Spec, ctx: _Context) -> CheckResult:
 def _scan(root: Path) -> tuple[dict[str, int], list[str]]:
     """Regular files (path → size) and unsafe entries below `root` (no link is followed)."""
     files: dict[str, int] = {}
-    unsafe = []
-    for rel, entry in _fs.walk_files(root):
+    unsafe: list[str] = []
+    for rel, entry in _fs.walk_files(root, on_error=lambda rel, _exc: unsafe.append(rel)):
         if entry.is_file(follow_symlinks=False):
             files[rel] = entry.stat(follow_symlinks=False).st_size
         else:
@@ -704,6 +703,8 @@ def _signature_check(
 
 
 def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
+    from harness.evidence.sigstore_verify import KeylessVerifier, PinnedRoot
+
     path = ctx.pins.root_path()
     if path is None:
         raise _Fail(f"{SIGSTORE_SIGNATURE}: {_NO_ROOT}")
@@ -718,7 +719,24 @@ def _verify_keyless(ctx: _Context, data: bytes, signature: bytes) -> str:
         if pinned.pinned
         else "identity not pinned (--cert-identity, --cert-oidc-issuer)"
     )
-    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}"
+    note = _copy_note(ctx)
+    return f"signed by {result.signed_by} under the pinned trust root {path}; {who}{note}"
+
+
+def _copy_note(ctx: _Context) -> str:
+    """Say so when the bundle's own trust config (information only) is not the pinned root."""
+    if SIGSTORE_TRUST_CONFIG not in ctx.present or ctx.pinned_root is None:
+        return ""
+    try:
+        carried = ctx.read_json(SIGSTORE_TRUST_CONFIG)
+    except _Fail:
+        return f"; {SIGSTORE_TRUST_CONFIG} is unreadable (ignored: information only)"
+    pinned = ctx.pinned_root.document
+    ours = pinned.get("trustedRoot", pinned)
+    theirs = carried.get("trustedRoot", carried) if isinstance(carried, dict) else None
+    if theirs == ours:
+        return ""
+    return f"; {SIGSTORE_TRUST_CONFIG} names another root (ignored: information only)"
 
 
 def _verify_key(ctx: _Context, data: bytes, signature: bytes) -> str:
@@ -775,7 +793,11 @@ def verify_folder(
     """Verify the bundle folder `root` (see `verify_bundle`)."""
     pins = pins or TrustPins()
     # An explicitly named trust config must be usable whatever the bundle holds (exit 2).
-    explicit_root = PinnedRoot.load(pins.trust_config) if pins.trust_config else None
+    explicit_root = None
+    if pins.trust_config is not None:
+        from harness.evidence.sigstore_verify import PinnedRoot
+
+        explicit_root = PinnedRoot.load(pins.trust_config)
     disk, unsafe = _scan(root)
     marker = read_marker(root)
     manifest_result, manifest, manifest_data = _manifest_check(root, disk, unsafe)
@@ -813,6 +835,9 @@ def verify_folder(
         if absent
         else _must("required", "ok", f"{len(required)} required path(s) present", *required)
     )
+    if ctx.signed is not None and ctx.signed.kind == "keyless":
+        # finalize() writes the keyless signature's log entry; its absence is a removal.
+        ctx.required_paths = (*ctx.required_paths, LOG_ENTRY)
     checks.extend(_run_spec(spec, ctx) for spec in CRITERIA)
     checks.append(_verdicts_check(predicate))
 

@@ -245,3 +245,13 @@ def test_crash_mid_write_leaves_an_incomplete_bundle(
     assert bundle.predicate.verdicts["determinism"].verdict == "pass"
     bundle.finalize(signer)
     assert verify_bundle(root, pins=pins).passed
+
+
+def test_open_refuses_a_marker_that_is_a_link(tmp_path: Path) -> None:
+    bundle = _new(tmp_path)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"predicate": {"runId": "stolen", "startedOn": "2025-01-01T00:00:00Z"}}')
+    (bundle.root / MARKER).unlink()
+    (bundle.root / MARKER).symlink_to(secret)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        EvidenceBundle.open(bundle.root)

@@ -188,6 +188,7 @@ def test_a_genuine_bundle_passes_with_and_without_identity_pinning(
     signature = report.check("signature").detail
     assert str(stacks["A"].trust_config) in signature
     assert ("not pinned" in signature) is (not pin.pinned)
+    assert "another root" not in signature
     rekor = report.check("rekor-inclusion")
     assert rekor.status == "ok" and "included in tree" in rekor.detail, rekor.detail
     assert report.check("cache-signature").status == "ok"
@@ -322,6 +323,18 @@ def test_a_swapped_trust_config_in_the_bundle_is_never_trusted(
     report = verify_bundle(root, pins=TrustPins(trust_config=stacks["A"].trust_config))
     assert report.files.modified == (SIGSTORE_TRUST_CONFIG,)
     assert report.check("signature").status == "ok"
+    assert "names another root (ignored" in report.check("signature").detail
+
+
+def test_a_removed_log_entry_fails(
+    passing: Path, copy_of: Callable[[Path], Path], pinned_a: TrustPins
+) -> None:
+    root = copy_of(passing)
+    (root / LOG_ENTRY).unlink()
+    report = verify_bundle(root, pins=pinned_a)
+    rekor = report.check("rekor-inclusion")
+    assert (rekor.status, rekor.required, rekor.passed) == ("missing", True, False)
+    assert not report.passed
 
 
 def test_a_log_entry_from_another_log_or_another_entry_fails(
@@ -371,3 +384,84 @@ def test_the_cli_pins_root_and_identity_for_folders_and_tarballs(
         assert "not issued under the pinned trust root" in capsys.readouterr().err
         wrong = ["--cert-identity-regexp", "ops@.*", "--cert-oidc-issuer", LAB_ISSUER]
         assert main(["evidence", "verify", target, "--trust-config", a, *wrong]) == 1
+
+
+def test_the_plain_sigstore_cli_verifies_a_bundle_file_against_the_pinned_root(
+    passing: Path, stacks: dict[str, Stack]
+) -> None:
+    """Interop: the manifest is an in-toto Statement whose subjects are the bundle's files, so
+    `sigstore verify identity --bundle manifest.sigstore.json FILE` checks any listed file."""
+    import subprocess
+    import sys
+
+    def sigstore(trust: Path, *identity: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable, "-m", "sigstore", "--trust-config", str(trust),
+                "verify", "identity", "--bundle", str(passing / SIGSTORE_SIGNATURE),
+                *identity, str(passing / "summary.html"),
+            ],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    who = ("--cert-identity", LAB_IDENTITY, "--cert-oidc-issuer", LAB_ISSUER)
+    done = sigstore(stacks["A"].trust_config, *who)
+    assert done.returncode == 0, done.stderr
+    assert sigstore(stacks["B"].trust_config, *who).returncode != 0
+    other = ("--cert-identity", "ops@cihub.test", "--cert-oidc-issuer", LAB_ISSUER)
+    assert sigstore(stacks["A"].trust_config, *other).returncode != 0
+
+
+def _mutations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, replacement) pairs: every leaf made wrong, every key removed."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*path, key), _REMOVE
+            yield from _mutations(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _mutations(inner, (*path, index))
+        yield path, []
+    elif isinstance(value, str):
+        yield path, value[: len(value) // 2]
+        yield path, "A" + value[1:] if value[:1] != "A" else "B" + value[1:]
+        yield path, 12345
+    else:
+        yield path, "not a number"
+
+
+_REMOVE = object()
+
+
+def _apply(document: Any, path: tuple[Any, ...], replacement: Any) -> Any:
+    copy = json.loads(json.dumps(document))
+    holder = copy
+    for step in path[:-1]:
+        holder = holder[step]
+    if not path:
+        return replacement
+    if replacement is _REMOVE:
+        del holder[path[-1]]
+    else:
+        holder[path[-1]] = replacement
+    return copy
+
+
+def test_no_mutation_of_the_sigstore_bundle_crashes_or_passes(
+    passing: Path, copy_of: Callable[[Path], Path], pinned_a: TrustPins
+) -> None:
+    """Hostile signature files are failed checks, never exceptions out of verify."""
+    root = copy_of(passing)
+    original = json.loads((root / SIGSTORE_SIGNATURE).read_bytes())
+    mutations = list(_mutations(original))
+    assert len(mutations) > 40
+    critical = ("payload", "sig", "rawBytes", "canonicalizedBody", "rootHash", "envelope")
+    failed_critical = 0
+    for path, replacement in mutations:
+        changed = _apply(original, path, replacement)
+        (root / SIGSTORE_SIGNATURE).write_text(json.dumps(changed))
+        report = verify_bundle(root, pins=pinned_a)  # never raises
+        if str(path[-1]) in critical and replacement is not _REMOVE:
+            assert report.check("signature").status == "fail", (path, replacement)
+            failed_critical += 1
+    assert failed_critical >= 12

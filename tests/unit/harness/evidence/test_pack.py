@@ -123,3 +123,38 @@ def test_refuses_non_bundles_and_output_inside(
         pack_bundle(tmp_path / "plain")
     with pytest.raises(ConfigError, match="no such"):
         pack_bundle(tmp_path / "absent")
+
+
+def _zeros_tarball(path: Path, size: int) -> Path:
+    import io
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in (("b/INCOMPLETE", b"{}"), ("b/zeros.bin", bytes(size))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    return path
+
+
+def test_each_limit_stops_extraction_and_its_flag_raises_it(tmp_path: Path) -> None:
+    from harness.evidence import ArchiveLimitExceeded, ExtractLimits, extract_bundle
+
+    bomb = _zeros_tarball(tmp_path / "bomb.tar.gz", 48 * 1024 * 1024)  # ~1000:1
+    cases = [
+        (ExtractLimits(), "--max-ratio 250"),
+        (ExtractLimits(max_ratio=10_000, max_member_bytes=1024), "--max-member-size 1K"),
+        (ExtractLimits(max_ratio=10_000, max_total_bytes=1024 * 1024), "--max-total-size 1M"),
+        (ExtractLimits(max_ratio=10_000, max_members=1), "--max-members 1"),
+    ]
+    for number, (limits, flag) in enumerate(cases):
+        dest = tmp_path / f"out-{number}"
+        dest.mkdir()
+        with pytest.raises(ArchiveLimitExceeded, match=flag):
+            extract_bundle(bomb, dest, limits)
+        assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) < 1024 * 1024
+    dest = tmp_path / "raised"
+    dest.mkdir()
+    root = extract_bundle(bomb, dest, ExtractLimits(max_ratio=10_000))
+    assert (root / "zeros.bin").stat().st_size == 48 * 1024 * 1024

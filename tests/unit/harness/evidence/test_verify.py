@@ -369,3 +369,75 @@ def test_report_json_shape(make_bundle: Callable[..., Path], pins: TrustPins) ->
     assert {c["status"] for c in value["checks"]} <= {"ok", "fail", "missing"}
     assert set(value["files"]) == {"modified", "added", "removed", "unsafe"}
     json.dumps(value)
+
+
+def _evil_log_entry() -> dict[str, object]:
+    """A well-formed entry of a made-up log that carries its own key (issue 13 #7)."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from harness.evidence import _tlog
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    bodies = [b'{"kind":"hashedrekord","n":%d}' % i for i in range(3)]
+    leaves = [_tlog.leaf_hash(b) for b in bodies]
+    root = _tlog.tree_root(leaves)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return {
+        "tlogEntry": {
+            "logIndex": "2",
+            "logId": {"keyId": b64(hashlib.sha256(spki).digest())},
+            "inclusionProof": {
+                "logIndex": "2",
+                "rootHash": b64(root),
+                "treeSize": "3",
+                "hashes": [b64(h) for h in _tlog.inclusion_path(leaves, 2)],
+                "checkpoint": {
+                    "envelope": _tlog.sign_checkpoint("evil-log", 3, root, "evil-log", key)
+                },
+            },
+            "canonicalizedBody": b64(bodies[2]),
+        },
+        "logPublicKey": {"rawBytes": b64(spki)},
+    }
+
+
+def test_an_entry_from_a_made_up_log_fails_rekor_inclusion(
+    make_bundle: Callable[..., Path], pins: TrustPins
+) -> None:
+    """On e3ce19b this said `rekor-inclusion ok (evil-log ...)`: the entry's own key vouched."""
+    root = make_bundle()
+    (root / "rekor").mkdir()
+    (root / "rekor" / "entry.json").write_text(json.dumps(_evil_log_entry()))
+    report = verify_bundle(root, pins=pins)
+    rekor = report.check("rekor-inclusion")
+    assert rekor.status == "fail" and "evil-log" not in rekor.detail, rekor.detail
+    assert not report.passed
+
+
+def test_a_folder_that_cannot_be_listed_fails_files_without_a_traceback(
+    make_bundle: Callable[..., Path], pins: TrustPins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    root = make_bundle()
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if str(path).endswith("build-B"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = verify_bundle(root, pins=pins)
+    assert "determinism/build-B" in report.check("files").detail
+    assert not report.passed
