@@ -626,12 +626,12 @@ class RekorApp:
         handler = (self._get if reading else self._post).get(path)
         route = path if path in self._get or path in self._post else "other"
         try:
-            if reading:
-                # Other labs' rekor processes may have appended to the shared databases.
-                if path.startswith(("/api/v1", "/api/v2")):
-                    self.v1.refresh()
-                if path.startswith(("/tile/", "/checkpoint")):
-                    self.v2.refresh()
+            # Other labs' rekor processes may have appended to the shared databases: reads
+            # (searches are POSTs) first catch up; appends sync inside their transaction.
+            if path.startswith("/api/v1") and (reading or path != "/api/v1/log/entries"):
+                self.v1.refresh()
+            if reading and path.startswith(("/tile/", "/checkpoint")):
+                self.v2.refresh()
             if handler is not None:
                 return route, handler(request)
             if reading and path.startswith("/api/v1/log/entries/"):
