@@ -543,3 +543,20 @@ def test_searches_see_what_another_process_appended(tmp_path: Path, keys: Keys) 
         for proc in (proc_a, proc_b):
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_tiles_monitor_audit_reads_every_new_entry(
+    service: RekorService, keys: Keys, tmp_path: Path
+) -> None:
+    monitor = _tiles_monitor(service, keys, tmp_path / "state")
+    _fill_v2(service, 10, "audit a")
+    monitor.run(audit=True)
+    _fill_v2(service, 300, "audit b")
+    assert monitor.run(audit=True).current.size == 310
+    # a log whose entry bundle disagrees with its tiles is caught
+    _fill_v2(service, 1, "audit c")
+    service.store_v2._writer.execute(  # type: ignore[union-attr]
+        "UPDATE entries SET body = ? WHERE idx = 310", (b'{"tampered": true}',)
+    )
+    with pytest.raises(MonitorAlarm, match="entry 310 does not hash to the leaf"):
+        monitor.run(audit=True)
