@@ -356,7 +356,7 @@ class RekorMonitor(_Monitor):
                 self._check_included(digest, named[index], current)
             )
         self._save(current)
-        _logger.info(
+        _logger.debug(
             "v1 log %s verified at size %d (was %s)",
             self.log_id[:16],
             current.size,
@@ -605,7 +605,7 @@ class TilesMonitor(_Monitor):
             self._check_entry(reader, index, digest, body.root_hash)
             found.setdefault(digest, []).append(index)
         self._save(current)
-        _logger.info(
+        _logger.debug(
             "v2 log %s verified at size %d (was %s) from %d tiles",
             self.origin,
             current.size,
