@@ -356,7 +356,7 @@ class RekorMonitor(_Monitor):
                 self._check_included(digest, named[index], current)
             )
         self._save(current)
-        _logger.info(
+        _logger.debug(
             "v1 log %s verified at size %d (was %s)",
             self.log_id[:16],
             current.size,
@@ -563,11 +563,16 @@ class TilesMonitor(_Monitor):
         self.origin = origin
         self.last_reader: TileReader | None = None
 
-    def run(self, entries: Mapping[int, str] | None = None) -> MonitorResult:
+    def run(
+        self, entries: Mapping[int, str] | None = None, *, audit: bool = False
+    ) -> MonitorResult:
         """Verify the new checkpoint, its consistency with the last one, and given entries.
 
         Args:
             entries: log index -> the digest ("sha256:<hex>") that entry's body must carry.
+            audit: also read every entry added since the last verified checkpoint (entry
+                bundles), check each is a JSON entry body, and that its leaf hash is the one
+                the tiles (and so the signed root) commit to.
 
         Raises:
             MonitorAlarm: rollback, split view, bad signature or origin, a tile that doesn't
@@ -593,12 +598,14 @@ class TilesMonitor(_Monitor):
                 except merkle.ProofError as exc:
                     raise MonitorAlarm(f"INCONSISTENT: tiles can't prove it: {exc}") from exc
             self._check_append_only(previous, current, proof)
+        if audit:
+            self._audit(reader, previous.size if previous else 0)
         found: dict[str, list[int]] = {}
         for index, digest in sorted((entries or {}).items()):
             self._check_entry(reader, index, digest, body.root_hash)
             found.setdefault(digest, []).append(index)
         self._save(current)
-        _logger.info(
+        _logger.debug(
             "v2 log %s verified at size %d (was %s) from %d tiles",
             self.origin,
             current.size,
@@ -606,6 +613,25 @@ class TilesMonitor(_Monitor):
             reader.fetched,
         )
         return MonitorResult(self.log_id, previous, current, found, api=2)
+
+    def _audit(self, reader: TileReader, first: int) -> None:
+        """Every entry in [first, size) hashes to the leaf the tiles commit to."""
+        size = reader.size
+        for bundle_index in range(first // TILE_WIDTH, -(-size // TILE_WIDTH)):
+            width = min(TILE_WIDTH, size - bundle_index * TILE_WIDTH)
+            bodies = _split_entry_bundle(self._bytes(tile_path(-1, bundle_index, width)))
+            if len(bodies) != width:
+                raise MonitorAlarm(f"entry bundle {bundle_index} holds {len(bodies)}, not {width}")
+            for offset, body in enumerate(bodies):
+                index = bundle_index * TILE_WIDTH + offset
+                if index < first:
+                    continue
+                if reader.node(0, index) != merkle.hash_leaf(body):
+                    raise MonitorAlarm(f"entry {index} does not hash to the leaf in its tile")
+                try:
+                    json.loads(body)
+                except ValueError as exc:
+                    raise MonitorAlarm(f"entry {index} is not a JSON entry body") from exc
 
     def _check_entry(self, reader: TileReader, index: int, digest: str, root: bytes) -> None:
         if not 0 <= index < reader.size:

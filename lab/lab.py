@@ -131,7 +131,8 @@ class Lab:
         lab's configured identity)."""
         if self.trust_material is None:
             raise LabError(f"lab {self.config.lab_id} has no Sigstore stack")
-        return self.trust_material.mint_identity_token(identity, lifetime=lifetime)
+        who = identity or self.config.identity  # the trust domain serves many labs
+        return self.trust_material.mint_identity_token(who, lifetime=lifetime)
 
     def __enter__(self) -> Self:
         return self.start()

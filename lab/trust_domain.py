@@ -51,7 +51,8 @@ LOGS_DIR = "logs"
 LOG_DB_V1 = "v1.db"
 LOG_DB_V2 = "v2.db"
 CONTAINER_LOG_USER = 65532
-"""The uid:gid the rekor containers run as when the host user is root (never root itself)."""
+"""The uid:gid the rekor containers run as when the host user is root (never root itself);
+the logs and the service files (`services/<role>/`) are then owned by it."""
 
 
 class TrustDomainError(LabError):
@@ -193,10 +194,10 @@ class TrustDomain:
             self.material.write_service_files(self.path / SERVICES_DIR)
         self.logs_dir.mkdir(exist_ok=True, mode=0o700)
         if os.geteuid() == 0:
-            # The rekor containers run as a non-root id: hand them their logs and keys (the
-            # key files are copied into the container with their owner).
-            rekor = self.service_dirs()["rekor"]
-            for item in [self.logs_dir, *self.logs_dir.iterdir(), *rekor.iterdir()]:
+            # The Sigstore containers run as a non-root id: hand it the logs and the service
+            # keys (files are copied into a container with their owner and mode 0600).
+            roles = [f for d in self.service_dirs().values() for f in [d, *d.iterdir()]]
+            for item in [self.logs_dir, *self.logs_dir.iterdir(), *roles]:
                 os.chown(item, CONTAINER_LOG_USER, CONTAINER_LOG_USER)
 
     # -- what it contains ---------------------------------------------------------------

@@ -75,6 +75,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="INDEX=sha256:HEX",
         help="the entry at INDEX must be in the log and carry that digest (needs one --log)",
     )
+    monitor.add_argument(
+        "--audit",
+        action="store_true",
+        help="v2: also re-hash every entry added since the last run against its tile",
+    )
     monitor.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     monitor.set_defaults(handler=_monitor)
 
@@ -113,7 +118,7 @@ def _monitor(args: argparse.Namespace) -> int:
             results.append(v1.run(digests, entries))
         else:
             v2 = TilesMonitor(rekor_url, pinned.key, pinned.name, state_dir=state_dir)
-            results.append(v2.run(entries))
+            results.append(v2.run(entries, audit=args.audit))
     if args.json:
         out: dict[str, Any] = {f"v{r.api}": r.to_json() for r in results}
         print(json.dumps(out, indent=2))

@@ -293,3 +293,38 @@ def _jwt_claims(token: str) -> str:
 
     payload = token.split(".")[1]
     return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+
+
+def test_lab_bundles_of_both_logs_verify_against_the_exported_trust_domain(
+    lab: Lab, lab_stack: Stack, artifact: Path, tmp_path: Path
+) -> None:
+    """What an auditor does: pin `cihub trust export`, never the lab's own trust config."""
+    assert lab.trust_domain is not None
+    pinned = tmp_path / "pinned.json"
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "trust",
+            "export",
+            "-o",
+            str(pinned),
+            "--trust-domain",
+            str(lab.trust_domain.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    log_ids = set()
+    for version in ("1", "2"):
+        bundle = tmp_path / f"v{version}.sigstore.json"
+        signed = _sign(lab_stack, artifact, bundle, "--rekor-version", version)
+        assert signed.returncode == 0, _one_line(signed)
+        entry = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"][0]
+        log_ids.add(entry["logId"]["keyId"])
+        verified = _verify(lab_stack, artifact, bundle, trust_config=pinned)
+        assert verified.returncode == 0, _one_line(verified)
+    assert len(log_ids) == 2, "v1 and v2 are separate logs"

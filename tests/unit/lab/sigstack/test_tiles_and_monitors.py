@@ -521,3 +521,42 @@ def test_cli_state_dir_that_is_a_file_is_a_one_line_error(
     assert code == 2
     assert "not a folder" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_searches_see_what_another_process_appended(tmp_path: Path, keys: Keys) -> None:
+    (proc_a, url_a), (proc_b, url_b) = _spawn(tmp_path, keys), _spawn(tmp_path, keys)
+    try:
+        assert requests.get(url_a + "/api/v1/log", timeout=10).json()["treeSize"] == 0
+        data = b"appended through b"
+        created = requests.post(url_b + "/api/v1/log/entries", json=v1_request(data), timeout=10)
+        assert created.status_code == 201
+        # a (POST) search on process a, whose tree has not been read since
+        found = requests.post(
+            url_a + "/api/v1/index/retrieve", json={"hash": digest_of(data)}, timeout=10
+        )
+        assert found.json() == list(created.json())
+        listed = requests.post(
+            url_a + "/api/v1/log/entries/retrieve", json={"logIndexes": [0]}, timeout=10
+        )
+        assert [next(iter(e.values()))["logIndex"] for e in listed.json()] == [0]
+    finally:
+        for proc in (proc_a, proc_b):
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_tiles_monitor_audit_reads_every_new_entry(
+    service: RekorService, keys: Keys, tmp_path: Path
+) -> None:
+    monitor = _tiles_monitor(service, keys, tmp_path / "state")
+    _fill_v2(service, 10, "audit a")
+    monitor.run(audit=True)
+    _fill_v2(service, 300, "audit b")
+    assert monitor.run(audit=True).current.size == 310
+    # a log whose entry bundle disagrees with its tiles is caught
+    _fill_v2(service, 1, "audit c")
+    service.store_v2._writer.execute(  # type: ignore[union-attr]
+        "UPDATE entries SET body = ? WHERE idx = 310", (b'{"tampered": true}',)
+    )
+    with pytest.raises(MonitorAlarm, match="entry 310 does not hash to the leaf"):
+        monitor.run(audit=True)
