@@ -247,7 +247,8 @@ class SigstoreSigner:
 
 
 def record_signature(bundle: EvidenceBundle, name: str, signed: SignedArtifact) -> None:
-    """Write `<name>.sigstore.json` and `rekor/entry.json` (log entry, inclusion proof and
-    signed checkpoint) into an evidence bundle."""
+    """Write `<name>.sigstore.json` and `rekor/<name>.entry.json` (its log entry, inclusion proof
+    and signed checkpoint) into an evidence bundle. (`rekor/entry.json` itself is the manifest
+    signature's entry, which `finalize` writes.)"""
     bundle.write_bytes(f"{name}.sigstore.json", signed.bundle_json.encode())
-    bundle.write_json("rekor/entry.json", signed.log_entry)
+    bundle.write_json(f"rekor/{name}.entry.json", signed.log_entry)
