@@ -49,6 +49,7 @@ def test_registry_answers_through_the_fault_proxy(lab: Lab) -> None:
     assert response.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
     proxy = lab.toxiproxy.get_proxy("registry")
     registry = lab.service_container("registry")
+    registry.reload()
     published = registry.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
     assert proxy.upstream == f"127.0.0.1:{published}" and proxy.enabled
 
