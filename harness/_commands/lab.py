@@ -96,6 +96,7 @@ def _up(args: argparse.Namespace) -> int:
         name = labels.check_lab_name(args.name) if args.name else labels.default_lab_name()
     except ValueError as exc:
         raise ConfigError(f"--name: {exc}") from exc
+    host_ports = _parse_ports(args.port)  # bad input is told before the engine is asked
     client = docker_client()
     existing = next((lab for lab in list_labs(client) if lab.lab_id == name), None)
     if existing is not None and existing.ready and existing.state == "running":
@@ -112,7 +113,7 @@ def _up(args: argparse.Namespace) -> int:
         registry_auth=args.registry_auth,
         persistent=True,
         evidence_dir=args.evidence_dir,
-        host_ports=_parse_ports(args.port),
+        host_ports=host_ports,
         startup_timeout=args.timeout,
     )
     _err.print(f"bringing up lab [bold]{config.lab_id}[/] ({config.images} images)")

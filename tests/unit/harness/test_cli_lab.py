@@ -51,3 +51,12 @@ class _NoLabs:
 
     class volumes(containers):
         pass
+
+
+def test_a_bad_lab_name_is_refused_before_the_engine_is_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert main(["lab", "up", "--name", "Bad Name"]) == _exit.ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--name: lab name 'Bad Name'" in err
