@@ -98,7 +98,14 @@ def _up(args: argparse.Namespace) -> int:
         raise ConfigError(f"--name: {exc}") from exc
     host_ports = _parse_ports(args.port)  # bad input is told before the engine is asked
     client = docker_client()
-    existing = next((lab for lab in list_labs(client) if lab.lab_id == name), None)
+    labs = list_labs(client)
+    me = labels.caller_owner()
+    for stale in [lab for lab in labs if lab.stale and lab.owner == me and lab.lab_id != name]:
+        # Yours, left by a crashed run: reaped now (the claim reaps a stale lab of this name).
+        save_logs(client, stale.lab_id, args.evidence_dir / "lab" / stale.lab_id)
+        remove_lab(client, stale.lab_id)
+        _err.print(f"removed lab {stale.lab_id} (stale)")
+    existing = next((lab for lab in labs if lab.lab_id == name), None)
     if existing is not None and existing.ready and existing.state == "running":
         # `make demo` twice: the lab is up, say where (a lab that is starting, stale or broken
         # goes through the claim, which refuses or reaps it).

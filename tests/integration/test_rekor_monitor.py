@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,9 +49,26 @@ def _snapshot_rekor(lab: Lab) -> bytes:
 def _restore_rekor(lab: Lab, snapshot: bytes) -> None:
     container = lab.service_container("rekor")
     container.stop(timeout=10)
-    assert container.put_archive("/var/lib", snapshot)
+    # The container's root filesystem is read-only: extract into the volume itself, with the
+    # snapshot's leading `rekor/` taken off.
+    assert container.put_archive("/var/lib/rekor", _rerooted(snapshot, "rekor"))
     container.start()
     lab.wait_healthy("rekor")
+
+
+def _rerooted(archive: bytes, top: str) -> bytes:
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive)) as src,
+        tarfile.open(fileobj=out, mode="w") as dst,
+    ):
+        for member in src.getmembers():
+            name = member.name.removeprefix(top).lstrip("/")
+            if not name:
+                continue
+            member.name = name
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
 
 
 def test_monitor_passes_on_growth_and_fails_loudly_on_a_rollback(
