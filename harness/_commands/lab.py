@@ -18,7 +18,7 @@ from lab import Lab, LabConfig, labels
 from lab._internal.docker import docker_client
 from lab.cleanup import LabSummary, list_labs, remove_lab, save_logs
 from lab.endpoints import Endpoints
-from lab.errors import LabNotFound
+from lab.errors import LabError, LabNotFound
 from lab.images import IMAGE_MODES, remove_unused_images
 from lab.sigstore_trust import LabTrustMaterial
 from lab.state import lab_state_dir, write_secret
@@ -156,10 +156,16 @@ def _status(args: argparse.Namespace) -> int:
             "running_services": list(summary.running_services),
             "containers": list(summary.containers),
         }
-        if summary.running and not summary.stale:
+        if summary.running and summary.ready and not summary.stale:
             try:
-                row.update(Endpoints.discover(client, summary.lab_id).to_json())
-            except LabNotFound as exc:
+                endpoints = Endpoints.discover(client, summary.lab_id)
+                if "registry" not in endpoints.proxies:
+                    raise LabNotFound(
+                        f"lab {summary.lab_id}: its fault proxy has no registry route"
+                    )
+                row.update(endpoints.to_json())
+            except LabError as exc:
+                # Status lists every lab: one that can't be read says why and the list goes on.
                 row["problem"] = str(exc)
         rows.append(row)
     if args.json:
