@@ -3,6 +3,7 @@ publishes its ports on 127.0.0.1 only, and runs hardened (see `Hardening`)."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import posixpath
 import socket
@@ -12,9 +13,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
+from urllib.parse import urlsplit
 
 import docker.errors
-import requests
 from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
@@ -186,11 +187,8 @@ class LabContainer(DockerContainer):
         deadline = time.monotonic() + self.startup_timeout
         next_check = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            try:
-                if requests.get(url, timeout=1).status_code in statuses:
-                    return
-            except requests.RequestException:
-                pass
+            if _http_status(url) in statuses:
+                return
             if time.monotonic() >= next_check:
                 # Seldom: asking the engine is what this wait avoids doing often.
                 next_check = time.monotonic() + 0.5
@@ -245,6 +243,21 @@ class LabContainer(DockerContainer):
         except Exception as exc:  # the container may already be gone
             return f"(logs unavailable: {exc})\n"
         return data.decode("utf-8", errors="replace")
+
+
+def _http_status(url: str) -> int | None:
+    """The status of `GET url`, or None when nothing answers. Plain http.client: polled every
+    few ms by several threads while the services start, and requests' per-call session costs
+    CPU that the starting services on a two-core machine need more."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or LOOPBACK, parts.port, timeout=1)
+    try:
+        connection.request("GET", parts.path or "/")
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
 
 
 def _tar_file(name: str, content: bytes, mode: int, owner: tuple[int, int]) -> bytes:
