@@ -1,4 +1,4 @@
-"""compose.yaml is the same lab as `Lab`, valid compose-spec, and readable by docker-compose 1.29."""
+"""compose.yaml is the same lab as `Lab`, valid compose-spec, readable by docker-compose 1.29."""
 
 from __future__ import annotations
 
