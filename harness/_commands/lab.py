@@ -208,9 +208,9 @@ def _token(args: argparse.Namespace) -> int:
     lab_id = args.lab
     if lab_id is None:
         me = labels.caller_owner()
-        running = [
-            lab.lab_id for lab in list_labs(docker_client()) if lab.running and lab.owner == me
-        ]
+        mine = [lab for lab in list_labs(docker_client()) if lab.running and lab.owner == me]
+        # Your `lab up` lab before the test labs of a run going on beside it.
+        running = [lab.lab_id for lab in mine if lab.persistent] or [lab.lab_id for lab in mine]
         if len(running) != 1:
             found = ", ".join(running) if running else "none of yours is up"
             raise LabNotFound(f"name the lab with --lab ({found})")
