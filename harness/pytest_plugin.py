@@ -90,6 +90,9 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Lab]:
             evidence_dir=_evidence_dir(pytestconfig),
             startup_timeout=pytestconfig.getoption("lab_timeout"),
             keep=pytestconfig.getoption("lab_keep"),
+            # A kept lab outlives the run like a `cihub lab up` one: not stale when the run
+            # ends, removed by `cihub lab down`.
+            persistent=pytestconfig.getoption("lab_keep"),
         )
         the_lab = Lab(config, client=client).start()
     except LabError as exc:

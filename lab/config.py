@@ -16,9 +16,12 @@ class ProxiedService:
 
     Attributes:
         name: the proxy's name in the fault proxy (what chaos experiments target).
-        upstream_host: the service's alias on the lab network.
-        upstream_port: the service's port on the lab network.
-        listen_port: the proxy's listen port inside the fault-proxy container.
+        upstream_host: the service (its container's alias on the lab network); a `Lab`'s fault
+            proxy, on the host network, reaches it on the 127.0.0.1 port `upstream_port` is
+            published on.
+        upstream_port: the service's port inside its container.
+        listen_port: the proxy's fixed listen port in compose.yaml's lab; a `Lab` listens on
+            127.0.0.1 on a port the kernel chooses (or `LabConfig.host_ports[name]`).
         scheme: the URL scheme clients use for the endpoint.
     """
 

@@ -26,8 +26,8 @@ from lab._internal.claim import claim, mark_ready
 from lab._internal.docker import docker_client
 from lab.cleanup import remove_lab, save_logs
 from lab.config import LabConfig, ProxiedService
-from lab.containers.base import LOOPBACK, LabContainer
-from lab.containers.faultproxy import FaultProxyContainer, free_loopback_port
+from lab.containers.base import LOOPBACK, LabContainer, free_loopback_port
+from lab.containers.faultproxy import FaultProxyContainer
 from lab.containers.registry import RegistryContainer, RegistryCredentials
 from lab.containers.sigstack import FulcioContainer, RekorContainer, TsaContainer
 from lab.endpoints import Endpoints, ProxyEndpoint

@@ -18,7 +18,7 @@ from lab import Lab, LabConfig, labels
 from lab._internal.docker import docker_client
 from lab.cleanup import LabSummary, list_labs, remove_lab, save_logs
 from lab.endpoints import Endpoints
-from lab.errors import LabNotFound
+from lab.errors import LabError, LabNotFound
 from lab.images import IMAGE_MODES, remove_unused_images
 from lab.sigstore_trust import LabTrustMaterial
 from lab.state import lab_state_dir, write_secret
@@ -96,8 +96,16 @@ def _up(args: argparse.Namespace) -> int:
         name = labels.check_lab_name(args.name) if args.name else labels.default_lab_name()
     except ValueError as exc:
         raise ConfigError(f"--name: {exc}") from exc
+    host_ports = _parse_ports(args.port)  # bad input is told before the engine is asked
     client = docker_client()
-    existing = next((lab for lab in list_labs(client) if lab.lab_id == name), None)
+    labs = list_labs(client)
+    me = labels.caller_owner()
+    for stale in [lab for lab in labs if lab.stale and lab.owner == me and lab.lab_id != name]:
+        # Yours, left by a crashed run: reaped now (the claim reaps a stale lab of this name).
+        save_logs(client, stale.lab_id, args.evidence_dir / "lab" / stale.lab_id)
+        remove_lab(client, stale.lab_id)
+        _err.print(f"removed lab {stale.lab_id} (stale)")
+    existing = next((lab for lab in labs if lab.lab_id == name), None)
     if existing is not None and existing.ready and existing.state == "running":
         # `make demo` twice: the lab is up, say where (a lab that is starting, stale or broken
         # goes through the claim, which refuses or reaps it).
@@ -112,7 +120,7 @@ def _up(args: argparse.Namespace) -> int:
         registry_auth=args.registry_auth,
         persistent=True,
         evidence_dir=args.evidence_dir,
-        host_ports=_parse_ports(args.port),
+        host_ports=host_ports,
         startup_timeout=args.timeout,
     )
     _err.print(f"bringing up lab [bold]{config.lab_id}[/] ({config.images} images)")
@@ -148,10 +156,16 @@ def _status(args: argparse.Namespace) -> int:
             "running_services": list(summary.running_services),
             "containers": list(summary.containers),
         }
-        if summary.running and not summary.stale:
+        if summary.running and summary.ready and not summary.stale:
             try:
-                row.update(Endpoints.discover(client, summary.lab_id).to_json())
-            except LabNotFound as exc:
+                endpoints = Endpoints.discover(client, summary.lab_id)
+                if "registry" not in endpoints.proxies:
+                    raise LabNotFound(
+                        f"lab {summary.lab_id}: its fault proxy has no registry route"
+                    )
+                row.update(endpoints.to_json())
+            except LabError as exc:
+                # Status lists every lab: one that can't be read says why and the list goes on.
                 row["problem"] = str(exc)
         rows.append(row)
     if args.json:
@@ -194,9 +208,9 @@ def _token(args: argparse.Namespace) -> int:
     lab_id = args.lab
     if lab_id is None:
         me = labels.caller_owner()
-        running = [
-            lab.lab_id for lab in list_labs(docker_client()) if lab.running and lab.owner == me
-        ]
+        mine = [lab for lab in list_labs(docker_client()) if lab.running and lab.owner == me]
+        # Your `lab up` lab before the test labs of a run going on beside it.
+        running = [lab.lab_id for lab in mine if lab.persistent] or [lab.lab_id for lab in mine]
         if len(running) != 1:
             found = ", ".join(running) if running else "none of yours is up"
             raise LabNotFound(f"name the lab with --lab ({found})")

@@ -3,16 +3,19 @@ publishes its ports on 127.0.0.1 only, and runs hardened (see `Hardening`)."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import posixpath
+import socket
 import tarfile
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
+from urllib.parse import urlsplit
 
-import requests
+import docker.errors
 from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
@@ -24,8 +27,19 @@ LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.02
 """How often health checks poll: testcontainers' default of 1 s would dominate start-up."""
 
+_PORT_TAKEN_MARKERS = ("port is already allocated", "address already in use")
+_PORT_ATTEMPTS = 3
+
 NOBODY = "65534:65534"
 """The unprivileged user lab services run as unless a service needs another."""
+
+
+def free_loopback_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,12 @@ class LabContainer(DockerContainer):
             self.with_network_aliases(self.service)
 
     def with_published_port(self, port: int, host_port: int | None = None) -> Self:
-        """Publish `port` on 127.0.0.1: on `host_port`, or on a port the engine chooses."""
+        """Publish `port` on 127.0.0.1: on `host_port`, or on a free port chosen at start.
+
+        A chosen port is still a fixed binding, so a container stopped and started again (a
+        DR drill) comes back on the same port and the fault proxy's route to it still holds;
+        an engine-chosen one would move.
+        """
         self._published[port] = host_port
         return self
 
@@ -124,9 +143,10 @@ class LabContainer(DockerContainer):
     def _configure(self) -> None:
         self._configure_service()
         for port, host_port in self._published.items():
-            # docker-py takes (host ip, host port); None lets the engine choose the port.
-            # testcontainers types its port map as int-valued, hence the cast.
-            cast(dict[str, Any], self.ports)[f"{port}/tcp"] = (LOOPBACK, host_port)
+            # docker-py takes (host ip, host port); testcontainers types its port map as
+            # int-valued, hence the cast.
+            chosen = host_port or free_loopback_port()
+            cast(dict[str, Any], self.ports)[f"{port}/tcp"] = (LOOPBACK, chosen)
         for path, options in self.hardening.tmpfs:
             self.tmpfs[path] = options
         self.with_kwargs(
@@ -143,7 +163,20 @@ class LabContainer(DockerContainer):
             TimeoutError: not healthy within `startup_timeout`.
             RuntimeError: the container exited before it was healthy.
         """
-        super().start()
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                super().start()
+                break
+            except docker.errors.APIError as exc:
+                chosen_here = any(host is None for host in self._published.values())
+                taken = any(marker in str(exc).lower() for marker in _PORT_TAKEN_MARKERS)
+                if attempt == _PORT_ATTEMPTS or not (chosen_here and taken):
+                    raise
+                # Another process took the port between our choice and the engine's bind:
+                # choose again.
+                if self._container is not None:
+                    self._container.remove(force=True, v=True)
+                    self._container = None
         if self._health is not None:
             port, path, statuses = self._health
             self.wait_http(f"http://{LOOPBACK}:{self.published_port(port)}{path}", statuses)
@@ -154,11 +187,8 @@ class LabContainer(DockerContainer):
         deadline = time.monotonic() + self.startup_timeout
         next_check = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            try:
-                if requests.get(url, timeout=1).status_code in statuses:
-                    return
-            except requests.RequestException:
-                pass
+            if _http_status(url) in statuses:
+                return
             if time.monotonic() >= next_check:
                 # Seldom: asking the engine is what this wait avoids doing often.
                 next_check = time.monotonic() + 0.5
@@ -217,6 +247,21 @@ class LabContainer(DockerContainer):
         except Exception as exc:  # the container may already be gone
             return f"(logs unavailable: {exc})\n"
         return data.decode("utf-8", errors="replace")
+
+
+def _http_status(url: str) -> int | None:
+    """The status of `GET url`, or None when nothing answers. Plain http.client: polled every
+    few ms by several threads while the services start, and requests' per-call session costs
+    CPU that the starting services on a two-core machine need more."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or LOOPBACK, parts.port, timeout=1)
+    try:
+        connection.request("GET", parts.path or "/")
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
 
 
 def _tar_file(name: str, content: bytes, mode: int, owner: tuple[int, int]) -> bytes:

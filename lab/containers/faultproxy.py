@@ -9,21 +9,11 @@ services through their published 127.0.0.1 ports.
 
 from __future__ import annotations
 
-import socket
-
 from lab.containers.base import LOOPBACK, Hardening, LabContainer
 from lab.errors import PortInUse
 
 API_PORT = 8474
 """The API port inside compose.yaml's lab and in Toxiproxy's documentation."""
-
-
-def free_loopback_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class FaultProxyContainer(LabContainer):

@@ -46,7 +46,7 @@ class RegistryContainer(LabContainer):
     """
 
     service = "registry"
-    hardening = Hardening(pids_limit=128, mem_limit="256m", writable=(_AUTH_DIR,))
+    hardening = Hardening(pids_limit=128, mem_limit="256m")
 
     def with_storage_volume(self, volume_name: str) -> RegistryContainer:
         """Keep the registry's blobs on the named volume, so DR drills can back it up."""
@@ -55,6 +55,9 @@ class RegistryContainer(LabContainer):
 
     def with_htpasswd(self, credentials: RegistryCredentials) -> RegistryContainer:
         """Turn on htpasswd auth with these credentials (only the bcrypt hash goes in)."""
+        # The auth folder takes the file before the start: a small volume on the read-only
+        # root, made only for labs with auth (each volume costs the engine time at start-up).
+        self.with_docker_kwarg("mounts", Hardening(writable=(_AUTH_DIR,)).docker_kwargs()["mounts"])
         self.with_copy_into_container(credentials.htpasswd_line(), _HTPASSWD_PATH, 0o644)
         self.with_env("REGISTRY_AUTH", "htpasswd")
         self.with_env("REGISTRY_AUTH_HTPASSWD_REALM", "cihub-lab")

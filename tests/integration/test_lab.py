@@ -49,6 +49,7 @@ def test_registry_answers_through_the_fault_proxy(lab: Lab) -> None:
     assert response.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
     proxy = lab.toxiproxy.get_proxy("registry")
     registry = lab.service_container("registry")
+    registry.reload()
     published = registry.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
     assert proxy.upstream == f"127.0.0.1:{published}" and proxy.enabled
 
@@ -139,7 +140,8 @@ class _BrokenRegistryImages(ImageBuilder):
 def test_a_service_that_never_gets_healthy_is_torn_down_and_its_log_kept(
     tmp_path: Path, client: docker.DockerClient
 ) -> None:
-    config = LabConfig(evidence_dir=tmp_path, startup_timeout=3)
+    # The bare base image exits at once: found within a second, whatever the timeout.
+    config = LabConfig(evidence_dir=tmp_path, startup_timeout=30)
     with pytest.raises(ServiceStartError, match=r"^registry: "):
         Lab(config, client=client, builder=_BrokenRegistryImages(client)).start()
     assert (tmp_path / "lab" / config.lab_id / "registry.log").exists()
@@ -220,6 +222,18 @@ def test_reset_peer_reaches_a_host_client_as_econnreset(lab: Lab) -> None:
     ):
         exchange()
     assert exchange().startswith(b"HTTP/1.1 200"), "the toxic is gone again"
+
+
+def test_a_restarted_service_keeps_its_port_behind_its_proxy(lab: Lab) -> None:
+    # DR drills stop and start services: the fault proxy's route to them must still hold.
+    registry = lab.service_container("registry")
+    registry.reload()
+    before = registry.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
+    registry.restart(timeout=5)
+    lab.wait_healthy("registry")
+    registry.reload()
+    assert registry.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"] == before
+    assert requests.get(lab.endpoints.registry_url + "/v2/", timeout=5).status_code == 200
 
 
 # -- the CLI, many labs per engine ------------------------------------------------------------
