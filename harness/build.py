@@ -641,7 +641,8 @@ class BuildSession:
         with self._lock:
             if self._heartbeat is not None:
                 return
-            reap_stale_builds(self.client)  # what drivers killed before us left behind
+            if os.environ.get("CIHUB_REAP_STALE_BUILDS", "1") != "0":
+                reap_stale_builds(self.client)  # what drivers killed before us left behind
             self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.chmod(self.lease_dir, 0o755)
             self._beat()
@@ -731,17 +732,24 @@ def _remove(container: Any) -> None:
         container.remove(force=True, v=True)
 
 
-def reap_stale_builds(client: docker.DockerClient) -> list[str]:
+def reap_stale_builds(client: docker.DockerClient, owner_pid: int | None = None) -> list[str]:
     """Remove the build and probe containers whose driver process on this host is gone.
 
     The watchdog already stopped their builds (or they exited); this removes what is left.
-    Containers of live drivers and of other hosts are never touched.
+    Containers of live drivers and of other hosts are never touched. Every session runs it
+    before its first build unless `CIHUB_REAP_STALE_BUILDS=0`.
+
+    Args:
+        owner_pid: only the containers of that (dead) driver process.
 
     Returns:
         the names of the containers removed.
     """
+    selector = [f"{labels.MANAGED}=true"]
+    if owner_pid is not None:
+        selector.append(f"{labels.OWNER_PID}={owner_pid}")
     try:
-        found = client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=true"})
+        found = client.containers.list(all=True, filters={"label": selector})
     except (docker.errors.APIError, requests.RequestException) as exc:
         _logger.warning("could not list build containers to reap: %s", exc)
         return []
