@@ -29,14 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.build import (
-    BuildOutput,
-    BuildSession,
-    BuildSpec,
-    Progress,
-    run_build,
-    run_parallel,
-)
+from harness.build import BuildOutput, BuildSpec, Progress, run_build
+from harness.build_session import BuildSession, run_parallel
 from harness.variations import BuildEnv, VariationPlan
 
 _logger = logging.getLogger(__name__)

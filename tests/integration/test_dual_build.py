@@ -522,3 +522,31 @@ def test_builds_die_with_a_killed_driver_and_are_reaped(
     reaped = reap_stale_builds(client, owner_pid=driver.pid)
     assert len(reaped) == len(left)
     assert _builds_of(client, driver.pid, running=False) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="depends on the evidence branch (issue 13 #3): the bundle, manifest and summary must "
+    "accept non-UTF-8 names; the compare side is tested above. Remove this mark after merging.",
+)
+def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_record(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "tarball"),
+        "--build",
+        "mkdir -p out && printf 1 > \"out/$(printf 'caf\\351')\" && printf 2 > 'out/a\\b'",
+        "--artifacts",
+        "out",
+        "--variations=-all,umask",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert result["verdict"] == "reproducible"
+    assert verify_bundle(Path(result["bundle"])).passed
+    (record,) = _records(tmp_path)
+    assert record["determinism"]["verdict"] == "reproducible"
