@@ -70,6 +70,7 @@ class BuildSession:
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
     _heartbeat: threading.Thread | None = None
+    _started: bool = False
 
     def next_name(self, label: str) -> str:
         with self._lock:
@@ -94,12 +95,16 @@ class BuildSession:
         return self.workdir / ".lease"
 
     def start_heartbeat(self) -> None:
-        """Touch the lease file now and every `HEARTBEAT_S` seconds until `close()`."""
+        """Before the first build: reap what dead drivers left, then touch the lease file now
+        and every `HEARTBEAT_S` seconds until `close()` (no lease when `lease_s` is 0)."""
         with self._lock:
-            if self._heartbeat is not None:
+            if self._started:
                 return
+            self._started = True
             if os.environ.get("CIHUB_REAP_STALE_BUILDS", "1") != "0":
                 reap_stale_builds(self.client)  # what drivers killed before us left behind
+            if self.lease_s <= 0:
+                return
             self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.chmod(self.lease_dir, 0o755)
             self._beat()
