@@ -25,6 +25,10 @@ next session reaps the containers of drivers that are gone (`reap_stale_builds`)
 `BuildSession.cancel()` (thread-safe) stops every build at once; a KeyboardInterrupt while
 builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
+Split by job: `harness.build_session` (session, lease, cancellation, reaping),
+`harness.builder_image` (finding and probing the image), `harness._internal.build_runner` (the
+runner script); this module runs builds and re-exports what callers used from it.
+
 Containers carry the lab's labels (`org.cihub.lab`, `org.cihub.session`, a `build-*` service)
 and are removed when the build ends, whatever happened.
 """
@@ -32,7 +36,6 @@ and are removed when the build ends, whatever happened.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -40,11 +43,8 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -53,11 +53,20 @@ import docker
 import docker.errors
 import requests
 
+from harness._internal.build_runner import RUNNER
+from harness.build_session import HEARTBEAT_S as HEARTBEAT_S
+from harness.build_session import LEASE_S as LEASE_S
+from harness.build_session import BuildCancelled as BuildCancelled
+from harness.build_session import BuildSession as BuildSession
+from harness.build_session import reap_stale_builds as reap_stale_builds
+from harness.build_session import remove_container, run_parallel
+from harness.builder_image import HARDENED
+from harness.builder_image import ImageInfo as ImageInfo
+from harness.builder_image import inspect_builder_image as inspect_builder_image
 from harness.compare.tree import TreeDigest, extract_and_digest
 from harness.errors import CihubError, ConfigError, InfraError
-from harness.variations import BuildEnv, Capabilities, build_environment
+from harness.variations import BuildEnv, build_environment
 from lab import labels
-from lab.config import new_lab_id
 from lab.images import DEFAULT_SOURCE_DATE_EPOCH
 
 _logger = logging.getLogger(__name__)
@@ -67,137 +76,6 @@ Progress = Callable[[str], None]
 LOG_TAIL_LINES = 20
 MAX_LOG_BYTES = 1024 * 1024
 """The most of a build log kept (its tail)."""
-
-_SETUP_FAILED = 91
-_ABANDONED = 95
-HEARTBEAT_S = 2.0
-"""How often a session touches its lease file while builds may run."""
-LEASE_S = 12
-"""A build whose lease is older than this (seconds) is abandoned: its watchdog kills it."""
-
-_RUNNER = r"""
-# cihub build runner: sets up, builds and collects, as the build user (as root only for the
-# opt-in disorderfs variation, which then drops to the build user with setpriv).
-# Its inputs come as environment variables (no copy into the container before it starts).
-export LC_ALL=C  # names are bytes: find, sort and the globs' regexes treat them as such
-printf '%s' "$CIHUB_CONFIG" > /cihub/config || exit 90
-printf '%s' "$CIHUB_BUILD_ENV" > /cihub/env
-printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
-chmod 0644 /cihub/config /cihub/env /cihub/build.sh
-unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
-. /cihub/config
-M=/out/meta
-ART=/out/artifacts
-mkdir -p "$M" "$ART" || exit 90
-note() { printf '%s\n' "$*" >> "$M/notes"; }
-fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
-AS_ROOT=0
-[ "$(id -u)" = 0 ] && AS_ROOT=1
-for tool in find sort tar touch cp xargs env stat date; do
-    command -v "$tool" >/dev/null 2>&1 || fail "the image has no $tool"
-done
-[ "$AS_ROOT" = 0 ] || command -v setpriv >/dev/null 2>&1 || fail "the image has no setpriv"
-
-# The watchdog: when the driver's lease goes stale (the driver was killed), kill the build.
-WATCHDOG=""
-if [ -n "$LEASE_S" ] && [ -e /cihub-lease/beat ]; then
-    (
-        while sleep 2; do
-            beat=$(stat -c %Y /cihub-lease/beat 2>/dev/null || echo 0)
-            if [ $(( $(date +%s) - beat )) -gt "$LEASE_S" ]; then
-                : > /cihub/abandoned
-                kill -KILL -1 2>/dev/null
-                exit 0
-            fi
-        done
-    ) &
-    WATCHDOG=$!
-fi
-
-SRC_DIR="$BUILD_PATH"
-[ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
-mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
-UNREADABLE="the build runs as a non-root user, which must be able to read every file"
-(cd /src && find . -mindepth 1 -print0 | sort -z $SORT_FLAGS \
-    | tar --null --no-recursion -T - -cf -) 2> "$M/copy.log" | tar -C "$SRC_DIR" -xpf - \
-    || fail "cannot copy the subject to $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
-[ -s "$M/copy.log" ] && fail "cannot copy the subject: $UNREADABLE ($(tail -n 1 "$M/copy.log"))"
-if [ "$AS_ROOT" = 1 ]; then
-    chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
-fi
-if [ -n "$MTIME_SHIFT" ]; then
-    find "$SRC_DIR" -mindepth 1 -exec sh -c 'for f; do touch -h -r "$f" -d "$0" "$f"; done' \
-        "$MTIME_SHIFT" {} + || fail "cannot shift the source mtimes"
-fi
-if [ "$DISORDERFS" = 1 ]; then
-    mkdir -p "$BUILD_PATH"
-    if disorderfs --multi-user=yes --shuffle-dirents=yes "$SRC_DIR" "$BUILD_PATH" \
-            > "$M/disorderfs.log" 2>&1; then
-        note "disorderfs=applied"
-    else
-        note "disorderfs=not applied: $(tail -n 1 "$M/disorderfs.log")"
-        rmdir "$BUILD_PATH" && mv "$SRC_DIR" "$BUILD_PATH" \
-            || fail "cannot fall back from disorderfs"
-    fi
-fi
-SETARCH=""
-if [ "$ASLR_OFF" = 1 ]; then
-    if setarch "$(uname -m)" -R true 2>/dev/null; then
-        SETARCH="setarch $(uname -m) -R"
-        note "aslr=disabled"
-    else
-        note "aslr=not applied: setarch -R is refused (personality syscall blocked)"
-    fi
-fi
-DROP=""
-[ "$AS_ROOT" = 1 ] && DROP="setpriv --reuid=$BUILD_UID --regid=$BUILD_GID --clear-groups --"
-
-cd "$BUILD_PATH" || fail "cannot enter $BUILD_PATH"
-$SETARCH $DROP env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
-    cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1
-echo "$?" > "$M/exit-code"
-[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-[ -e /cihub/abandoned ] && exit 95
-
-# Every entry type counts: files, links, fifos, sockets, devices, and empty folders (a folder
-# with content comes with its content).
-i=0
-while [ "$i" -lt "$NGLOBS" ]; do
-    eval "re=\$GLOB_$i"
-    n=$(find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -printf x | wc -c)
-    echo "$i $n" >> "$M/matches"
-    find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -print0 \
-        | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" \
-        || note "copying the matches of glob $i failed: $(tail -n 1 "$M/copy.log")"
-    i=$((i + 1))
-done
-cd /
-[ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
-# Lets the driver remove /out whoever it runs as (folder modes are not part of any digest).
-find /out -type d -exec chmod a+rwx {} + 2>/dev/null
-exit 0
-"""
-
-_PROBE = r"""
-for tool in find sort tar touch cp xargs setpriv env stat date; do
-    command -v "$tool" >/dev/null 2>&1 || echo "missing=$tool"
-done
-command -v locale >/dev/null 2>&1 && locale -a 2>/dev/null | sed 's/^/locale=/'
-for p in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
-    if [ -e "$p" ]; then echo "faketime=$p"; break; fi
-done
-command -v disorderfs >/dev/null 2>&1 && echo "disorderfs=yes"
-command -v setarch >/dev/null 2>&1 && echo "setarch=yes"
-echo "arch=$(uname -m)"
-"""
-
-_HARDENED: dict[str, Any] = {
-    "network_mode": "none",
-    "read_only": True,
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
-}
-"""The confinement every build and probe container gets (variations may add to it)."""
 
 _DISORDERFS_CAPS = ["SYS_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
 """What the disorderfs build needs as root: a FUSE mount, handing the source over, dropping to
@@ -267,142 +145,6 @@ def glob_to_regex(glob: str) -> str:
         i += 1
     out.append("(/.*)?")
     return "".join(out)
-
-
-# -- image probing ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """A builder image: what it is and what it allows (from its config and one probe run)."""
-
-    ref: str
-    image_id: str
-    env: Mapping[str, str]
-    capabilities: Capabilities
-    lab_image: str | None = None
-    """The lab image it is (or derives from), from its `org.cihub.image` label."""
-
-    def to_json(self) -> dict[str, Any]:
-        caps = self.capabilities
-        return {
-            "ref": self.ref,
-            "id": self.image_id,
-            "lab_image": self.lab_image,
-            "locales": list(caps.locales),
-            "faketime_library": caps.faketime_library,
-            "disorderfs": caps.disorderfs,
-            "setarch": caps.setarch,
-            "cpus": caps.cpus,
-        }
-
-
-def inspect_builder_image(
-    client: docker.DockerClient,
-    ref: str,
-    *,
-    lab_id: str,
-    session: str,
-    cache_dir: Path | None = None,
-) -> ImageInfo:
-    """Look up the builder image `ref` (never pulled) and probe what it can do.
-
-    The image must derive from the lab base: it carries the `org.cihub.image` label every lab
-    image (and anything built FROM one) inherits. The probe runs a shell in the image once;
-    its answer is kept in `cache_dir` by image ID (an image never changes under its ID).
-
-    Raises:
-        ConfigError: the image is not there, not built FROM the lab base, or lacks a tool the
-            build runner needs (find, tar, setpriv, ...).
-        InfraError: the engine failed.
-    """
-    try:
-        image = client.images.get(ref)
-        info = client.info()
-    except docker.errors.ImageNotFound as exc:
-        raise ConfigError(
-            f"--image {ref}: no such image on the engine (images are never pulled: build it "
-            "FROM the lab base, e.g. FROM cihub/builder-python)"
-        ) from exc
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise InfraError(f"image {ref}: the engine could not inspect it") from exc
-    image_labels = dict(image.labels or {})
-    lab_image = image_labels.get(labels.IMAGE)
-    if not lab_image:
-        raise ConfigError(
-            f"--image {ref}: not built FROM the lab base (no {labels.IMAGE} label); "
-            "build it FROM cihub/base or a lab builder image"
-        )
-    config = image.attrs.get("Config") or {}
-    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    output = _cached_probe(client, str(image.id), lab_id, session, cache_dir)
-    values: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values.setdefault(key, []).append(value)
-    missing = values.get("missing", [])
-    if missing:
-        raise ConfigError(
-            f"--image {ref}: the image lacks {', '.join(missing)}, which the build runner needs"
-        )
-    caps = Capabilities(
-        locales=tuple(values.get("locale", [])),
-        faketime_library=values["faketime"][0] if values.get("faketime") else None,
-        disorderfs=bool(values.get("disorderfs")),
-        setarch=bool(values.get("setarch")),
-        cpus=int(info.get("NCPU") or os.cpu_count() or 1),
-        fuse_device=os.path.exists("/dev/fuse"),
-    )
-    return ImageInfo(ref, str(image.id), env, caps, lab_image)
-
-
-def _cached_probe(
-    client: docker.DockerClient, image_id: str, lab_id: str, session: str, cache_dir: Path | None
-) -> str:
-    script = hashlib.sha256(_PROBE.encode()).hexdigest()[:12]
-    path = None
-    if cache_dir is not None:
-        path = cache_dir / f"probe-{image_id.removeprefix('sha256:')[:24]}-{script}.txt"
-        with contextlib.suppress(OSError):
-            return path.read_text(encoding="utf-8")
-    output = _run_probe(client, image_id, lab_id=lab_id, session=session)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(output, encoding="utf-8")
-            tmp.replace(path)
-        except OSError as exc:
-            _logger.debug("probe cache %s not written: %s", path, exc)
-    return output
-
-
-def _run_probe(client: docker.DockerClient, image_id: str, *, lab_id: str, session: str) -> str:
-    container = None
-    try:
-        container = client.containers.create(
-            image_id,
-            ["/bin/sh", "-c", _PROBE],
-            user="65534:65534",
-            pids_limit=64,
-            mem_limit="256m",
-            labels=labels.resource_labels(lab_id, session, persistent=False, service="probe"),
-            name=f"{lab_id}-probe-{uuid.uuid4().hex[:6]}",
-            **_HARDENED,
-        )
-        container.start()
-        status = container.wait(timeout=60)
-        output: bytes = container.logs(stdout=True, stderr=False)
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise ConfigError(f"image {image_id[:19]}: cannot run /bin/sh in it to probe it") from exc
-    finally:
-        if container is not None:
-            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
-                container.remove(force=True)
-    if status.get("StatusCode") != 0:
-        raise ConfigError(f"image {image_id[:19]}: the probe shell failed in it")
-    return output.decode(errors="replace")
 
 
 # -- requests and results -----------------------------------------------------------------------
@@ -554,12 +296,6 @@ class BuildFailed(CihubError):
         self.builds = tuple(builds)
 
 
-class BuildCancelled(KeyboardInterrupt):
-    """The session was cancelled (`BuildSession.cancel()`, Ctrl-C or SIGTERM) while builds ran.
-
-    A KeyboardInterrupt, so whoever stops on Ctrl-C stops on it too."""
-
-
 class NoArtifacts(ConfigError):
     """An artifact glob matched nothing in the control build (bad input: exit code 2)."""
 
@@ -586,195 +322,6 @@ class PairResult:
             and self.b.digest is not None
             and self.a.digest.digest == self.b.digest.digest
         )
-
-
-@dataclass
-class BuildSession:
-    """Labels, names, scratch space, lease and cancellation of the containers one drill starts.
-
-    Every container is labelled with `lab_id` and `session`; `close()` removes whatever is left
-    by label, so a crash mid-build leaves nothing behind (and `cihub lab down` finds leftovers
-    of a killed process as a stale lab). While builds may run, a heartbeat thread touches the
-    lease file the containers' watchdogs read (see the module docs).
-
-    `cancel()` is thread-safe and idempotent: it stops and removes every build container of the
-    session at once, and makes every build running or started later raise `BuildCancelled`.
-    """
-
-    client: docker.DockerClient
-    workdir: Path
-    lab_id: str = field(default_factory=lambda: new_lab_id("det"))
-    session: str = field(default_factory=lambda: str(uuid.uuid4()))
-    lease_s: int = LEASE_S
-    _counter: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _finished: list[BuildOutput] = field(default_factory=list)
-    _containers: dict[str, Any] = field(default_factory=dict)
-    _cancelled: threading.Event = field(default_factory=threading.Event)
-    _closed: threading.Event = field(default_factory=threading.Event)
-    _heartbeat: threading.Thread | None = None
-
-    def next_name(self, label: str) -> str:
-        with self._lock:
-            self._counter += 1
-            return f"{self.lab_id}-{self._counter:03d}-{label}"
-
-    def add_finished(self, build: BuildOutput) -> None:
-        with self._lock:
-            self._finished.append(build)
-
-    def take_finished(self) -> list[BuildOutput]:
-        """The builds finished since the last call (for the audit log), in finishing order."""
-        with self._lock:
-            taken, self._finished = self._finished, []
-            return taken
-
-    # -- lease ----------------------------------------------------------------------------------
-
-    @property
-    def lease_dir(self) -> Path:
-        """The folder holding the lease file `beat`, mounted read-only in every build."""
-        return self.workdir / ".lease"
-
-    def start_heartbeat(self) -> None:
-        """Touch the lease file now and every `HEARTBEAT_S` seconds until `close()`."""
-        with self._lock:
-            if self._heartbeat is not None:
-                return
-            reap_stale_builds(self.client)  # what drivers killed before us left behind
-            self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.chmod(self.lease_dir, 0o755)
-            self._beat()
-            self._heartbeat = threading.Thread(
-                target=self._beat_until_closed, name="cihub-lease", daemon=True
-            )
-            self._heartbeat.start()
-
-    def _beat(self) -> None:
-        beat = self.lease_dir / "beat"
-        try:
-            beat.touch(mode=0o644)
-            os.utime(beat)
-        except OSError as exc:
-            _logger.warning("lease %s not renewed: %s", beat, exc)
-
-    def _beat_until_closed(self) -> None:
-        while not self._closed.wait(HEARTBEAT_S):
-            self._beat()
-
-    # -- cancellation ---------------------------------------------------------------------------
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def check_cancelled(self) -> None:
-        """Raise `BuildCancelled` when the session was cancelled."""
-        if self._cancelled.is_set():
-            raise BuildCancelled("the builds were cancelled")
-
-    def wait_cancelled(self, seconds: float) -> bool:
-        """Sleep up to `seconds`, waking at once on `cancel()`; True when cancelled."""
-        return self._cancelled.wait(seconds)
-
-    def register(self, container: Any) -> None:
-        """Track a created build container; a cancelled session removes it and raises."""
-        with self._lock:
-            cancelled = self._cancelled.is_set()
-            if not cancelled:
-                self._containers[container.id] = container
-        if cancelled:
-            _remove(container)
-            self.check_cancelled()
-
-    def unregister(self, container: Any) -> None:
-        with self._lock:
-            self._containers.pop(container.id, None)
-
-    def cancel(self) -> None:
-        """Stop and remove every build container of the session now (any thread, any time).
-
-        Builds waiting on a container return at once and raise `BuildCancelled`; builds not
-        yet started never start.
-        """
-        with self._lock:
-            self._cancelled.set()
-            running = list(self._containers.values())
-        if running:
-            _logger.info("cancelling %d build container(s)", len(running))
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-cancel") as pool:
-            list(pool.map(_remove, running))
-
-    def close(self) -> None:
-        """Stop the heartbeat and remove every container of this drill that is still there."""
-        self._closed.set()
-        selector: dict[str, str | list[str] | bool] = {
-            "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
-        }
-        try:
-            leftovers = self.client.containers.list(all=True, filters=selector)
-        except (docker.errors.APIError, requests.RequestException) as exc:
-            _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
-            return
-        for container in leftovers:
-            _remove(container)
-
-    def __enter__(self) -> BuildSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _remove(container: Any) -> None:
-    with contextlib.suppress(docker.errors.APIError, requests.RequestException):
-        container.remove(force=True, v=True)
-
-
-def reap_stale_builds(client: docker.DockerClient) -> list[str]:
-    """Remove the build and probe containers whose driver process on this host is gone.
-
-    The watchdog already stopped their builds (or they exited); this removes what is left.
-    Containers of live drivers and of other hosts are never touched.
-
-    Returns:
-        the names of the containers removed.
-    """
-    try:
-        found = client.containers.list(all=True, filters={"label": f"{labels.MANAGED}=true"})
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        _logger.warning("could not list build containers to reap: %s", exc)
-        return []
-    removed = []
-    for container in found:
-        container_labels = dict(container.labels or {})
-        service = str(container_labels.get(labels.SERVICE, ""))
-        if service.startswith(("build-", "probe")) and labels.is_stale(container_labels):
-            _remove(container)
-            removed.append(str(container.name))
-    if removed:
-        _logger.info("reaped %d build container(s) of drivers that are gone", len(removed))
-    return removed
-
-
-def run_parallel(
-    session: BuildSession, jobs: Sequence[Callable[[], BuildOutput]], workers: int
-) -> list[BuildOutput]:
-    """Run build jobs `workers` at a time, started in list order; their results in that order.
-
-    On any exception while waiting (KeyboardInterrupt from Ctrl-C, SIGTERM turned into it, or a
-    failed build), the session is cancelled first, so every running container stops at once
-    instead of at its build timeout, and the exception is raised after the threads finished.
-    """
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cihub-build")
-    try:
-        futures = [pool.submit(job) for job in jobs]
-        return [future.result() for future in futures]
-    except BaseException:
-        session.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- running builds -----------------------------------------------------------------------------
@@ -861,8 +408,8 @@ def container_options(
         volumes[str(session.lease_dir)] = {"bind": "/cihub-lease", "mode": "ro"}
     config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
     options: dict[str, Any] = {
-        **_HARDENED,
-        "command": ["/bin/sh", "-c", _RUNNER, "cihub-runner"],
+        **HARDENED,
+        "command": ["/bin/sh", "-c", RUNNER, "cihub-runner"],
         "environment": {
             "CIHUB_CONFIG": config,
             "CIHUB_BUILD_ENV": _env_text(environment),
@@ -884,7 +431,7 @@ def container_options(
     }
     if env.cpuset is not None:
         options["cpuset_cpus"] = env.cpuset
-    security: list[str] = list(_HARDENED["security_opt"])
+    security: list[str] = list(HARDENED["security_opt"])
     if not env.aslr:
         security.append("seccomp=unconfined")
     if env.disorderfs:
@@ -960,7 +507,7 @@ def run_build(
     finally:
         if container is not None:
             session.unregister(container)
-            _remove(container)
+            remove_container(container)
         _remove_tree(mounts)
 
 

@@ -29,14 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.build import (
-    BuildOutput,
-    BuildSession,
-    BuildSpec,
-    Progress,
-    run_build,
-    run_parallel,
-)
+from harness.build import BuildOutput, BuildSpec, Progress, run_build
+from harness.build_session import BuildSession, run_parallel
 from harness.variations import BuildEnv, VariationPlan
 
 _logger = logging.getLogger(__name__)
@@ -281,7 +275,7 @@ def _clock_check(runner: _Runner) -> tuple[bool, str, list[CulpritTrial]]:
     """Is the clock what varies the output? (shown, what was done, the trials)"""
     if not runner.search.spec.image.capabilities.faketime_library:
         return False, "the clock could not be pinned to check it (no libfaketime in the image)", []
-    runner.say("control builds differ: checking whether the clock is the cause (clock pinned)")
+    runner.say("checking whether the clock is the cause (controls with the clock pinned)")
     started = time.monotonic()
     first, other = runner.builds_of([("clock", (PINNED_CLOCK,)), ("clock", (OTHER_PINNED_CLOCK,))])
     gap = CLOCK_GAP_S - (time.monotonic() - started)
@@ -334,6 +328,12 @@ def find_culprits(
     every: list[CulpritTrial] = []
 
     def inconclusive() -> CulpritReport:
+        distinct = len({_digest(c) for c in controls} | ({reference} if reference else set()))
+        say(
+            f"control builds differ ({distinct} different outputs from build A and the fresh "
+            "controls): the build is not deterministic against itself; the trials of this "
+            "round are not judged"
+        )
         shown, check, clock_trials = _clock_check(runner)
         report = CulpritReport(
             culprits=("time",) if shown else (),
@@ -355,9 +355,9 @@ def find_culprits(
     opening, closing, singles = runner.round([("single", (n,)) for n in names])
     controls += [opening, closing]
     every += [_compared("single", (n,), opening, b) for n, b in zip(names, singles, strict=True)]
-    runner.report(every)
     if not _controls_agree(reference, controls):
         return inconclusive()
+    runner.report(every)
     differing = [t.variations[0] for t in every if not t.identical]
     rest = [n for n in names if n not in differing]
     flaky: list[str] = []
@@ -380,9 +380,9 @@ def find_culprits(
             for (kind, varied), build in zip(sets, built, strict=True)
         ]
         every += second
-        runner.report(second)
         if not _controls_agree(reference, controls):
             return inconclusive()
+        runner.report(second)
         flaky = [t.variations[0] for t in second if t.round == "confirm" and t.identical]
         checks = [t for t in second if t.round == "rest"]
         explained = checks[0].identical if checks else None

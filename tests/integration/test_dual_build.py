@@ -5,12 +5,19 @@ through pytest, are checked in `test_drill_runner.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -251,3 +258,265 @@ def test_a_diffoscope_timeout_is_recorded_and_the_verdict_stands(
     log = (bundle / "audit/commands.log").read_text()
     assert "killed after 0.05 s" in log
     assert verify_bundle(bundle).check("determinism").status == "fail"
+
+
+# -- verdicts that must not be wrong (issue 13) -------------------------------------------------
+
+
+def test_hold_out_a_clock_dependent_build_with_time_off_blames_no_innocent_variation(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "tarball"),
+        "--build",
+        "date +%Y-%m-%dT%H:%M:%S > o.txt",
+        "--artifacts",
+        "o.txt",
+        "--variations=-time",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 1, err
+    assert result["verdict"] == "not-reproducible"
+    # A and B did not share the clock, and the result says time was not varied
+    assert result["clock"] == "time not varied: B started 2 s after A on the same clock"
+    assert "time not varied: B started 2 s after A" in err
+    search = result["culprit_search"]
+    assert search["outcome"] in ("time", "inconclusive"), search
+    assert set(result["culprits"]) <= {"time"}
+    assert search["controls_agree"] is False
+    (record,) = _records(tmp_path)
+    assert record["determinism"]["clock"].startswith("time not varied")
+    assert set(record["determinism"]["culprits"]) <= {"time"}
+
+
+def test_empty_folders_and_fifos_are_compared(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    build = (
+        "mkdir -p out && echo same > out/f && "
+        '{ [ "$(hostname)" = cihub-build-a ] || '
+        "{ mkdir -p out/only-in-B/empty && mkfifo out/only-in-B/pipe; }; }"
+    )
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "tarball"),
+        "--build",
+        build,
+        "--artifacts",
+        "out",
+        "--no-culprits",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 1, err
+    differences = result["compare"]["differences"]
+    assert "+ out/only-in-B/empty: only in B (folder)" in differences
+    assert "+ out/only-in-B/pipe: only in B (fifo)" in differences
+
+
+def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # the compare side only; the evidence bundle's handling of such names is another branch's
+    from harness.build import (
+        BuildSession,
+        BuildSpec,
+        DualBuildRequest,
+        dual_build,
+        inspect_builder_image,
+    )
+    from harness.compare import CompareRequest, compare_outputs
+    from harness.compare.tree import display_name
+    from harness.determinism import prepare_image
+    from harness.variations import VariationSpec, plan_variations
+
+    tag = prepare_image(client, "builder-python", "offline", None)
+    build = (
+        "mkdir -p out && printf 1 > \"out/$(printf 'caf\\351')\" && printf 2 > 'out/a\\b' && "
+        '{ [ "$(hostname)" = cihub-build-a ] || printf 3 > "out/$(printf \'\\377\')"; }'
+    )
+    with BuildSession(client, tmp_path) as session:
+        image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+        plan = plan_variations(VariationSpec.parse("-all,domain_host"), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        built = dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
+    assert built.a.digest is not None and built.b.digest is not None
+    names = [os.fsencode(e.path) for e in built.a.digest.entries]
+    assert names == [b"out", b"out/a\\b", b"out/caf\xe9"]
+    compared = compare_outputs(
+        CompareRequest(Path("A"), Path("B"), tmp_path, built.a.digest, built.b.digest),
+    )
+    assert [str(d) for d in compared.differences] == [
+        "+ out/\\xff: only in B (file sha256:4e07408562bedb8b… 1 bytes)"
+    ]
+    compared.diff_text.encode("utf-8")  # writable as UTF-8 text
+    assert display_name(built.a.digest.entries[1].path) == "out/a\\\\b"
+
+
+def test_a_c_subject_builds_with_the_default_image(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "c-hello"),
+        "--build",
+        "make",
+        "--artifacts",
+        "hello",
+        "--no-culprits",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code in (0, 1), err
+    assert result["verdict"] in ("reproducible", "not-reproducible")
+    assert "preparing builder image builder-python" in err
+    assert result["image"]["lab_image"] == "builder-python"
+
+
+# -- hardened containers, cancellation, builds that die with their driver ------------------------
+
+_DRIVER = """
+import sys, tempfile
+from pathlib import Path
+from harness.build import BuildSession, BuildSpec, DualBuildRequest, dual_build
+from harness.build import inspect_builder_image
+from harness.determinism import prepare_image
+from harness.variations import VariationSpec, plan_variations
+from lab._internal.docker import docker_client
+
+client = docker_client()
+tag = prepare_image(client, "builder-python", "offline", None)
+with tempfile.TemporaryDirectory() as tmp:
+    session = BuildSession(client, Path(tmp))
+    image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+    plan = plan_variations(VariationSpec(), image.capabilities)
+    spec = BuildSpec(Path(sys.argv[1]), "sleep 600; echo x > o", image, ("o",), timeout_s=900)
+    try:
+        dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
+    finally:
+        session.close()
+"""
+
+
+def _builds_of(client: docker.DockerClient, pid: int, *, running: bool) -> list[Any]:
+    """The build containers driver `pid` started (one listing call: no race with removal)."""
+    mine = {"label": [f"{labels.MANAGED}=true", f"{labels.OWNER_PID}={pid}"]}
+    return [
+        c
+        for c in client.api.containers(all=not running, filters=mine)
+        if str((c.get("Labels") or {}).get(labels.SERVICE, "")).startswith("build-")
+    ]
+
+
+def _wait_for(predicate: Any, limit_s: float) -> float:
+    """Poll until `predicate()` holds; the seconds it took (a bounded wait, not a timing check)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > limit_s:
+            raise AssertionError(f"not within {limit_s} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def driver(client: docker.DockerClient) -> Iterator[subprocess.Popen[bytes]]:
+    """A process running a dual build of `sleep 600`, with both build containers up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str((SUBJECTS / "tarball").resolve())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(lambda: len(_builds_of(client, proc.pid, running=True)) == 2, 120)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for container in _builds_of(client, proc.pid, running=False):  # what it left
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container["Id"], force=True)
+
+
+def test_build_containers_run_hardened(
+    client: docker.DockerClient, driver: subprocess.Popen[bytes]
+) -> None:
+    for listed in _builds_of(client, driver.pid, running=True):
+        container = client.containers.get(listed["Id"])
+        host = container.attrs["HostConfig"]
+        user = container.attrs["Config"]["User"]
+        assert user and not user.startswith(("0", "root")), user
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["NetworkMode"] == "none"
+        assert host["PidsLimit"] == 1024 and host["Memory"] == 2 * 1024**3
+        assert host["MemorySwap"] == host["Memory"]
+        assert not host.get("Privileged")
+        status = container.exec_run(["sh", "-c", "id -u; grep CapEff /proc/1/status"]).output
+        uid, caps = status.decode().split("\n", 1)
+        assert uid != "0" and caps.split()[-1] == "0000000000000000"
+
+
+def test_ctrl_c_stops_the_build_containers_within_seconds(
+    client: docker.DockerClient, driver: subprocess.Popen[bytes]
+) -> None:
+    driver.send_signal(signal.SIGINT)
+    took = _wait_for(lambda: not _builds_of(client, driver.pid, running=False), 10)
+    driver.wait(timeout=30)
+    assert driver.returncode != 0
+    print(f"SIGINT: both build containers gone after {took:.1f} s")
+
+
+def test_builds_die_with_a_killed_driver_and_are_reaped(
+    client: docker.DockerClient, driver: subprocess.Popen[bytes]
+) -> None:
+    from harness.build import LEASE_S, reap_stale_builds
+
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    # the watchdog in each container stops the build once the lease is LEASE_S old
+    took = _wait_for(lambda: not _builds_of(client, driver.pid, running=True), LEASE_S + 20)
+    print(f"SIGKILL: builds stopped {took:.1f} s after the driver died (lease {LEASE_S} s)")
+    # stopped by the watchdog (exit 95); a lab reaper elsewhere may already have removed them
+    left = _builds_of(client, driver.pid, running=False)
+    assert all(c["Status"].startswith("Exited (95)") for c in left), left
+    reaped = reap_stale_builds(client, owner_pid=driver.pid)
+    assert len(reaped) == len(left)
+    assert _builds_of(client, driver.pid, running=False) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="depends on the evidence branch (issue 13 #3): the bundle, manifest and summary must "
+    "accept non-UTF-8 names; the compare side is tested above. Remove this mark after merging.",
+)
+def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_record(
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, result, err = _run(
+        cihub,
+        capsys,
+        "--subject",
+        str(SUBJECTS / "tarball"),
+        "--build",
+        "mkdir -p out && printf 1 > \"out/$(printf 'caf\\351')\" && printf 2 > 'out/a\\b'",
+        "--artifacts",
+        "out",
+        "--variations=-all,umask",
+        "--evidence-dir",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert result["verdict"] == "reproducible"
+    assert verify_bundle(Path(result["bundle"])).passed
+    (record,) = _records(tmp_path)
+    assert record["determinism"]["verdict"] == "reproducible"

@@ -152,6 +152,19 @@ def test_every_value_is_read(tmp_path: Path) -> None:
     assert s.expect == Expectation("not-reproducible", frozenset({"time"}))
 
 
+def test_build_limits_are_read_and_checked(tmp_path: Path) -> None:
+    s = load_scenario(_write(tmp_path, VALID + "limits: {memory: 512M, pids: 64}\n"))
+    assert (s.limits.memory, s.limits.pids) == ("512m", 64)
+    assert s.to_json()["limits"] == {"memory": "512m", "pids": 64}
+    assert load_scenario(_write(tmp_path, VALID)).limits.to_json() == {
+        "memory": "2g",
+        "pids": 1024,
+    }
+    path = _write(tmp_path, VALID + "limits: {memory: lots}\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml: \$\.limits\.memory: 'lots' does not match"):
+        load_scenario(path)
+
+
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
 def test_the_sample_scenarios_are_valid_and_name_their_expectation(path: Path) -> None:
     scenario = load_scenario(path)

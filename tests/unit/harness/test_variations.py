@@ -355,3 +355,15 @@ def test_culprits_that_do_not_explain_everything_are_said_so(
     report = _search(monkeypatch, leak, confirm=False)
     assert report.culprits == ("time",) and report.explained is False
     assert "do not explain the whole difference" in report.summary()
+
+
+def test_a_pinned_clock_preloads_libfaketime_at_that_time() -> None:
+    pinned = dataclasses.replace(CONTROL, fake_clock="@2024-01-01 00:00:00")
+    env = build_environment(
+        pinned, image_env={}, source_date_epoch=1, faketime_library=FULL.faketime_library
+    )
+    assert env["FAKETIME"] == "@2024-01-01 00:00:00"
+    assert env["LD_PRELOAD"] == FULL.faketime_library and env["DONT_FAKE_MONOTONIC"] == "1"
+    both = dataclasses.replace(pinned, time_offset_days=3)
+    with pytest.raises(ConfigError, match="both a clock offset and a pinned clock"):
+        build_environment(both, image_env={}, source_date_epoch=1, faketime_library="x")

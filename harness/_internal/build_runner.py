@@ -1,0 +1,111 @@
+"""The build runner: the POSIX shell script every build container runs (see `harness.build`)."""
+
+from __future__ import annotations
+
+SETUP_FAILED = 91
+"""The runner's exit status when it could not set the build up."""
+ABANDONED = 95
+"""The runner's exit status when its watchdog stopped the build (the driver's lease expired)."""
+
+RUNNER = r"""
+# cihub build runner: sets up, builds and collects, as the build user (as root only for the
+# opt-in disorderfs variation, which then drops to the build user with setpriv).
+# Its inputs come as environment variables (no copy into the container before it starts).
+export LC_ALL=C  # names are bytes: find, sort and the globs' regexes treat them as such
+printf '%s' "$CIHUB_CONFIG" > /cihub/config || exit 90
+printf '%s' "$CIHUB_BUILD_ENV" > /cihub/env
+printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
+chmod 0644 /cihub/config /cihub/env /cihub/build.sh
+unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
+. /cihub/config
+M=/out/meta
+ART=/out/artifacts
+mkdir -p "$M" "$ART" || exit 90
+note() { printf '%s\n' "$*" >> "$M/notes"; }
+fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
+AS_ROOT=0
+[ "$(id -u)" = 0 ] && AS_ROOT=1
+for tool in find sort tar touch cp xargs env stat date; do
+    command -v "$tool" >/dev/null 2>&1 || fail "the image has no $tool"
+done
+[ "$AS_ROOT" = 0 ] || command -v setpriv >/dev/null 2>&1 || fail "the image has no setpriv"
+
+# The watchdog: when the driver's lease goes stale (the driver was killed), kill the build.
+WATCHDOG=""
+if [ -n "$LEASE_S" ] && [ -e /cihub-lease/beat ]; then
+    (
+        while sleep 2; do
+            beat=$(stat -c %Y /cihub-lease/beat 2>/dev/null || echo 0)
+            if [ $(( $(date +%s) - beat )) -gt "$LEASE_S" ]; then
+                : > /cihub/abandoned
+                kill -KILL -1 2>/dev/null
+                exit 0
+            fi
+        done
+    ) &
+    WATCHDOG=$!
+fi
+
+SRC_DIR="$BUILD_PATH"
+[ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
+mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
+UNREADABLE="the build runs as a non-root user, which must be able to read every file"
+(cd /src && find . -mindepth 1 -print0 | sort -z $SORT_FLAGS \
+    | tar --null --no-recursion -T - -cf -) 2> "$M/copy.log" | tar -C "$SRC_DIR" -xpf - \
+    || fail "cannot copy the subject to $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
+[ -s "$M/copy.log" ] && fail "cannot copy the subject: $UNREADABLE ($(tail -n 1 "$M/copy.log"))"
+if [ "$AS_ROOT" = 1 ]; then
+    chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
+fi
+if [ -n "$MTIME_SHIFT" ]; then
+    find "$SRC_DIR" -mindepth 1 -exec sh -c 'for f; do touch -h -r "$f" -d "$0" "$f"; done' \
+        "$MTIME_SHIFT" {} + || fail "cannot shift the source mtimes"
+fi
+if [ "$DISORDERFS" = 1 ]; then
+    mkdir -p "$BUILD_PATH"
+    if disorderfs --multi-user=yes --shuffle-dirents=yes "$SRC_DIR" "$BUILD_PATH" \
+            > "$M/disorderfs.log" 2>&1; then
+        note "disorderfs=applied"
+    else
+        note "disorderfs=not applied: $(tail -n 1 "$M/disorderfs.log")"
+        rmdir "$BUILD_PATH" && mv "$SRC_DIR" "$BUILD_PATH" \
+            || fail "cannot fall back from disorderfs"
+    fi
+fi
+SETARCH=""
+if [ "$ASLR_OFF" = 1 ]; then
+    if setarch "$(uname -m)" -R true 2>/dev/null; then
+        SETARCH="setarch $(uname -m) -R"
+        note "aslr=disabled"
+    else
+        note "aslr=not applied: setarch -R is refused (personality syscall blocked)"
+    fi
+fi
+DROP=""
+[ "$AS_ROOT" = 1 ] && DROP="setpriv --reuid=$BUILD_UID --regid=$BUILD_GID --clear-groups --"
+
+cd "$BUILD_PATH" || fail "cannot enter $BUILD_PATH"
+$SETARCH $DROP env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
+    cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1
+echo "$?" > "$M/exit-code"
+[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
+[ -e /cihub/abandoned ] && exit 95
+
+# Every entry type counts: files, links, fifos, sockets, devices, and empty folders (a folder
+# with content comes with its content).
+i=0
+while [ "$i" -lt "$NGLOBS" ]; do
+    eval "re=\$GLOB_$i"
+    n=$(find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -printf x | wc -c)
+    echo "$i $n" >> "$M/matches"
+    find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -print0 \
+        | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" \
+        || note "copying the matches of glob $i failed: $(tail -n 1 "$M/copy.log")"
+    i=$((i + 1))
+done
+cd /
+[ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
+# Lets the driver remove /out whoever it runs as (folder modes are not part of any digest).
+find /out -type d -exec chmod a+rwx {} + 2>/dev/null
+exit 0
+"""

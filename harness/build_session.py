@@ -1,0 +1,247 @@
+"""A build session: labels, names, scratch space, the driver's lease, and cancellation.
+
+Every container a drill starts belongs to one `BuildSession`. While builds may run, the session
+touches a lease file every `HEARTBEAT_S` seconds; the watchdog in each build container stops the
+build when the lease is older than `LEASE_S` (the driver was killed), and `reap_stale_builds`,
+run before a session's first build, removes what such drivers left. `cancel()` stops every
+container of the session at once, from any thread; `run_parallel` calls it when Ctrl-C (or
+SIGTERM turned into KeyboardInterrupt) arrives while builds run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import requests
+
+from lab import labels
+from lab.config import new_lab_id
+
+if TYPE_CHECKING:
+    from harness.build import BuildOutput
+
+_logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0
+"""How often a session touches its lease file while builds may run."""
+LEASE_S = 12
+"""A build whose lease is older than this (seconds) is abandoned: its watchdog kills it."""
+
+
+class BuildCancelled(KeyboardInterrupt):
+    """The session was cancelled (`BuildSession.cancel()`, Ctrl-C or SIGTERM) while builds ran.
+
+    A KeyboardInterrupt, so whoever stops on Ctrl-C stops on it too."""
+
+
+@dataclass
+class BuildSession:
+    """Labels, names, scratch space, lease and cancellation of the containers one drill starts.
+
+    Every container is labelled with `lab_id` and `session`; `close()` removes whatever is left
+    by label, so a crash mid-build leaves nothing behind (and `cihub lab down` finds leftovers
+    of a killed process as a stale lab). While builds may run, a heartbeat thread touches the
+    lease file the containers' watchdogs read (see the module docs).
+
+    `cancel()` is thread-safe and idempotent: it stops and removes every build container of the
+    session at once, and makes every build running or started later raise `BuildCancelled`.
+    """
+
+    client: docker.DockerClient
+    workdir: Path
+    lab_id: str = field(default_factory=lambda: new_lab_id("det"))
+    session: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lease_s: int = LEASE_S
+    _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _finished: list[BuildOutput] = field(default_factory=list)
+    _containers: dict[str, Any] = field(default_factory=dict)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _closed: threading.Event = field(default_factory=threading.Event)
+    _heartbeat: threading.Thread | None = None
+    _started: bool = False
+
+    def next_name(self, label: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{self.lab_id}-{self._counter:03d}-{label}"
+
+    def add_finished(self, build: BuildOutput) -> None:
+        with self._lock:
+            self._finished.append(build)
+
+    def take_finished(self) -> list[BuildOutput]:
+        """The builds finished since the last call (for the audit log), in finishing order."""
+        with self._lock:
+            taken, self._finished = self._finished, []
+            return taken
+
+    # -- lease ----------------------------------------------------------------------------------
+
+    @property
+    def lease_dir(self) -> Path:
+        """The folder holding the lease file `beat`, mounted read-only in every build."""
+        return self.workdir / ".lease"
+
+    def start_heartbeat(self) -> None:
+        """Before the first build: reap what dead drivers left, then touch the lease file now
+        and every `HEARTBEAT_S` seconds until `close()` (no lease when `lease_s` is 0)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if os.environ.get("CIHUB_REAP_STALE_BUILDS", "1") != "0":
+                reap_stale_builds(self.client)  # what drivers killed before us left behind
+            if self.lease_s <= 0:
+                return
+            self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(self.lease_dir, 0o755)
+            self._beat()
+            self._heartbeat = threading.Thread(
+                target=self._beat_until_closed, name="cihub-lease", daemon=True
+            )
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        beat = self.lease_dir / "beat"
+        try:
+            beat.touch(mode=0o644)
+            os.utime(beat)
+        except OSError as exc:
+            _logger.warning("lease %s not renewed: %s", beat, exc)
+
+    def _beat_until_closed(self) -> None:
+        while not self._closed.wait(HEARTBEAT_S):
+            self._beat()
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise `BuildCancelled` when the session was cancelled."""
+        if self._cancelled.is_set():
+            raise BuildCancelled("the builds were cancelled")
+
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking at once on `cancel()`; True when cancelled."""
+        return self._cancelled.wait(seconds)
+
+    def register(self, container: Any) -> None:
+        """Track a created build container; a cancelled session removes it and raises."""
+        with self._lock:
+            cancelled = self._cancelled.is_set()
+            if not cancelled:
+                self._containers[container.id] = container
+        if cancelled:
+            remove_container(container)
+            self.check_cancelled()
+
+    def unregister(self, container: Any) -> None:
+        with self._lock:
+            self._containers.pop(container.id, None)
+
+    def cancel(self) -> None:
+        """Stop and remove every build container of the session now (any thread, any time).
+
+        Builds waiting on a container return at once and raise `BuildCancelled`; builds not
+        yet started never start.
+        """
+        with self._lock:
+            self._cancelled.set()
+            running = list(self._containers.values())
+        if running:
+            _logger.info("cancelling %d build container(s)", len(running))
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-cancel") as pool:
+            list(pool.map(remove_container, running))
+
+    def close(self) -> None:
+        """Stop the heartbeat and remove every container of this drill that is still there."""
+        self._closed.set()
+        selector: dict[str, str | list[str] | bool] = {
+            "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
+        }
+        try:
+            leftovers = self.client.containers.list(all=True, filters=selector)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
+            return
+        for container in leftovers:
+            remove_container(container)
+
+    def __enter__(self) -> BuildSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remove_container(container: Any) -> None:
+    with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+        container.remove(force=True, v=True)
+
+
+def reap_stale_builds(client: docker.DockerClient, owner_pid: int | None = None) -> list[str]:
+    """Remove the build and probe containers whose driver process on this host is gone.
+
+    The watchdog already stopped their builds (or they exited); this removes what is left.
+    Containers of live drivers and of other hosts are never touched. Every session runs it
+    before its first build unless `CIHUB_REAP_STALE_BUILDS=0`.
+
+    Args:
+        owner_pid: only the containers of that (dead) driver process.
+
+    Returns:
+        the names of the containers removed.
+    """
+    selector = [f"{labels.MANAGED}=true"]
+    if owner_pid is not None:
+        selector.append(f"{labels.OWNER_PID}={owner_pid}")
+    try:
+        found = client.containers.list(all=True, filters={"label": selector})
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        _logger.warning("could not list build containers to reap: %s", exc)
+        return []
+    removed = []
+    for container in found:
+        container_labels = dict(container.labels or {})
+        service = str(container_labels.get(labels.SERVICE, ""))
+        if service.startswith(("build-", "probe")) and labels.is_stale(container_labels):
+            remove_container(container)
+            removed.append(str(container.name))
+    if removed:
+        _logger.info("reaped %d build container(s) of drivers that are gone", len(removed))
+    return removed
+
+
+def run_parallel(
+    session: BuildSession, jobs: Sequence[Callable[[], BuildOutput]], workers: int
+) -> list[BuildOutput]:
+    """Run build jobs `workers` at a time, started in list order; their results in that order.
+
+    On any exception while waiting (KeyboardInterrupt from Ctrl-C, SIGTERM turned into it, or a
+    failed build), the session is cancelled first, so every running container stops at once
+    instead of at its build timeout, and the exception is raised after the threads finished.
+    """
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cihub-build")
+    try:
+        futures = [pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+    except BaseException:
+        session.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
