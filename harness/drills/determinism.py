@@ -94,11 +94,8 @@ class DeterminismDrill:
     def cancel(self) -> None:
         with self._lock:
             session = self._session
-        if session is None:
-            return
-        # `cancel` (stop and refuse new builds) where the session has it; else remove them.
-        stop = getattr(session, "cancel", None) or session.close
-        stop()
+        if session is not None:
+            session.cancel()  # removes the running builds; no new one starts
 
     def _keep_session(self, session: BuildSession) -> None:
         with self._lock:
