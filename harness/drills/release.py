@@ -283,7 +283,7 @@ class ReleaseDrill:
         if det.verdict == "build-failed":
             return DrillFinding(
                 observed="build-failed",
-                expected="allowed",
+                expected="reproducible, and every release policy allows",
                 met=False,
                 judged=False,
                 detail=f"release: the build failed: {det.detail}",
@@ -440,19 +440,25 @@ class ReleaseDrill:
 
 
 def finding_of(gate: GateDecision, det: DeterminismResult) -> DrillFinding:
-    """Met only when the gate allows."""
-    observed = "allowed" if gate.allow else "denied"
+    """Met only when the gate allows.
+
+    `observed` is the dual build's verdict, not `allowed`/`denied`: `cihub evidence verify`
+    cross-checks the manifest's outcome against `determinism/diff.txt` whatever the drill, so
+    the release's own verdict lives in the `release` verdict, `policy/decisions.json` and the
+    record's `release.gate`.
+    """
     allowing = sum(d.allow for d in gate.decisions)
     detail = (
         f"release gate {'allows' if gate.allow else 'denies'}: {allowing} of "
         f"{len(gate.decisions)} policies allow ({det.verdict})"
     )
     return DrillFinding(
-        observed=observed,
-        expected="allowed",
+        observed=det.verdict,
+        expected="reproducible, and every release policy allows",
         met=gate.allow,
         detail=detail,
-        lines=tuple(f"reason: {r}" for r in gate.reasons),
+        lines=tuple(f"reason: {r}" for r in gate.reasons)
+        or ("reasons: none (every policy allows)",),
         record={"release": {"gate": {"allow": gate.allow, "reasons": list(gate.reasons)}}},
         problems=gate.reasons,
     )
