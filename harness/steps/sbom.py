@@ -10,6 +10,7 @@ with cyclonedx-python-lib's own JSON validator.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -123,11 +124,16 @@ def validate_sbom(data: bytes, where: str = "sbom") -> None:
         raise ConfigError(f"{where}: sbom: not JSON ({exc})") from exc
     if not isinstance(document, dict) or document.get("specVersion") != SPEC_VERSION:
         raise ConfigError(f"{where}: sbom: specVersion must be {SPEC_VERSION}")
-    validator = make_schemabased_validator(OutputFormat.JSON, SchemaVersion.V1_6)
-    error = validator.validate_str(data.decode())
+    error = _validator().validate_str(data.decode())
     if error is not None:
         message = str(getattr(error, "data", error)).strip().splitlines()[0]
         raise ConfigError(f"{where}: sbom: fails CycloneDX 1.6 validation: {message}")
+
+
+@functools.cache
+def _validator() -> Any:
+    # Building the validator loads the CycloneDX schemas (about 1.5 s): once per process.
+    return make_schemabased_validator(OutputFormat.JSON, SchemaVersion.V1_6)
 
 
 def normalise(
