@@ -1,4 +1,6 @@
-"""`cihub run determinism`: build a project twice in isolated containers and compare.
+"""`cihub run determinism` (build a project twice in isolated containers and compare) and
+`cihub run release` (the release drill: see `harness.drills.release`; exit 0 the gate allows,
+1 it denies, 2 bad input or infrastructure, with the step named).
 
 Runs through the one drill runner (`harness.drills`), like the pytest scenarios. The verdict
 follows the scenario's expectation (without `expect`: reproducible). Exit codes: 0 the finding
