@@ -36,6 +36,7 @@ import docker
 import rfc8785
 import yaml
 
+from harness._internal.schemas import validator_for
 from harness.build import BuildSession
 from harness.determinism import (
     DeterminismResult,
@@ -86,6 +87,7 @@ REFERRER_TYPES = {
     "signatures": SIGSTORE_BUNDLE_MEDIA_TYPE,
 }
 _RELEASE_KEYS = ("vuln_db", "vex", "policy", "repository")
+RELEASE_SCHEMA = "scenario.release.v1.json"
 
 
 @dataclass(frozen=True)
@@ -173,15 +175,13 @@ def release_scenario_from_mapping(
         raise ConfigError(f"{where}: a release scenario must be a mapping")
     doc = dict(doc)
     extra = {k: doc.pop(k) for k in _RELEASE_KEYS if k in doc}
+    errors = validator_for(RELEASE_SCHEMA).errors(extra)
+    if errors:
+        raise ConfigError(f"{where}: {errors[0]}")
     build = scenario_from_mapping(doc, base_dir=base_dir, source=source)
     vex = extra.get("vex", [])
     if isinstance(vex, str):
         vex = [vex]
-    if not isinstance(vex, list) or not all(isinstance(v, str) for v in vex):
-        raise ConfigError(f"{where}: $.vex: a list of OpenVEX file paths")
-    for key in ("vuln_db", "policy", "repository"):
-        if key in extra and not isinstance(extra[key], str):
-            raise ConfigError(f"{where}: $.{key}: must be a string")
     return ReleaseScenario(
         build=build,
         vuln_db=(base_dir / extra["vuln_db"]).resolve() if "vuln_db" in extra else None,
