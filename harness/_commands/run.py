@@ -17,13 +17,15 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 
 from harness._internal.lab_signer import caller_lab_signer
 from harness._internal.release_services import release_services
@@ -302,8 +304,22 @@ def _release(args: argparse.Namespace) -> int:
         def keyless() -> Iterator[Signer]:
             yield lab_signer
 
-        with signer_for(spec, keyless) as signer:
-            run = run_drill(drill, RunSettings(evidence_dir, signer, progress=_progress))
+        table = _StepTable()
+        with (
+            signer_for(spec, keyless) as signer,
+            Live(table.render(), console=_err(), refresh_per_second=4, transient=False) as live,
+        ):
+
+            def progress(message: str) -> None:
+                table.started(message)
+                live.update(table.render())
+
+            try:
+                run = run_drill(drill, RunSettings(evidence_dir, signer, progress=progress))
+            finally:
+                table.finish(drill.result.step_seconds if drill.result else {})
+                live.update(table.render())
+        _err().print("")  # the table's last line ends here, not in the verdict's line
     packed = pack_bundle(run.bundle)
     packed_digest = tar_digest(packed)
     if args.json:
@@ -316,3 +332,44 @@ def _release(args: argparse.Namespace) -> int:
             print(line)
         print(f"packed: {packed} ({packed_digest})")
     return run.exit_code
+
+
+class _StepTable:
+    """The release's steps as a live table: each step's state and wall time."""
+
+    STEPS = ("dual-build", "sbom", "vulns", "provenance", "sign", "push", "policy")
+
+    def __init__(self) -> None:
+        self._state: dict[str, str] = dict.fromkeys(self.STEPS, "waiting")
+        self._seconds: dict[str, float] = {}
+        self._current: str | None = "dual-build"
+        self._state["dual-build"] = "running"
+        self._notes: list[str] = []
+
+    def started(self, message: str) -> None:
+        step = message.removeprefix("release: ").strip()
+        if step not in self._state:
+            self._notes = [*self._notes[-2:], message]
+            return
+        if self._current is not None:
+            self._state[self._current] = "done"
+        self._current = step
+        self._state[step] = "running"
+
+    def finish(self, seconds: Mapping[str, float]) -> None:
+        self._seconds = dict(seconds)
+        if self._current is not None:
+            self._state[self._current] = "done" if self._current in seconds else "stopped"
+        self._notes = []
+
+    def render(self) -> Table:
+        table = Table(title="release drill", title_justify="left")
+        table.add_column("step")
+        table.add_column("state")
+        table.add_column("time", justify="right")
+        for step in self.STEPS:
+            took = self._seconds.get(step)
+            table.add_row(step, self._state[step], f"{took:.2f} s" if took is not None else "")
+        for note in self._notes:
+            table.add_row("", escape(note), "")
+        return table
