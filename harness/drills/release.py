@@ -371,7 +371,7 @@ class ReleaseDrill:
         bundle.set_verdict(
             CHECK, "pass" if gate.allow else "fail", "; ".join(gate.reasons) or "gate allows"
         )
-        return finding_of(gate, det)
+        return finding_of(gate, det, vex.reports)
 
     def _push(
         self, bundle: EvidenceBundle, name: str, data: bytes, sbom: bytes, vex: bytes
@@ -439,7 +439,9 @@ class ReleaseDrill:
         return digest, listed
 
 
-def finding_of(gate: GateDecision, det: DeterminismResult) -> DrillFinding:
+def finding_of(
+    gate: GateDecision, det: DeterminismResult, vex_reports: Sequence[str] = ()
+) -> DrillFinding:
     """Met only when the gate allows.
 
     `observed` is the dual build's verdict, not `allowed`/`denied`: `cihub evidence verify`
@@ -457,8 +459,11 @@ def finding_of(gate: GateDecision, det: DeterminismResult) -> DrillFinding:
         expected="reproducible, and every release policy allows",
         met=gate.allow,
         detail=detail,
-        lines=tuple(f"reason: {r}" for r in gate.reasons)
-        or ("reasons: none (every policy allows)",),
+        lines=(
+            *(f"reason: {r}" for r in gate.reasons),
+            *(() if gate.reasons else ("reasons: none (every policy allows)",)),
+            *(f"vex: {r}" for r in vex_reports),
+        ),
         record={"release": {"gate": {"allow": gate.allow, "reasons": list(gate.reasons)}}},
         problems=gate.reasons,
     )

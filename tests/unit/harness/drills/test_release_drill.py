@@ -344,3 +344,17 @@ def test_a_policy_with_a_syntax_error_stops_at_the_policy_step(
     with pytest.raises(ConfigError, match=r"^policy: .*broken\.rego"):
         release(dataclasses.replace(scenario, policy_dir=policies), stack, tmp_path, monkeypatch)
     _incomplete(tmp_path)
+
+
+def test_vex_statements_about_unknown_products_are_reported(
+    scenario: ReleaseScenario, stack: Any, registry: FakeRegistry, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import dataclasses
+
+    extra = ROOT / "tests" / "data" / "vex" / "unknown-product.openvex.json"
+    changed = dataclasses.replace(scenario, vex=(*scenario.vex, extra))
+    run, _ = release(changed, stack, tmp_path, monkeypatch)
+    assert run.passed, run.lines()
+    assert any("left-pad@1.0.0 is not in the SBOM" in line for line in run.lines())
+    findings = json.loads((run.bundle / "vulns" / "findings.json").read_text())
+    assert len(findings["vex_reports"]) == 2
