@@ -180,7 +180,11 @@ class PolicySet:
             PolicyError: a builtin failed (strict errors) or the result is not `{allow, reasons}`.
         """
         text = json.dumps(gate_input, sort_keys=True)
-        self._run.set_input_term(text)
+        try:
+            # An in-memory input (no JSON parse in rego-cpp): about twice as fast.
+            self._run.set_input(regopy.Input(json.loads(text)))
+        except (regopy.RegoError, TypeError, ValueError) as exc:
+            raise PolicyError(f"policy: the gate input is not usable: {exc}") from exc
         out = _query(
             self._run, lambda impl: rego_shared.rego_bundle_query(impl, self._bundle._impl)
         )
