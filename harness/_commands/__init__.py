@@ -6,8 +6,18 @@ from types import ModuleType
 
 from harness._commands import evidence as _evidence
 from harness._commands import lab as _lab
+from harness._commands import policy as _policy
+from harness._commands import referrers as _referrers
 from harness._commands import rekor as _rekor
 from harness._commands import run as _run
 from harness._commands import schema as _schema
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (_lab, _run, _evidence, _schema, _rekor)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    _lab,
+    _run,
+    _evidence,
+    _schema,
+    _rekor,
+    _policy,
+    _referrers,
+)

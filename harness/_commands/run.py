@@ -1,4 +1,6 @@
-"""`cihub run determinism`: build a project twice in isolated containers and compare.
+"""`cihub run determinism` (build a project twice in isolated containers and compare) and
+`cihub run release` (the release drill: see `harness.drills.release`; exit 0 the gate allows,
+1 it denies, 2 bad input or infrastructure, with the step named).
 
 Runs through the one drill runner (`harness.drills`), like the pytest scenarios. The verdict
 follows the scenario's expectation (without `expect`: reproducible). Exit codes: 0 the finding
@@ -15,13 +17,18 @@ import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 
 from harness._internal.lab_signer import caller_lab_signer
+from harness._internal.release_services import release_services
 from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
 from harness.determinism import (
     DeterminismScenario,
@@ -31,8 +38,14 @@ from harness.determinism import (
     scenario_from_mapping,
 )
 from harness.drills import DeterminismDrill, RunSettings, run_drill
+from harness.drills.release import (
+    ReleaseDrill,
+    ReleaseScenario,
+    release_scenario_from_mapping,
+)
 from harness.errors import ConfigError
 from harness.evidence import Signer
+from harness.evidence.pack import pack_bundle, tar_digest
 from harness.variations import NAMES, VariationSpec
 from lab.images import IMAGE_MODES
 
@@ -103,6 +116,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     det.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     det.set_defaults(handler=_determinism)
+    _register_release(drills)
 
 
 def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
@@ -200,3 +214,162 @@ def _determinism(args: argparse.Namespace) -> int:
         for line in run.lines():
             print(line)
     return run.exit_code
+
+
+# -- cihub run release ---------------------------------------------------------------------
+
+
+def _register_release(drills: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rel = drills.add_parser(
+        "release",
+        help="dual-build, SBOM, VEX, provenance, sign, push with referrers, policy gate",
+        description="Release SUBJECT through the lab: dual build, CycloneDX SBOM, OSV "
+        "vulnerabilities with VEX, SLSA provenance, keyless signatures and attestations (logged), "
+        "push by digest with OCI referrers, then the Rego gate; the evidence bundle is signed "
+        "and packed. Exit 0: the gate allows; 1: it denies; 2: bad input or infrastructure "
+        "error (the step is named, the partial evidence kept); 130: cancelled.",
+    )
+    rel.add_argument("--scenario", type=Path, metavar="FILE", help="a release scenario file")
+    rel.add_argument("--subject", type=Path, metavar="PATH", help="the project folder to build")
+    rel.add_argument("--build", metavar="CMD", help="the build command (run by /bin/sh)")
+    rel.add_argument("--artifacts", nargs="+", action="extend", metavar="GLOB")
+    rel.add_argument("--image", metavar="NAME", help="builder image (default builder-python)")
+    rel.add_argument("--vuln-db", type=Path, metavar="DIR", help="a folder of OSV records")
+    rel.add_argument(
+        "--vex", type=Path, action="append", default=[], metavar="FILE", help="OpenVEX (repeat)"
+    )
+    rel.add_argument("--policy", type=Path, metavar="DIR", help="Rego policies (default ours)")
+    rel.add_argument("--source-date-epoch", type=int, metavar="N", help="SOURCE_DATE_EPOCH")
+    rel.add_argument("--timeout", type=float, metavar="S", help="seconds each build may take")
+    rel.add_argument("--evidence-dir", type=Path, default=Path("evidence"), metavar="DIR")
+    rel.add_argument("--images", choices=IMAGE_MODES, default="offline")
+    rel.add_argument("--sign", default="keyless", metavar="keyless|key:PATH", help=SIGN_HELP)
+    rel.add_argument("--lab", metavar="ID", help="the running lab to release through")
+    rel.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    rel.set_defaults(handler=_release)
+
+
+def release_scenario_from_args(args: argparse.Namespace) -> ReleaseScenario:
+    """The release scenario the options describe (a scenario file, options overriding it).
+
+    Raises:
+        ConfigError: a required value is missing or a value is invalid.
+    """
+    doc: dict[str, Any] = {}
+    base = Path.cwd()
+    if args.scenario is not None:
+        try:
+            loaded = yaml.safe_load(args.scenario.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{args.scenario}: cannot read the release scenario") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.scenario}: a release scenario must be a mapping")
+        doc = loaded
+        base = args.scenario.parent
+    if args.subject is not None:
+        doc["subject"] = str(args.subject.expanduser().resolve())
+    if args.build is not None:
+        doc["build"] = args.build
+    if args.artifacts:
+        doc["artifacts"] = list(args.artifacts)
+    if args.image is not None:
+        doc["image"] = args.image
+    if args.source_date_epoch is not None:
+        doc["source_date_epoch"] = args.source_date_epoch
+    if args.timeout is not None:
+        doc["timeout"] = args.timeout
+    if args.vuln_db is not None:
+        doc["vuln_db"] = str(args.vuln_db.expanduser().resolve())
+    if args.vex:
+        doc["vex"] = [str(p.expanduser().resolve()) for p in args.vex]
+    if args.policy is not None:
+        doc["policy"] = str(args.policy.expanduser().resolve())
+    for name in ("subject", "build", "artifacts"):
+        if name not in doc:
+            raise ConfigError(f"--{name} is required (or a --scenario file that names it)")
+    return release_scenario_from_mapping(doc, base_dir=base, source=args.scenario)
+
+
+def _release(args: argparse.Namespace) -> int:
+    scenario = release_scenario_from_args(args)
+    check_subject(scenario.build.subject)
+    spec = SignSpec.parse(args.sign)
+    evidence_dir: Path = args.evidence_dir
+    with release_services(
+        lab_id=args.lab, evidence_dir=evidence_dir, images=args.images, progress=_progress
+    ) as (lab_signer, services):
+        drill = ReleaseDrill(scenario, services, DrillOptions(image_mode=args.images))
+
+        @contextlib.contextmanager
+        def keyless() -> Iterator[Signer]:
+            yield lab_signer
+
+        table = _StepTable()
+        with (
+            signer_for(spec, keyless) as signer,
+            Live(table.render(), console=_err(), refresh_per_second=4, transient=False) as live,
+        ):
+
+            def progress(message: str) -> None:
+                table.started(message)
+                live.update(table.render())
+
+            try:
+                run = run_drill(drill, RunSettings(evidence_dir, signer, progress=progress))
+            finally:
+                table.finish(drill.result.step_seconds if drill.result else {})
+                live.update(table.render())
+        _err().print("")  # the table's last line ends here, not in the verdict's line
+    packed = pack_bundle(run.bundle)
+    packed_digest = tar_digest(packed)
+    if args.json:
+        value = drill.result.to_json() if drill.result is not None else {}
+        value.update(run.to_json())
+        value.update(packed=str(packed), packed_digest=packed_digest)
+        print(json.dumps(value, indent=2, sort_keys=True))
+    else:
+        for line in run.lines():
+            print(line)
+        print(f"packed: {packed} ({packed_digest})")
+    return run.exit_code
+
+
+class _StepTable:
+    """The release's steps as a live table: each step's state and wall time."""
+
+    STEPS = ("dual-build", "sbom", "vulns", "provenance", "sign", "push", "policy")
+
+    def __init__(self) -> None:
+        self._state: dict[str, str] = dict.fromkeys(self.STEPS, "waiting")
+        self._seconds: dict[str, float] = {}
+        self._current: str | None = "dual-build"
+        self._state["dual-build"] = "running"
+        self._notes: list[str] = []
+
+    def started(self, message: str) -> None:
+        step = message.removeprefix("release: ").strip()
+        if step not in self._state:
+            self._notes = [*self._notes[-2:], message]
+            return
+        if self._current is not None:
+            self._state[self._current] = "done"
+        self._current = step
+        self._state[step] = "running"
+
+    def finish(self, seconds: Mapping[str, float]) -> None:
+        self._seconds = dict(seconds)
+        if self._current is not None:
+            self._state[self._current] = "done" if self._current in seconds else "stopped"
+        self._notes = []
+
+    def render(self) -> Table:
+        table = Table(title="release drill", title_justify="left")
+        table.add_column("step")
+        table.add_column("state")
+        table.add_column("time", justify="right")
+        for step in self.STEPS:
+            took = self._seconds.get(step)
+            table.add_row(step, self._state[step], f"{took:.2f} s" if took is not None else "")
+        for note in self._notes:
+            table.add_row("", escape(note), "")
+        return table

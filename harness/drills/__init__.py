@@ -1,12 +1,13 @@
 """Drills: one runner (`runner.py`) and one module of steps per drill.
 
 Public API: `run_drill`, `RunSettings`, `DrillRun`, `DrillFinding`, `Drill`, `DrillCancelled`,
-and `DeterminismDrill` (the dual-build drill).
+`DeterminismDrill` (the dual-build drill) and `ReleaseDrill` (the release drill).
 """
 
 from __future__ import annotations
 
 from harness.drills.determinism import DeterminismDrill
+from harness.drills.release import ReleaseDrill, ReleaseScenario, ReleaseServices
 from harness.drills.runner import (
     Drill,
     DrillCancelled,
@@ -22,6 +23,9 @@ __all__ = [
     "DrillCancelled",
     "DrillFinding",
     "DrillRun",
+    "ReleaseDrill",
+    "ReleaseScenario",
+    "ReleaseServices",
     "RunSettings",
     "run_drill",
 ]
