@@ -201,3 +201,18 @@ def test_unsigned_evidence_is_never_a_pass(tmp_path: Path) -> None:
     assert "not signed: signing failed: rekor unreachable" in run.detail
     assert _record(settings)["result"] == "error"
     assert (run.bundle / "INCOMPLETE").exists()
+
+
+def test_another_drills_outcome_says_nothing_about_the_diff(settings: RunSettings) -> None:
+    # A release records its gate's finding; its dual build's empty diff still passes on its own.
+    drill = FakeDrill(lambda bundle: _empty_diff(bundle, "allowed"))
+    drill.check = "release"
+    run = run_drill(drill, settings)
+    checks = {c.name: c for c in verify_bundle(run.bundle, pins=PINS).checks}
+    assert checks["determinism"].status == "ok", checks["determinism"].detail
+    assert run.passed
+
+
+def _empty_diff(bundle: EvidenceBundle, observed: str) -> DrillFinding:
+    bundle.write_text("determinism/diff.txt", "")
+    return _finding(observed, observed, met=True)
