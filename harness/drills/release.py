@@ -47,7 +47,8 @@ from harness.determinism import (
 )
 from harness.drills.runner import DrillFinding, Progress
 from harness.errors import CihubError, ConfigError, InfraError
-from harness.evidence import EvidenceBundle, IdentityPin, KeylessVerifier, PinnedRoot
+from harness.evidence import EvidenceBundle, IdentityPin
+from harness.evidence.sigstore_verify import KeylessVerifier, PinnedRoot
 from harness.sign import SignedArtifact, SigningSetup, sign_artifact, sign_payload
 from harness.steps.gate_input import AttestationCheck, GateInput, build_vuln_input
 from harness.steps.policy import GateDecision, PolicySet, default_policy_dir

@@ -28,14 +28,29 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import regopy
-from regopy import rego_shared
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
 from lab.errors import LabError
 from lab.resources import resource_path
+
+if TYPE_CHECKING:
+    import regopy
+
+
+def _regopy() -> Any:
+    """regopy, imported on first use: its allocator (snmalloc) reserves so much address space
+    that merely importing it aborts a process with an RLIMIT_AS cap (verify runs under one)."""
+    import regopy
+
+    return regopy
+
+
+def _shared() -> Any:
+    from regopy import rego_shared
+
+    return rego_shared
+
 
 _logger = logging.getLogger(__name__)
 
@@ -182,12 +197,10 @@ class PolicySet:
         text = json.dumps(gate_input, sort_keys=True)
         try:
             # An in-memory input (no JSON parse in rego-cpp): about twice as fast.
-            self._run.set_input(regopy.Input(json.loads(text)))
-        except (regopy.RegoError, TypeError, ValueError) as exc:
+            self._run.set_input(_regopy().Input(json.loads(text)))
+        except (_regopy().RegoError, TypeError, ValueError) as exc:
             raise PolicyError(f"policy: the gate input is not usable: {exc}") from exc
-        out = _query(
-            self._run, lambda impl: rego_shared.rego_bundle_query(impl, self._bundle._impl)
-        )
+        out = _query(self._run, lambda impl: _shared().rego_bundle_query(impl, self._bundle._impl))
         if out is None:
             # The bundle's error says only `<error>`: ask the interpreter for the message.
             self._probe(self._build, text, "the gate input")
@@ -216,27 +229,25 @@ class PolicySet:
             check_rego_v1(source, name)
             try:
                 interp.add_module(name, source)
-            except regopy.RegoError as exc:
+            except _regopy().RegoError as exc:
                 raise PolicyError(f"{name}: policy does not parse: {_rego_message(exc)}") from exc
         try:
             interp.add_data(self.data)
-        except regopy.RegoError as exc:
+        except _regopy().RegoError as exc:
             raise PolicyError(f"{DATA_FILE}: not usable as policy data: {exc}") from exc
         return interp
 
     @staticmethod
     def _probe(interp: regopy.Interpreter, input_text: str, what: str) -> None:
         interp.set_input_term(input_text)
-        impl = rego_shared.rego_query(interp._impl, f"data.{PACKAGE_ROOT}")
+        impl = _shared().rego_query(interp._impl, f"data.{PACKAGE_ROOT}")
         try:
-            ok = rego_shared.rego_output_ok(impl)
+            ok = _shared().rego_output_ok(impl)
             text = (
-                rego_shared.rego_output_string(impl)
-                if ok
-                else rego_shared.rego_get_error(interp._impl)
+                _shared().rego_output_string(impl) if ok else _shared().rego_get_error(interp._impl)
             )
         finally:
-            rego_shared.rego_free_output(impl)
+            _shared().rego_free_output(impl)
         if not ok or text.lstrip().startswith("(error"):
             raise PolicyError(f"policy: evaluating {what} failed: {_sexpr_message(text)}")
 
@@ -337,7 +348,7 @@ def _cases(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _new_interpreter() -> regopy.Interpreter:
-    interp = regopy.Interpreter()
+    interp = _regopy().Interpreter()
     interp.strict_built_in_errors = True
     return interp
 
@@ -347,11 +358,11 @@ def _query(interp: regopy.Interpreter, run: Any) -> dict[str, Any] | None:
     impl = run(interp._impl)
     try:
         # regopy reads a failed output's string from freed memory: only read it when ok.
-        if not rego_shared.rego_output_ok(impl):
+        if not _shared().rego_output_ok(impl):
             return None
-        text = rego_shared.rego_output_string(impl)
+        text = _shared().rego_output_string(impl)
     finally:
-        rego_shared.rego_free_output(impl)
+        _shared().rego_free_output(impl)
     if text.lstrip().startswith("(error"):
         return None
     if text.strip() == "undefined":
