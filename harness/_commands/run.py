@@ -99,6 +99,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     det.add_argument("--timeout", type=float, metavar="S", help="seconds each build may take")
     det.add_argument("--no-culprits", action="store_true", help="skip the culprit search")
     det.add_argument(
+        "--build-memory",
+        metavar="SIZE",
+        help="memory limit of each build container, e.g. 2g (default: the scenario's, else 2g)",
+    )
+    det.add_argument(
+        "--build-pids",
+        type=int,
+        metavar="N",
+        help="process limit of each build container (default: the scenario's, else 1024)",
+    )
+    det.add_argument(
         "--diffoscope-timeout", type=float, metavar="S", help="wall-clock limit of diffoscope"
     )
     det.add_argument("--evidence-dir", type=Path, default=Path("evidence"), metavar="DIR")
@@ -145,6 +156,10 @@ def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
         doc["timeout"] = args.timeout
     if args.no_culprits:
         doc["culprits"] = False
+    if args.build_memory is not None:
+        doc.setdefault("limits", {})["memory"] = args.build_memory
+    if args.build_pids is not None:
+        doc.setdefault("limits", {})["pids"] = args.build_pids
     if args.diffoscope_timeout is not None:
         doc.setdefault("diffoscope", {})["timeout"] = args.diffoscope_timeout
     for name in ("subject", "build", "artifacts"):

@@ -60,6 +60,7 @@ from harness.evidence.manifest import (
     read_marker,
     serialize,
 )
+from harness.evidence.names import escape_name
 from harness.evidence.signer import Signer
 from harness.evidence.summary import (
     COMMANDS_LOG,
@@ -416,8 +417,11 @@ class EvidenceBundle:
         self._update(policy_digest=_check_digest(digest))
 
     def add_artifact(self, name: str, digest: str) -> None:
-        """Record an artifact the drill produced or checked, by digest (`sha256:<hex>`)."""
-        artifact = Artifact(name, _check_digest(digest))
+        """Record an artifact the drill produced or checked, by digest (`sha256:<hex>`).
+
+        A name that is not UTF-8 (a file name is bytes) is recorded with the manifest's `%XX`
+        escaping rule (`harness.evidence.names`), like the files' paths."""
+        artifact = Artifact(escape_name(name), _check_digest(digest))
         self._update(artifacts=(*self._predicate.artifacts, artifact))
 
     # -- finalize ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import harness._cli as cli
 from harness import telemetry
 from harness._commands import run as run_command
-from harness.evidence import KeySigner, verify_bundle
+from harness.evidence import KeySigner, TrustPins, verify_bundle
 from lab import labels
 from lab._internal.docker import docker_client
 from lab.resources import resource_path
@@ -494,13 +494,8 @@ def test_builds_die_with_a_killed_driver_and_are_reaped(
     assert _builds_of(client, driver.pid, running=False) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="depends on the evidence branch (issue 13 #3): the bundle, manifest and summary must "
-    "accept non-UTF-8 names; the compare side is tested above. Remove this mark after merging.",
-)
 def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_record(
-    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    cihub: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path, signing_key: Path
 ) -> None:
     code, result, err = _run(
         cihub,
@@ -517,6 +512,8 @@ def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_reco
     )
     assert code == 0, err
     assert result["verdict"] == "reproducible"
-    assert verify_bundle(Path(result["bundle"])).passed
+    pins = TrustPins(keys=(KeySigner.from_pem_file(signing_key).public_key_pem,))
+    report = verify_bundle(Path(result["bundle"]), pins=pins)
+    assert report.passed, [c.to_json() for c in report.failures]
     (record,) = _records(tmp_path)
     assert record["determinism"]["verdict"] == "reproducible"

@@ -260,6 +260,8 @@ def _args(**values: Any) -> SimpleNamespace:
         timeout=None,
         no_culprits=False,
         diffoscope_timeout=None,
+        build_memory=None,
+        build_pids=None,
     )
     defaults.update(values)
     return SimpleNamespace(**defaults)
@@ -285,6 +287,14 @@ def test_options_override_the_scenario_file(tmp_path: Path) -> None:
     assert "aslr" in scenario.variations.requested()
     assert scenario.variations.extra_env == (("X", "1"),)
     assert scenario.culprits is False and scenario.diffoscope_timeout_s == 3.0
+
+
+def test_build_limit_options_override_the_scenario_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, VALID + "limits: {memory: 1g, pids: 200}\n")
+    scenario = run_command.scenario_from_args(_args(scenario=path, build_memory="512m"))
+    assert (scenario.limits.memory, scenario.limits.pids) == ("512m", 200)
+    with pytest.raises(ConfigError, match=r"\$\.limits\.memory"):
+        run_command.scenario_from_args(_args(scenario=path, build_memory="lots"))
 
 
 def test_a_bad_extra_env_option_is_named(tmp_path: Path) -> None:
