@@ -19,6 +19,7 @@ A drill is a `Drill`: its steps only (see `harness.drills.determinism`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import signal
@@ -225,6 +226,9 @@ def run_drill(drill: Drill, settings: RunSettings) -> DrillRun:
         DrillCancelled: SIGINT/SIGTERM; the bundle is kept as cancelled and a `cancellation`
             record is written first.
     """
+    # Steps may run tools in other folders (a subject's): the bundle's path must not depend on
+    # the current one.
+    settings = dataclasses.replace(settings, evidence_dir=settings.evidence_dir.absolute())
     run_id = run_id_for(drill.kind, drill.name)
     bundle = EvidenceBundle.create(
         settings.evidence_dir / run_id,

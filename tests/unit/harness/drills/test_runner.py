@@ -216,3 +216,22 @@ def test_another_drills_outcome_says_nothing_about_the_diff(settings: RunSetting
 def _empty_diff(bundle: EvidenceBundle, observed: str) -> DrillFinding:
     bundle.write_text("determinism/diff.txt", "")
     return _finding(observed, observed, met=True)
+
+
+def test_a_relative_evidence_dir_gives_an_absolute_bundle_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Steps run tools in other folders (the release's SBOM step runs in the subject).
+    monkeypatch.chdir(tmp_path)
+    seen: list[Path] = []
+
+    def steps(bundle: EvidenceBundle) -> DrillFinding:
+        seen.append(bundle.root)
+        return _empty_diff(bundle, "reproducible")
+
+    run = run_drill(FakeDrill(steps), RunSettings(Path("evidence"), SIGNER))
+    assert seen[0].is_absolute() and run.bundle == seen[0]
+    assert run.bundle.parent == tmp_path / "evidence"
+    assert _record(RunSettings(tmp_path / "evidence", SIGNER))["evidence"]["bundle_path"] == (
+        run.bundle.name
+    )
