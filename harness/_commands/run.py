@@ -142,18 +142,7 @@ def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
     if args.scenario is not None:
         doc = _doc_of(load_scenario(args.scenario))
         source = args.scenario
-    if args.subject is not None:
-        doc["subject"] = str(args.subject.expanduser().resolve())
-    if args.build is not None:
-        doc["build"] = args.build
-    if args.artifacts:
-        doc["artifacts"] = list(args.artifacts)
-    if args.image is not None:
-        doc["image"] = args.image
-    if args.source_date_epoch is not None:
-        doc["source_date_epoch"] = args.source_date_epoch
-    if args.timeout is not None:
-        doc["timeout"] = args.timeout
+    doc.update(_subject_options(args))
     if args.no_culprits:
         doc["culprits"] = False
     if args.build_memory is not None:
@@ -162,9 +151,7 @@ def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
         doc.setdefault("limits", {})["pids"] = args.build_pids
     if args.diffoscope_timeout is not None:
         doc.setdefault("diffoscope", {})["timeout"] = args.diffoscope_timeout
-    for name in ("subject", "build", "artifacts"):
-        if name not in doc:
-            raise ConfigError(f"--{name} is required (or a --scenario file that names it)")
+    _require_subject(doc)
     scenario = scenario_from_mapping(doc, base_dir=base, source=source)
     if args.variations is not None or args.extra_env:
         extra = [_parse_env(item) for item in args.extra_env]
@@ -179,6 +166,30 @@ def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
         spec = VariationSpec(spec.enable, spec.disable, (*spec.extra_env, *extra))
         scenario = _replace(scenario, variations=spec)
     return scenario
+
+
+def _subject_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The subject options every drill takes, as scenario keys (they override the file)."""
+    doc: dict[str, Any] = {}
+    if args.subject is not None:
+        doc["subject"] = str(args.subject.expanduser().resolve())
+    if args.build is not None:
+        doc["build"] = args.build
+    if args.artifacts:
+        doc["artifacts"] = list(args.artifacts)
+    if args.image is not None:
+        doc["image"] = args.image
+    if args.source_date_epoch is not None:
+        doc["source_date_epoch"] = args.source_date_epoch
+    if args.timeout is not None:
+        doc["timeout"] = args.timeout
+    return doc
+
+
+def _require_subject(doc: dict[str, Any]) -> None:
+    for name in ("subject", "build", "artifacts"):
+        if name not in doc:
+            raise ConfigError(f"--{name} is required (or a --scenario file that names it)")
 
 
 def _doc_of(scenario: DeterminismScenario) -> dict[str, Any]:
@@ -281,27 +292,14 @@ def release_scenario_from_args(args: argparse.Namespace) -> ReleaseScenario:
             raise ConfigError(f"{args.scenario}: a release scenario must be a mapping")
         doc = loaded
         base = args.scenario.parent
-    if args.subject is not None:
-        doc["subject"] = str(args.subject.expanduser().resolve())
-    if args.build is not None:
-        doc["build"] = args.build
-    if args.artifacts:
-        doc["artifacts"] = list(args.artifacts)
-    if args.image is not None:
-        doc["image"] = args.image
-    if args.source_date_epoch is not None:
-        doc["source_date_epoch"] = args.source_date_epoch
-    if args.timeout is not None:
-        doc["timeout"] = args.timeout
+    doc.update(_subject_options(args))
     if args.vuln_db is not None:
         doc["vuln_db"] = str(args.vuln_db.expanduser().resolve())
     if args.vex:
         doc["vex"] = [str(p.expanduser().resolve()) for p in args.vex]
     if args.policy is not None:
         doc["policy"] = str(args.policy.expanduser().resolve())
-    for name in ("subject", "build", "artifacts"):
-        if name not in doc:
-            raise ConfigError(f"--{name} is required (or a --scenario file that names it)")
+    _require_subject(doc)
     return release_scenario_from_mapping(doc, base_dir=base, source=args.scenario)
 
 
