@@ -148,7 +148,7 @@ def bench_validation(count: int, rounds: int) -> None:
     line_rate = count / best(rounds, rs_lines)
     plain_rate = len(few) / best(rounds, plain_objects)
     size = sum(len(line) for line in lines) / count
-    print(f"validation of pipeline_run v1.3 records ({count} records, {size:.0f} bytes each)")
+    print(f"validation of pipeline_run v1.4 records ({count} records, {size:.0f} bytes each)")
     print(f"  jsonschema-rs, parsed records      : {rs_rate:12,.0f} records/s")
     print(f"  jsonschema-rs, NDJSON parse+validate: {line_rate:12,.0f} records/s")
     print(f"  jsonschema Draft202012Validator     : {plain_rate:12,.0f} records/s")

@@ -1,6 +1,6 @@
 """pipeline_run records: build one per drill run, validate it, append it to NDJSON.
 
-`append_record` validates against `schema/pipeline_run.v1.3.json` before writing, then appends
+`append_record` validates against `schema/pipeline_run.v1.4.json` before writing, then appends
 the record as one whole line to `<evidence-dir>/pipeline_run.ndjson` under a file lock, with
 flush and fsync, so pytest-xdist workers can append at the same time without tearing lines.
 `validate_ndjson` checks a file line by line in constant memory and reports each invalid line
@@ -37,8 +37,8 @@ try:
 except ImportError:  # pragma: no cover - orjson is optional: it only makes parsing faster
     _loads = json.loads
 
-SCHEMA_FILE = "pipeline_run.v1.3.json"
-SCHEMA_VERSION = "1.3"
+SCHEMA_FILE = "pipeline_run.v1.4.json"
+SCHEMA_VERSION = "1.4"
 NDJSON_NAME = "pipeline_run.ndjson"
 LOCK_TIMEOUT_S = 60.0
 
@@ -169,7 +169,7 @@ def build_record(
     test: Mapping[str, str] | None = None,
     duration_s: float | None = None,
 ) -> dict[str, Any]:
-    """A pipeline_run v1.3 record (not yet validated; `append_record` validates it).
+    """A pipeline_run v1.4 record (not yet validated; `append_record` validates it).
 
     Args:
         run_id: the drill run's id (the bundle manifest's runId).
@@ -430,7 +430,7 @@ def validate_ndjson(
     Args:
         path: the file.
         on_error: called with each error as it is found (a line may have several).
-        schema_validator: default the pipeline_run v1.3 validator.
+        schema_validator: default the pipeline_run v1.4 validator.
 
     Raises:
         ConfigError: the file can't be opened.

@@ -41,7 +41,7 @@ def _record(run_id: str = "r-1", **extra: Any) -> dict[str, Any]:
 def test_a_built_record_is_valid_and_carries_the_facts() -> None:
     record = _record(lab={"images": {"registry": {"tag": "t", "id": None}}, "services": {}})
     telemetry.validate_record(record)
-    assert record["schema_version"] == "1.3"
+    assert record["schema_version"] == "1.4"
     assert record["duration_s"] == 3.0
     assert record["started_at"] == "2025-01-01T12:00:00.000Z"
     assert record["runner"]["python_version"]
