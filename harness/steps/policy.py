@@ -12,8 +12,9 @@ drill or a benchmark evaluates many inputs against one compiled set.
 Two settings regopy would otherwise leave open are enforced here:
 - strict builtin errors: a failing builtin (e.g. `to_number("x")`) is an error, not a silent
   undefined that could turn a deny rule off;
-- Rego v1 syntax only: regopy also accepts the pre-1.0 forms that OPA 1.x rejects, so a module
-  with a rule body not introduced by `if`, or a partial set `name[x] {`, is refused at load.
+- Rego v1 syntax only: regopy also accepts the pre-1.0 forms that OPA 1.x rejects, so each
+  module's tokens and rule heads are checked first (`harness.steps.rego_v1`): a rule body not
+  introduced by `if`, a partial set rule without `contains`, a removed built-in is refused.
 
 Each policy returns `{allow, reasons[]}`; a policy whose `allow` is not `true` denies, and a
 deny without reasons gets one naming the policy.
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+from harness.steps.rego_v1 import RegoV1Error, check_rego_v1
 from lab.errors import LabError
 from lab.resources import resource_path
 
@@ -59,13 +61,6 @@ QUERY = f"result := data.{PACKAGE_ROOT}"
 DATA_FILE = "data.json"
 _PACKAGE = re.compile(r"^package\s+([\w.]+)\s*$", re.MULTILINE)
 _COMMENT = re.compile(r"#[^\n]*")
-_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`')
-# Pre-1.0 rule forms OPA 1.x refuses: `name {`, `name[x] {`, `name = v {`, `name := v {`
-# (a body without `if`) and a top-level `else {` / `else = v {`.
-_OLD_HEAD = re.compile(
-    r"^[A-Za-z_][\w.]*(?:\[[^\]\n]*\]|\([^)\n]*\))?(?:\s*:?=\s*(?P<value>[^\n{]*?))?\s*\{\s*$"
-)
-_OLD_ELSE = re.compile(r"^\}?\s*else(?:\s*:?=\s*[^\n{]*)?\s*\{\s*$")
 
 
 class PolicyError(ConfigError):
@@ -126,26 +121,6 @@ def default_policy_dir() -> Path:
         return resource_path("policies")
     except LabError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-def check_rego_v1(source: str, where: str) -> None:
-    """Refuse the pre-1.0 rule forms regopy accepts but OPA 1.x rejects.
-
-    Raises:
-        PolicyError: a rule body without `if`, or a partial set rule without `contains`.
-    """
-    text = _STRING.sub('""', _COMMENT.sub("", source))
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line[:1].isspace() or not line.strip():
-            continue  # only rule heads start a line; bodies are indented
-        head = _OLD_HEAD.match(line)
-        if head is not None and not (head["value"] is not None and head["value"] == ""):
-            raise PolicyError(
-                f"{where}:{number}: Rego v1 only: a rule body must follow `if` "
-                f"(and a partial set rule use `contains`): {line.strip()}"
-            )
-        if _OLD_ELSE.match(line):
-            raise PolicyError(f"{where}:{number}: Rego v1 only: `else` needs `if`: {line.strip()}")
 
 
 class PolicySet:
@@ -226,11 +201,15 @@ class PolicySet:
     def _interpreter(self, modules: Mapping[str, str]) -> regopy.Interpreter:
         interp = _new_interpreter()
         for name, source in modules.items():
-            check_rego_v1(source, name)
+            # regopy's parser first: a syntax error is reported in its words.
             try:
                 interp.add_module(name, source)
             except _regopy().RegoError as exc:
                 raise PolicyError(f"{name}: policy does not parse: {_rego_message(exc)}") from exc
+            try:
+                check_rego_v1(source, name)
+            except RegoV1Error as exc:
+                raise PolicyError(str(exc)) from exc
         try:
             interp.add_data(self.data)
         except _regopy().RegoError as exc:

@@ -1,10 +1,12 @@
 """VEX step: OpenVEX v0.2 documents applied to vulnerability findings.
 
-Each document is checked against the OpenVEX v0.2 schema (`schema/openvex.v0.2.json`); a
-`not_affected` statement must carry a `justification` (the schema alone would accept an
-impact statement instead; the gate wants the reason in the spec's closed vocabulary). A
-statement whose product or vulnerability the SBOM and findings do not know is reported, not
-silently applied.
+Each document is checked against the OpenVEX spec's own published JSON schema
+(`schema/openvex.v0.2.json`, vendored unchanged from github.com/openvex/spec; see
+schema/README.md). Two rules of ours follow in code, because the spec schema is looser: the
+`@context` must name v0.2.0, and a `not_affected` statement must carry a `justification` (the
+schema also accepts an impact statement alone; the gate wants the reason in the spec's closed
+vocabulary). A statement whose product or vulnerability the SBOM and findings do not know is
+reported, not silently applied.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from harness.errors import ConfigError
 from harness.steps.vuln import VulnFinding
 
 VEX_MEDIA_TYPE = "application/openvex+json"
+OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
+SPEC_SCHEMA = "openvex.v0.2.json"
 SUPPRESSING = frozenset({"not_affected", "fixed"})
 
 
@@ -65,9 +69,14 @@ def load_vex(path: Path) -> tuple[VexStatement, ...]:
 
 def parse_vex(doc: Any, source: str) -> tuple[VexStatement, ...]:
     """Check a parsed OpenVEX v0.2 document; see `load_vex`."""
-    errors = validator_for("openvex.v0.2.json").errors(doc)
+    errors = validator_for(SPEC_SCHEMA).errors(doc)
     if errors:
         raise ConfigError(f"{source}: vex: not OpenVEX v0.2: {errors[0]}")
+    if doc["@context"] != OPENVEX_CONTEXT:
+        raise ConfigError(
+            f"{source}: vex: not OpenVEX v0.2: $.@context: {doc['@context']!r} "
+            f"is not {OPENVEX_CONTEXT!r}"
+        )
     out: list[VexStatement] = []
     for index, raw in enumerate(doc["statements"]):
         where = f"{source}: vex: $.statements[{index}]"

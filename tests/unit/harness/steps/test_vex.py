@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from harness._internal.schemas import load_schema, validator_for
 from harness.errors import ConfigError
-from harness.steps.vex import apply_vex, load_vex, parse_vex
+from harness.steps.vex import SPEC_SCHEMA, apply_vex, load_vex, parse_vex
 from harness.steps.vuln import load_osv_db, match
 
 PURLS = ("pkg:pypi/requests@2.19.0", "pkg:pypi/urllib3@1.24.1")
@@ -48,22 +49,66 @@ def test_a_statement_for_another_product_does_not_suppress(data_dir: Path) -> No
     assert [f.id for f in result.remaining] == ["CIHUB-TEST-0001"]
 
 
+SAMPLE_VEX = Path(__file__).resolve().parents[4] / "scenarios" / "release" / "vex"
+
+
+def test_the_spec_schema_is_the_published_one() -> None:
+    schema = load_schema(SPEC_SCHEMA)
+    # The OpenVEX spec's own $id and its if/then rules, not a hand-written subset.
+    assert schema["$id"] == "https://github.com/openvex/spec/openvex_json_schema_0.2.0.json"
+    assert "allOf" in schema["properties"]["statements"]["items"]
+
+
+@pytest.mark.parametrize("path", sorted(SAMPLE_VEX.glob("*.json")), ids=lambda p: p.name)
+def test_genuine_sample_vex_passes_the_spec_schema(path: Path) -> None:
+    statements = load_vex(path)
+    assert statements and all(s.justification for s in statements)
+
+
 @pytest.mark.parametrize(
-    "change",
+    ("change", "where"),
     [
-        lambda d: d.update({"@context": "https://openvex.dev/ns/v0.1.0"}),
-        lambda d: d["statements"][0].update({"status": "fine"}),
-        lambda d: d["statements"][0].update({"justification": "because"}),
-        lambda d: d.pop("author"),
-        lambda d: d.update({"statements": []}),
-        lambda d: d["statements"][0].update({"evil": True}),
+        (lambda d: d.update({"@context": "https://openvex.dev/ns/v0.1.0"}), r"\$\.@context"),
+        (lambda d: d["statements"][0].update({"status": "fine"}), r"\$\.statements\[0\]\.status"),
+        (
+            lambda d: d["statements"][0].update({"justification": "because"}),
+            r"\$\.statements\[0\]\.justification",
+        ),
+        (lambda d: d.pop("author"), r"\$: 'author' is a required property"),
+        (lambda d: d.update({"statements": []}), r"\$\.statements"),
+        (lambda d: d["statements"][0].update({"evil": True}), r"\$\.statements\[0\]"),
+        (lambda d: d.update({"version": 0}), r"\$\.version"),
+        (lambda d: d["statements"][0].pop("vulnerability"), r"\$\.statements\[0\]"),
+        (
+            lambda d: d["statements"][0].update({"products": [{"identifiers": {}}]}),
+            r"\$\.statements\[0\]\.products\[0\]",
+        ),
+        (
+            # The spec's own if/then: an affected statement needs an action statement.
+            lambda d: d["statements"][0].update({"status": "affected"}),
+            r"\$\.statements\[0\]",
+        ),
+        (
+            # ... and not_affected needs a justification or an impact statement.
+            lambda d: [d["statements"][0].pop(k) for k in ("justification", "impact_statement")],
+            r"\$\.statements\[0\]",
+        ),
     ],
 )
-def test_documents_that_are_not_openvex_v02_are_refused(data_dir: Path, change: object) -> None:
+def test_documents_the_spec_schema_rejects_are_refused_with_file_and_path(
+    data_dir: Path, change: object, where: str
+) -> None:
     doc = json.loads((data_dir / "vex" / "urllib3-not-affected.openvex.json").read_text())
     change(doc)  # type: ignore[operator]
-    with pytest.raises(ConfigError, match=r"not OpenVEX v0\.2"):
+    with pytest.raises(ConfigError, match=r"^x\.json: vex: not OpenVEX v0\.2: " + where):
         parse_vex(doc, "x.json")
+
+
+def test_impact_statement_alone_passes_the_spec_but_not_our_rule(data_dir: Path) -> None:
+    doc = json.loads((data_dir / "vex" / "no-justification.openvex.json").read_text())
+    assert validator_for(SPEC_SCHEMA).errors(doc) == []
+    with pytest.raises(ConfigError, match=r"no-justification\.openvex\.json: vex: \$\.statements"):
+        load_vex(data_dir / "vex" / "no-justification.openvex.json")
 
 
 def test_unreadable_document(tmp_path: Path) -> None:
