@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from harness.determinism import (
     scenario_from_mapping,
 )
 from harness.drills import DeterminismDrill, RunSettings, run_drill
+from harness.drills._steps import StepBoard
 from harness.drills.release import (
     ReleaseDrill,
     ReleaseScenario,
@@ -55,9 +56,61 @@ def _err() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("run", help="run a drill (determinism: dual builds)")
+DrillRegister = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    extra_drills: Sequence[DrillRegister] = (),
+) -> None:
+    """`cihub run DRILL`: one subparser per drill.
+
+    A drill from another module adds itself with a `register_drill(drills)` function that calls
+    `drills.add_parser(...)`, `add_subject_options`/`add_run_options` and `set_defaults(handler=)`;
+    list it in `DRILLS` below (an import and one entry).
+    """
+    parser = commands.add_parser("run", help="run a drill (determinism, release, ...)")
     drills = parser.add_subparsers(dest="drill", metavar="DRILL", required=True)
+    for add in (*DRILLS, *extra_drills):
+        add(drills)
+
+
+def add_subject_options(parser: argparse.ArgumentParser, *, what: str = "scenario file") -> None:
+    """The subject options every building drill takes (read back by `_subject_options`)."""
+    parser.add_argument("--scenario", type=Path, metavar="FILE", help=f"a {what} (YAML/JSON)")
+    parser.add_argument("--subject", type=Path, metavar="PATH", help="the project folder to build")
+    parser.add_argument("--build", metavar="CMD", help="the build command (run by /bin/sh)")
+    parser.add_argument(
+        "--artifacts",
+        nargs="+",
+        action="extend",
+        metavar="GLOB",
+        help="files to compare, relative to the subject (e.g. 'dist/*.whl'); each must match",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="NAME",
+        help="builder-python (default), builder-c, or a local image built FROM the lab base",
+    )
+    parser.add_argument("--source-date-epoch", type=int, metavar="N", help="SOURCE_DATE_EPOCH")
+    parser.add_argument("--timeout", type=float, metavar="S", help="seconds each build may take")
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, lab_help: str) -> None:
+    """Where evidence goes, how images are built, how it is signed, the lab, `--json`."""
+    parser.add_argument("--evidence-dir", type=Path, default=Path("evidence"), metavar="DIR")
+    parser.add_argument(
+        "--images",
+        choices=IMAGE_MODES,
+        default="offline",
+        help="how lab builder images are built (default offline)",
+    )
+    parser.add_argument("--sign", default="keyless", metavar="keyless|key:PATH", help=SIGN_HELP)
+    parser.add_argument("--lab", metavar="ID", help=lab_help)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def _register_determinism(drills: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     det = drills.add_parser(
         "determinism",
         help="build a project twice with varied environments and compare the outputs",
@@ -67,21 +120,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "evidence (keyless through the lab by default). Exit 0: as expected; 1: not as "
         "expected; 2: bad input, infrastructure error, or a build failed; 130: cancelled.",
     )
-    det.add_argument("--scenario", type=Path, metavar="FILE", help="a scenario file (YAML/JSON)")
-    det.add_argument("--subject", type=Path, metavar="PATH", help="the project folder to build")
-    det.add_argument("--build", metavar="CMD", help="the build command (run by /bin/sh)")
-    det.add_argument(
-        "--artifacts",
-        nargs="+",
-        action="extend",
-        metavar="GLOB",
-        help="files to compare, relative to the subject (e.g. 'dist/*.whl'); each must match",
-    )
-    det.add_argument(
-        "--image",
-        metavar="NAME",
-        help="builder-python (default), builder-c, or a local image built FROM the lab base",
-    )
+    add_subject_options(det)
     det.add_argument(
         "--variations",
         metavar="SPEC",
@@ -95,8 +134,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAME=VALUE",
         help="a variable the environment variation sets in build B (repeatable)",
     )
-    det.add_argument("--source-date-epoch", type=int, metavar="N", help="SOURCE_DATE_EPOCH")
-    det.add_argument("--timeout", type=float, metavar="S", help="seconds each build may take")
     det.add_argument("--no-culprits", action="store_true", help="skip the culprit search")
     det.add_argument(
         "--build-memory",
@@ -112,22 +149,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     det.add_argument(
         "--diffoscope-timeout", type=float, metavar="S", help="wall-clock limit of diffoscope"
     )
-    det.add_argument("--evidence-dir", type=Path, default=Path("evidence"), metavar="DIR")
-    det.add_argument(
-        "--images",
-        choices=IMAGE_MODES,
-        default="offline",
-        help="how lab builder images are built (default offline)",
+    add_run_options(
+        det,
+        lab_help="the running lab to sign through (default: yours; one is brought up if none is)",
     )
-    det.add_argument("--sign", default="keyless", metavar="keyless|key:PATH", help=SIGN_HELP)
-    det.add_argument(
-        "--lab",
-        metavar="ID",
-        help="the running lab to sign through (default: yours; one is brought up if none is)",
-    )
-    det.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     det.set_defaults(handler=_determinism)
-    _register_release(drills)
 
 
 def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:
@@ -255,24 +281,18 @@ def _register_release(drills: argparse._SubParsersAction[argparse.ArgumentParser
         "and packed. Exit 0: the gate allows; 1: it denies; 2: bad input or infrastructure "
         "error (the step is named, the partial evidence kept); 130: cancelled.",
     )
-    rel.add_argument("--scenario", type=Path, metavar="FILE", help="a release scenario file")
-    rel.add_argument("--subject", type=Path, metavar="PATH", help="the project folder to build")
-    rel.add_argument("--build", metavar="CMD", help="the build command (run by /bin/sh)")
-    rel.add_argument("--artifacts", nargs="+", action="extend", metavar="GLOB")
-    rel.add_argument("--image", metavar="NAME", help="builder image (default builder-python)")
+    add_subject_options(rel, what="release scenario file")
     rel.add_argument("--vuln-db", type=Path, metavar="DIR", help="a folder of OSV records")
     rel.add_argument(
         "--vex", type=Path, action="append", default=[], metavar="FILE", help="OpenVEX (repeat)"
     )
     rel.add_argument("--policy", type=Path, metavar="DIR", help="Rego policies (default ours)")
-    rel.add_argument("--source-date-epoch", type=int, metavar="N", help="SOURCE_DATE_EPOCH")
-    rel.add_argument("--timeout", type=float, metavar="S", help="seconds each build may take")
-    rel.add_argument("--evidence-dir", type=Path, default=Path("evidence"), metavar="DIR")
-    rel.add_argument("--images", choices=IMAGE_MODES, default="offline")
-    rel.add_argument("--sign", default="keyless", metavar="keyless|key:PATH", help=SIGN_HELP)
-    rel.add_argument("--lab", metavar="ID", help="the running lab to release through")
-    rel.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_run_options(rel, lab_help="the running lab to release through")
     rel.set_defaults(handler=_release)
+
+
+# The drills of `cihub run`, in help order: each adds its own subparser.
+DRILLS: tuple[DrillRegister, ...] = (_register_determinism, _register_release)
 
 
 def release_scenario_from_args(args: argparse.Namespace) -> ReleaseScenario:
@@ -317,20 +337,21 @@ def _release(args: argparse.Namespace) -> int:
         def keyless() -> Iterator[Signer]:
             yield lab_signer
 
-        table = _StepTable()
+        table = _StepTable(drill.steps)
         with (
             signer_for(spec, keyless) as signer,
             Live(table.render(), console=_err(), refresh_per_second=4, transient=False) as live,
         ):
 
             def progress(message: str) -> None:
-                table.started(message)
+                table.said(message)
                 live.update(table.render())
 
             try:
                 run = run_drill(drill, RunSettings(evidence_dir, signer, progress=progress))
             finally:
-                table.finish(drill.result.step_seconds if drill.result else {})
+                drill.steps.stop_running()
+                table.said(None)
                 live.update(table.render())
         _err().print("")  # the table's last line ends here, not in the verdict's line
     packed = pack_bundle(run.bundle)
@@ -348,41 +369,29 @@ def _release(args: argparse.Namespace) -> int:
 
 
 class _StepTable:
-    """The release's steps as a live table: each step's state and wall time."""
+    """The release's steps as a live table: each step and the dual build's sub-steps, with
+    the state (then the verdict) and the wall time; the last progress lines below them."""
 
-    STEPS = ("dual-build", "sbom", "vulns", "provenance", "sign", "push", "policy")
-
-    def __init__(self) -> None:
-        self._state: dict[str, str] = dict.fromkeys(self.STEPS, "waiting")
-        self._seconds: dict[str, float] = {}
-        self._current: str | None = "dual-build"
-        self._state["dual-build"] = "running"
+    def __init__(self, board: StepBoard) -> None:
+        self._board = board
         self._notes: list[str] = []
 
-    def started(self, message: str) -> None:
-        step = message.removeprefix("release: ").strip()
-        if step not in self._state:
+    def said(self, message: str | None) -> None:
+        """A progress line arrived (None: the drill ended, drop the notes)."""
+        if message is None:
+            self._notes = []
+        elif not message.startswith("release: "):
             self._notes = [*self._notes[-2:], message]
-            return
-        if self._current is not None:
-            self._state[self._current] = "done"
-        self._current = step
-        self._state[step] = "running"
-
-    def finish(self, seconds: Mapping[str, float]) -> None:
-        self._seconds = dict(seconds)
-        if self._current is not None:
-            self._state[self._current] = "done" if self._current in seconds else "stopped"
-        self._notes = []
 
     def render(self) -> Table:
         table = Table(title="release drill", title_justify="left")
         table.add_column("step")
-        table.add_column("state")
+        table.add_column("verdict")
         table.add_column("time", justify="right")
-        for step in self.STEPS:
-            took = self._seconds.get(step)
-            table.add_row(step, self._state[step], f"{took:.2f} s" if took is not None else "")
+        for row in self._board.rows():
+            name = f"  └ {row.name}" if row.parent else row.name
+            took = f"{row.seconds:.2f} s" if row.seconds is not None else ""
+            table.add_row(escape(name), escape(row.state), took)
         for note in self._notes:
             table.add_row("", escape(note), "")
         return table

@@ -8,13 +8,11 @@ build.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import docker
 
-from harness.build import BuildSession
 from harness.determinism import (
     CHECK,
     DEFAULT_EXPECTATION,
@@ -27,6 +25,7 @@ from harness.determinism import (
     result_lines,
     run_determinism,
 )
+from harness.drills._session import BuildSessionCancel
 from harness.drills.runner import DrillFinding, Progress
 from harness.evidence import EvidenceBundle
 from harness.telemetry import ScenarioKind
@@ -34,7 +33,7 @@ from harness.telemetry import ScenarioKind
 _logger = logging.getLogger(__name__)
 
 
-class DeterminismDrill:
+class DeterminismDrill(BuildSessionCancel):
     """Build a subject twice with varied environments and judge it against `scenario.expect`.
 
     Args:
@@ -56,11 +55,10 @@ class DeterminismDrill:
         options: DrillOptions | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
+        super().__init__()
         self.scenario = scenario
         self._options = options
         self._client = client
-        self._session: BuildSession | None = None
-        self._lock = threading.Lock()
         self.result: DeterminismResult | None = None
 
     @property
@@ -90,16 +88,6 @@ class DeterminismDrill:
         )
         self.result = result
         return finding_of(result)
-
-    def cancel(self) -> None:
-        with self._lock:
-            session = self._session
-        if session is not None:
-            session.cancel()  # removes the running builds; no new one starts
-
-    def _keep_session(self, session: BuildSession) -> None:
-        with self._lock:
-            self._session = session
 
 
 def finding_of(result: DeterminismResult) -> DrillFinding:

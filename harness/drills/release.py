@@ -23,7 +23,6 @@ import json
 import logging
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +36,6 @@ import rfc8785
 import yaml
 
 from harness._internal.schemas import validator_for
-from harness.build import BuildSession
 from harness.determinism import (
     DeterminismResult,
     DeterminismScenario,
@@ -45,6 +43,8 @@ from harness.determinism import (
     run_determinism,
     scenario_from_mapping,
 )
+from harness.drills._session import BuildSessionCancel
+from harness.drills._steps import DUAL_BUILD, DUAL_BUILD_STEPS, StepBoard
 from harness.drills.runner import DrillFinding, Progress
 from harness.errors import CihubError, ConfigError, InfraError
 from harness.evidence import EvidenceBundle, IdentityPin
@@ -89,6 +89,7 @@ REFERRER_TYPES = {
 }
 _RELEASE_KEYS = ("vuln_db", "vex", "policy", "repository")
 RELEASE_SCHEMA = "scenario.release.v1.json"
+STEPS = (DUAL_BUILD, "sbom", "vulns", "provenance", "sign", "push", "policy")
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def release_scenario_from_mapping(
     )
 
 
-class ReleaseDrill:
+class ReleaseDrill(BuildSessionCancel):
     """The release drill; see the module docstring.
 
     Args:
@@ -216,13 +217,14 @@ class ReleaseDrill:
         options: DrillOptions | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
+        super().__init__()
         self.scenario = scenario
         self._services = services
         self._options = options
         self._client = client
-        self._session: BuildSession | None = None
-        self._lock = threading.Lock()
         self.result: ReleaseResult | None = None
+        self.steps = StepBoard(STEPS, {DUAL_BUILD: DUAL_BUILD_STEPS})
+        """Each step's state and time as the drill runs (the live table reads it)."""
         self._seconds: dict[str, float] = {}
 
     @property
@@ -241,20 +243,10 @@ class ReleaseDrill:
     def required(self) -> Sequence[str]:
         return REQUIRED_EVIDENCE
 
-    def cancel(self) -> None:
-        with self._lock:
-            session = self._session
-        if session is not None:
-            stop = getattr(session, "cancel", None) or session.close
-            stop()
-
-    def _keep_session(self, session: BuildSession) -> None:
-        with self._lock:
-            self._session = session
-
     @contextmanager
     def _step(self, bundle: EvidenceBundle, name: str, progress: Progress | None) -> Iterator[None]:
         """Time and record a step; name it in any error that leaves it."""
+        self.steps.start(name)
         if progress:
             progress(f"release: {name}")
         start = time.perf_counter()
@@ -268,19 +260,32 @@ class ReleaseDrill:
                     raise InfraError(f"{name}: {exc.diagnostics()}") from exc
         finally:
             self._seconds[name] = time.perf_counter() - start
+            done = [e for e in bundle.predicate.steps if e.name == name]
+            self.steps.finish(name, done[-1].result if done else "error", self._seconds[name])
 
     def run(self, bundle: EvidenceBundle, progress: Progress | None) -> DrillFinding:
         s = self.scenario
         start = time.perf_counter()
-        det = run_determinism(
-            s.build,
-            bundle,
-            client=self._client,
-            options=self._options,
-            progress=progress,
-            on_session=self._keep_session,
-        )
-        self._seconds["dual-build"] = time.perf_counter() - start
+        self.steps.start(DUAL_BUILD)
+
+        def dual_build_progress(message: str) -> None:
+            self.steps.dual_build_said(message)
+            if progress:
+                progress(message)
+
+        try:
+            det = run_determinism(
+                s.build,
+                bundle,
+                client=self._client,
+                options=self._options,
+                progress=dual_build_progress,
+                on_session=self._keep_session,
+            )
+        finally:
+            self._seconds[DUAL_BUILD] = time.perf_counter() - start
+        self.steps.dual_build_done(bundle.predicate.steps, det.builds)
+        self.steps.finish(DUAL_BUILD, det.verdict, self._seconds[DUAL_BUILD])
         if det.verdict == "build-failed":
             return DrillFinding(
                 observed="build-failed",

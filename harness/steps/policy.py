@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
-from harness.steps.rego_v1 import RegoV1Error, check_rego_v1
+from harness.steps.rego_v1 import RegoV1Error, check_rego_v1, dotted_name_before, tokenize
 from lab.errors import LabError
 from lab.resources import resource_path
 
@@ -142,7 +142,15 @@ class PolicySet:
         self.data = dict(data)
         self.names = tuple(self._package_name(n, s) for n, s in self.modules.items())
         self._build = self._interpreter(self.modules)
-        self._probe(self._build, "{}", "the policies")
+        try:
+            self._probe(self._build, "{}", "the policies")
+        except PolicyError as exc:
+            # rego-cpp names no file for a missing function: find the call in the sources.
+            missing = re.search(r"Function not found: ([\w.]+)", str(exc))
+            where = _locate_call(self.modules, missing[1]) if missing else None
+            if where is None:
+                raise
+            raise PolicyError(f"{where}: {exc}") from exc
         self._bundle = self._build.build(QUERY)
         if not self._bundle.ok():
             raise PolicyError("policy: the policies did not compile into a bundle")
@@ -324,6 +332,19 @@ def _cases(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
             raise ConfigError(f"{path}: $.cases[{index}]: needs an object input and a bool allow")
         out.append((str(case.get("name", index)), str(case.get("policy", policy)), case))
     return out
+
+
+def _locate_call(modules: Mapping[str, str], name: str) -> str | None:
+    """`<module>:<line>` of the first call of `name` in `modules`, if any."""
+    for module, source in modules.items():
+        try:
+            tokens = tokenize(source, module)
+        except RegoV1Error:
+            continue
+        for index, token in enumerate(tokens[1:], start=1):
+            if token.text == "(" and dotted_name_before(tokens, index) == name:
+                return f"{module}:{token.line}"
+    return None
 
 
 def _new_interpreter() -> regopy.Interpreter:

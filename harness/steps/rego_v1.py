@@ -227,13 +227,18 @@ def _head_text(rule: Sequence[Token], end: int) -> str:
     return re.sub(r"\s*([.\[\](),])\s*", r"\1", text).strip()
 
 
+def dotted_name_before(tokens: Sequence[Token], index: int) -> str | None:
+    """The called name (`a.b.c`) ending just before `tokens[index]` (a `(`), if any."""
+    if index == 0 or tokens[index - 1].kind != "ident":
+        return None
+    start = index - 1
+    while start >= 2 and tokens[start - 1].text == "." and tokens[start - 2].kind == "ident":
+        start -= 2
+    return "".join(t.text for t in tokens[start:index])
+
+
 def _removed_builtins(tokens: Sequence[Token]) -> Iterator[tuple[int, str]]:
     for index, token in enumerate(tokens):
-        if token.text != "(" or index == 0 or tokens[index - 1].kind != "ident":
-            continue
-        start = index - 1
-        while start >= 2 and tokens[start - 1].text == "." and tokens[start - 2].kind == "ident":
-            start -= 2
-        name = "".join(t.text for t in tokens[start:index])
+        name = dotted_name_before(tokens, index) if token.text == "(" else None
         if name in REMOVED_BUILTINS:
             yield token.line, f"deprecated built-in function {name} is not available in OPA 1.x"

@@ -8,10 +8,10 @@ input stops the drill with the step named and the partial bundle kept incomplete
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,17 +24,15 @@ from harness.drills.release import REFERRER_TYPES, ReleaseScenario, load_release
 from harness.errors import ConfigError, InfraError
 from harness.evidence import KeySigner
 from harness.evidence.manifest import MARKER
-from harness.sign import SigningSetup
 from lab.errors import RegistryError
 from lab.oci import Blob, Descriptor, digest_of
-from lab.services.sigstack import fulcio, tsa
-from lab.sigstore_trust import LabTrustMaterial
+from tests.support.sigstack import LAB_IDENTITY, SigStack
 
 ROOT = Path(__file__).resolve().parents[4]
 SCENARIO = ROOT / "scenarios" / "release" / "sample.yaml"
-LAB_IDENTITY = "lab@cihub.test"
-LAB_ISSUER = "https://oidc.lab.cihub"
 WHEEL = "dist/cihub_release_sample-1.0.0-py3-none-any.whl"
+
+pytest_plugins = ("tests.support.sigstack_plugin",)
 
 
 @pytest.fixture(autouse=True)
@@ -42,27 +40,10 @@ def _no_local_trust_domain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CIHUB_TRUST_DOMAIN", str(tmp_path / "no-trust-domain"))
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabTrustMaterial, Path]]:
-    rekor = pytest.importorskip("lab.services.sigstack.rekor")
-    with contextlib.ExitStack() as stop:
-        material = LabTrustMaterial.generate(identity=LAB_IDENTITY, issuer=LAB_ISSUER)
-        folder = tmp_path_factory.mktemp("stack")
-        dirs = material.write_service_files(folder)
-        ca = fulcio.FulcioCA.from_config(
-            fulcio.FulcioConfig.from_file(dirs["fulcio"] / "fulcio.json")
-        )
-        authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
-        fulcio_server = fulcio.make_server(ca, "127.0.0.1", 0, log=False).start()
-        stop.callback(fulcio_server.stop)
-        tsa_server = tsa.make_server(authority, "127.0.0.1", 0, log=False).start()
-        stop.callback(tsa_server.stop)
-        log = rekor.RekorService(
-            folder / "log.db", material.rekor_key, material.rekor_origin, material.rekor_key_v2
-        ).start()
-        stop.callback(log.stop)
-        urls = {"rekor_url": log.url, "fulcio_url": fulcio_server.url, "tsa_url": tsa_server.url}
-        yield material, material.write_trust_config(folder / "trust_config.json", urls)
+@pytest.fixture
+def stack(sigstack: SigStack) -> SigStack:
+    """The session's in-process Sigstore stack (`tests.support.sigstack_plugin`)."""
+    return sigstack
 
 
 class FakeRegistry:
@@ -119,11 +100,24 @@ def fake_dual_build(verdict: str = "reproducible", artifacts: bool = True) -> Ca
             bundle.write_bytes(f"determinism/build-B/{WHEEL}", b"PK wheel bytes")
         diff = "" if verdict == "reproducible" else "--- a\n+++ b\n-1\n+2\n"
         bundle.write_text("determinism/diff.txt", diff)
+        say = kwargs.get("progress") or (lambda _message: None)
+        say("preparing builder image builder-python (built once, then cached)")
+        bundle.record_step("prepare", "success", 0.5)
+        say("building A (control) and B (experiment) in parallel; clock")
+        bundle.record_step("build", "success", 2.0)
+        say("comparing the artifacts (tree digests; diffoscope only if they differ)")
+        bundle.record_step("compare", "success", 0.25)
         return SimpleNamespace(
             verdict=verdict,
             detail=f"fake dual build: {verdict}",
             source_date_epoch=1_700_000_000,
             image=SimpleNamespace(image_id="sha256:" + "c" * 64),
+            builds=(
+                SimpleNamespace(label="A", ok=True, timed_out=False, duration_s=1.75),
+                SimpleNamespace(
+                    label="B", ok=verdict != "build-failed", timed_out=False, duration_s=2.0
+                ),
+            ),
         )
 
     return run
@@ -146,19 +140,13 @@ def scenario(tmp_path: Path) -> ReleaseScenario:
     return load_release_scenario(folder / "sample.yaml")
 
 
-def services(stack: tuple[LabTrustMaterial, Path], identity: str = LAB_IDENTITY) -> ReleaseServices:
-    material, trust_config = stack
-    return ReleaseServices(
-        "http://registry.invalid",
-        lambda: SigningSetup(
-            trust_config, material.mint_identity_token(identity), identity, LAB_ISSUER
-        ),
-    )
+def services(stack: SigStack, identity: str = LAB_IDENTITY) -> ReleaseServices:
+    return ReleaseServices("http://registry.invalid", lambda: stack.signing_setup(identity))
 
 
 def release(
     scenario: ReleaseScenario,
-    stack: tuple[LabTrustMaterial, Path],
+    stack: SigStack,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     *,
@@ -203,6 +191,45 @@ def test_a_genuine_release_is_allowed(
     assert sorted(d["artifactType"] for d in drill.result.referrers) == sorted(  # type: ignore[union-attr]
         REFERRER_TYPES.values()
     )
+
+
+def test_the_step_board_shows_each_step_and_the_dual_builds_sub_steps(
+    scenario: ReleaseScenario, stack: Any, registry: FakeRegistry, tmp_path: Path, monkeypatch: Any
+) -> None:
+    _, drill = release(scenario, stack, tmp_path, monkeypatch)
+    rows = {(r.parent, r.name): r for r in drill.steps.rows()}
+    assert [(r.parent, r.name) for r in drill.steps.rows()] == [
+        (None, "dual-build"),
+        *(
+            ("dual-build", n)
+            for n in ("prepare", "build A", "build B", "compare", "culprit search")
+        ),
+        *((None, n) for n in ("sbom", "vulns", "provenance", "sign", "push", "policy")),
+    ]
+    assert rows[(None, "dual-build")].state == "reproducible"
+    assert (rows[("dual-build", "build A")].state, rows[("dual-build", "build A")].seconds) == (
+        "success",
+        1.75,
+    )
+    assert rows[("dual-build", "compare")].seconds == 0.25
+    assert rows[("dual-build", "culprit search")].state == "skipped"
+    for name in ("sbom", "vulns", "provenance", "sign", "push", "policy"):
+        assert rows[(None, name)].state == "success", name
+        assert (rows[(None, name)].seconds or 0) > 0, name
+
+
+def test_the_step_board_names_the_step_that_stopped(
+    scenario: ReleaseScenario, stack: Any, registry: FakeRegistry, tmp_path: Path, monkeypatch: Any
+) -> None:
+    registry.refuse_manifests = True
+    monkeypatch.setattr(release_module, "run_determinism", fake_dual_build())
+    drill = ReleaseDrill(scenario, services(stack))
+    with pytest.raises(InfraError):
+        run_drill(drill, RunSettings(tmp_path / "evidence", KeySigner.from_secret(7)))
+    states = {r.name: r.state for r in drill.steps.rows() if r.parent is None}
+    assert states["sign"] == "success"
+    assert states["push"] == "error"
+    assert states["policy"] == "waiting"
 
 
 def test_deny_a_referrer_removed(
@@ -358,3 +385,48 @@ def test_vex_statements_about_unknown_products_are_reported(
     assert any("left-pad@1.0.0 is not in the SBOM" in line for line in run.lines())
     findings = json.loads((run.bundle / "vulns" / "findings.json").read_text())
     assert len(findings["vex_reports"]) == 2
+
+
+def test_an_sbom_that_fails_validation_stops_at_the_sbom_step(
+    scenario: ReleaseScenario, stack: Any, registry: FakeRegistry, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from harness.steps import sbom
+
+    real = sbom.normalise
+
+    def broken(*args: Any) -> Any:
+        doc = real(*args)
+        doc["components"][0]["type"] = "spaceship"
+        return doc
+
+    monkeypatch.setattr(sbom, "normalise", broken)
+    with pytest.raises(ConfigError, match=r"^sbom: .*fails CycloneDX 1\.6 validation"):
+        release(scenario, stack, tmp_path, monkeypatch)
+    _incomplete(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("allow if no_such_builtin(input)\n", "Function not found: no_such_builtin"),
+        ('deny[msg] {\n\tmsg := "x"\n}\n', "Rego v1 only: `contains` keyword is required"),
+        ("allow {\n\ttrue\n}\n", "Rego v1 only: `if` keyword is required"),
+    ],
+)
+def test_a_policy_opa_1x_would_refuse_stops_at_the_policy_step(
+    scenario: ReleaseScenario,
+    stack: Any,
+    registry: FakeRegistry,
+    tmp_path: Path,
+    monkeypatch: Any,
+    source: str,
+    reason: str,
+) -> None:
+    import dataclasses
+
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    (policies / "bad.rego").write_text("package cihub.bad\n\n" + source)
+    with pytest.raises(ConfigError, match=r"^policy: .*bad\.rego.*" + re.escape(reason)):
+        release(dataclasses.replace(scenario, policy_dir=policies), stack, tmp_path, monkeypatch)
+    _incomplete(tmp_path)
