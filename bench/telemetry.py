@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,15 +39,13 @@ import jsonschema
 
 from harness import telemetry
 from harness.evidence import (
-    SIGSTORE_SIGNATURE,
     EvidenceBundle,
-    IdentityPin,
     KeySigner,
     Redactor,
     Signer,
     TrustPins,
 )
-from harness.evidence.manifest import SIGSTORE_TRUST_CONFIG, StepEntry
+from harness.evidence.manifest import StepEntry
 from harness.evidence.verify import verify_folder
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -157,55 +156,15 @@ def bench_validation(count: int, rounds: int) -> None:
     print(f"  target >= 100,000 records/s         : {'met' if line_rate >= 100_000 else 'NOT met'}")
 
 
-class _KeylessSigner:
-    """DSSE over the manifest through sigstore-python, against an in-process lab stack."""
-
-    signature_file = SIGSTORE_SIGNATURE
-
-    def __init__(self, trust_config: Path, token: Callable[[], str], identity: str) -> None:
-        self._trust_config = trust_config
-        self._token = token
-        self.identity = identity
-
-    def sign(self, data: bytes) -> bytes:
-        from sigstore import dsse
-        from sigstore.models import ClientTrustConfig
-        from sigstore.oidc import IdentityToken
-        from sigstore.sign import SigningContext
-
-        trust = ClientTrustConfig.from_json(self._trust_config.read_text())
-        context = SigningContext.from_trust_config(trust)
-        with context.signer(IdentityToken(self._token())) as signer:
-            return signer.sign_dsse(dsse.Statement(data)).to_json().encode()
-
-    def evidence_files(self) -> dict[str, bytes]:
-        return {SIGSTORE_TRUST_CONFIG: self._trust_config.read_bytes()}
-
-
 @contextlib.contextmanager
 def keyless_setup(folder: Path) -> Iterator[tuple[Signer, TrustPins]]:
     """The lab's Fulcio, Rekor (v2) and TSA roles in this process, a signer and its pins."""
-    from lab.services.sigstack import fulcio, rekor, tsa
-    from lab.sigstore_trust import LabTrustMaterial
+    # The in-process stack lives with the tests (not in the installed package).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.sigstack import running_sigstack
 
-    material = LabTrustMaterial.generate()
-    dirs = material.write_service_files(folder)
-    ca = fulcio.FulcioCA.from_config(fulcio.FulcioConfig.from_file(dirs["fulcio"] / "fulcio.json"))
-    authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
-    with contextlib.ExitStack() as stop:
-        ca_server = fulcio.make_server(ca, "127.0.0.1", 0, log=False).start()
-        stop.callback(ca_server.stop)
-        tsa_server = tsa.make_server(authority, "127.0.0.1", 0, log=False).start()
-        stop.callback(tsa_server.stop)
-        log = rekor.RekorService(
-            folder / "log.db", material.rekor_key, material.rekor_origin, material.rekor_key_v2
-        ).start()
-        stop.callback(log.stop)
-        urls = {"rekor_url": log.url, "fulcio_url": ca_server.url, "tsa_url": tsa_server.url}
-        trust_config = material.write_trust_config(folder / "trust_config.json", urls)
-        signer = _KeylessSigner(trust_config, material.mint_identity_token, material.identity)
-        pin = IdentityPin(identity=material.identity, issuer=material.issuer)
-        yield signer, TrustPins(trust_config=trust_config, identity=pin)
+    with running_sigstack(folder) as stack:
+        yield stack.signer(), stack.pins()
 
 
 def make_bundle(root: Path, size: int, signer: Signer) -> list[Path]:

@@ -15,8 +15,6 @@ from typing import Any
 
 import docker
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness import telemetry
 from harness.determinism import load_scenario
@@ -152,20 +150,6 @@ def _check_cli_result(name: str, result: dict[str, Any], record: dict[str, Any])
         assert found["culprits"] == culprits and found["controls_agree"] is True
         assert found["explained"] is True
         assert record["determinism"]["culprit_search"]["ran"] is True
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    path = tmp_path_factory.mktemp("key") / "key.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
 
 
 def _build_containers(client: docker.DockerClient, pid: int) -> list[str]:

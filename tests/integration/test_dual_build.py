@@ -19,8 +19,6 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 import harness._cli as cli
 from harness import telemetry
@@ -39,21 +37,6 @@ SUBJECTS = resource_path("scenarios", "subjects")
 @pytest.fixture(scope="module")
 def client() -> docker.DockerClient:
     return docker_client()
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local key: these tests are about the builds; keyless signing has its own tests."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    path = tmp_path_factory.mktemp("key") / "signing-key.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
 
 
 @pytest.fixture

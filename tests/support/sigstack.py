@@ -77,12 +77,14 @@ class StackSigner:
         from sigstore import dsse
 
         with self._signer() as signer:
-            return signer.sign_dsse(dsse.Statement(data)).to_json().encode()
+            signed: bytes = signer.sign_dsse(dsse.Statement(data)).to_json().encode()
+        return signed
 
     def sign_blob(self, data: bytes) -> bytes:
         """A message signature over any bytes (e.g. the cache manifest)."""
         with self._signer() as signer:
-            return signer.sign_artifact(data).to_json().encode()
+            signed: bytes = signer.sign_artifact(data).to_json().encode()
+        return signed
 
     def evidence_files(self) -> dict[str, bytes]:
         return {SIGSTORE_TRUST_CONFIG: self._stack.trust_config.read_bytes()}

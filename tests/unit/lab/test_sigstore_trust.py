@@ -9,7 +9,6 @@ import io
 import json
 import stat
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from lab.sigstore_trust import (
     c2sp_ed25519_key_id,
     write_trust_config,
 )
+from tests.support.sigstack import SigStack
 
 URLS = {
     "rekor_url": "http://127.0.0.1:3000/",
@@ -47,9 +47,14 @@ URLS = {
 }
 
 
+pytest_plugins = ("tests.support.sigstack_plugin",)
+
+
 @pytest.fixture(scope="module")
-def material() -> LabTrustMaterial:
-    return LabTrustMaterial.generate()
+def material(sigstack: SigStack) -> LabTrustMaterial:
+    """Lab material with default identity and issuer: the session's shared stack's, whose
+    Fulcio, Rekor and TSA the end-to-end tests sign through."""
+    return sigstack.material
 
 
 def _trust(material: LabTrustMaterial, urls: dict[str, str] = URLS, **kw: Any) -> ClientTrustConfig:
@@ -269,22 +274,9 @@ def test_write_trust_config(material: LabTrustMaterial, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(material: LabTrustMaterial, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    rekor = pytest.importorskip("lab.services.sigstack.rekor")
-    folder = tmp_path_factory.mktemp("stack")
-    dirs = material.write_service_files(folder)
-    ca = fulcio.FulcioCA.from_config(fulcio.FulcioConfig.from_file(dirs["fulcio"] / "fulcio.json"))
-    authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
-    with contextlib.ExitStack() as stop:
-        fulcio_server = fulcio.make_server(ca, "127.0.0.1", 0, log=False).start()
-        stop.callback(fulcio_server.stop)
-        tsa_server = tsa.make_server(authority, "127.0.0.1", 0, log=False).start()
-        stop.callback(tsa_server.stop)
-        log = rekor.RekorService(
-            folder / "log.db", material.rekor_key, material.rekor_origin, material.rekor_key_v2
-        ).start()
-        stop.callback(log.stop)
-        yield {"rekor_url": log.url, "fulcio_url": fulcio_server.url, "tsa_url": tsa_server.url}
+def stack(sigstack: SigStack) -> dict[str, str]:
+    """The shared stack's URLs (`tests.support.sigstack`)."""
+    return dict(sigstack.urls)
 
 
 def _sign(material: LabTrustMaterial, trust: ClientTrustConfig, version: int) -> Any:

@@ -8,19 +8,13 @@ CA. sigstore-python signs (DSSE over `manifest.json`) and verifies, unmodified.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sigstore import dsse
-from sigstore.models import ClientTrustConfig
-from sigstore.oidc import IdentityToken
-from sigstore.sign import SigningContext
 
 from harness._cli import main
 from harness.evidence import (
@@ -35,90 +29,20 @@ from harness.evidence import (
     verify_bundle,
 )
 from harness.evidence.manifest import SIGSTORE_TRUST_CONFIG
-from lab.services.sigstack import fulcio, tsa
-from lab.sigstore_trust import LabTrustMaterial
+from tests.support.sigstack import LAB_IDENTITY, LAB_ISSUER, SigStack, SigStackPool
 
-LAB_IDENTITY = "lab@cihub.test"
-LAB_ISSUER = "https://oidc.lab.cihub"
-
-
-@dataclass
-class Stack:
-    """One Sigstore deployment: its material (keys, CA) and the trust config pinning it."""
-
-    name: str
-    material: LabTrustMaterial
-    trust_config: Path
-
-    def signer(self, identity: str | None = None) -> KeylessSigner:
-        return KeylessSigner(self, identity)
-
-
-class KeylessSigner:
-    """A keyless `Signer` for tests: DSSE over the manifest through sigstore-python."""
-
-    signature_file = SIGSTORE_SIGNATURE
-
-    def __init__(self, stack: Stack, identity: str | None) -> None:
-        self._stack = stack
-        self._identity = identity or stack.material.identity
-
-    @property
-    def identity(self) -> str:
-        return f"{self._identity} ({self._stack.material.issuer})"
-
-    def sign(self, data: bytes) -> bytes:
-        trust = ClientTrustConfig.from_json(self._stack.trust_config.read_text())
-        context = SigningContext.from_trust_config(trust)
-        token = IdentityToken(self._stack.material.mint_identity_token(self._identity))
-        with context.signer(token) as signer:
-            return signer.sign_dsse(dsse.Statement(data)).to_json().encode()
-
-    def sign_blob(self, data: bytes) -> bytes:
-        """A message signature over any bytes (the cache manifest is no in-toto Statement)."""
-        trust = ClientTrustConfig.from_json(self._stack.trust_config.read_text())
-        context = SigningContext.from_trust_config(trust)
-        token = IdentityToken(self._stack.material.mint_identity_token(self._identity))
-        with context.signer(token) as signer:
-            return signer.sign_artifact(data).to_json().encode()
-
-    def evidence_files(self) -> dict[str, bytes]:
-        return {SIGSTORE_TRUST_CONFIG: self._stack.trust_config.read_bytes()}
+pytest_plugins = ("tests.support.sigstack_plugin",)
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack]]:
-    rekor = pytest.importorskip("lab.services.sigstack.rekor")
-    found: dict[str, Stack] = {}
-    with contextlib.ExitStack() as stop:
-        for name in ("A", "B", "C"):
-            material = LabTrustMaterial.generate(identity=LAB_IDENTITY, issuer=LAB_ISSUER)
-            folder = tmp_path_factory.mktemp(f"stack-{name}")
-            dirs = material.write_service_files(folder)
-            ca = fulcio.FulcioCA.from_config(
-                fulcio.FulcioConfig.from_file(dirs["fulcio"] / "fulcio.json")
-            )
-            authority = tsa.TimestampAuthority(tsa.TsaConfig.from_file(dirs["tsa"] / "tsa.json"))
-            fulcio_server = fulcio.make_server(ca, "127.0.0.1", 0, log=False).start()
-            stop.callback(fulcio_server.stop)
-            tsa_server = tsa.make_server(authority, "127.0.0.1", 0, log=False).start()
-            stop.callback(tsa_server.stop)
-            log = rekor.RekorService(
-                folder / "log.db", material.rekor_key, material.rekor_origin, material.rekor_key_v2
-            ).start()
-            stop.callback(log.stop)
-            urls = {
-                "rekor_url": log.url,
-                "fulcio_url": fulcio_server.url,
-                "tsa_url": tsa_server.url,
-            }
-            path = material.write_trust_config(folder / "trust_config.json", urls)
-            found[name] = Stack(name, material, path)
-        yield found
+def stacks(sigstacks: SigStackPool) -> dict[str, SigStack]:
+    """A: the session's shared lab stack (the auditor's pinned root); B another lab; C a
+    self-made CA (each its own trust root, started once per session)."""
+    return {"A": sigstacks.get("lab"), "B": sigstacks.get("B"), "C": sigstacks.get("C")}
 
 
 @pytest.fixture
-def pinned_a(stacks: dict[str, Stack]) -> TrustPins:
+def pinned_a(stacks: dict[str, SigStack]) -> TrustPins:
     return TrustPins(trust_config=stacks["A"].trust_config)
 
 
@@ -142,14 +66,14 @@ def _bundle(root: Path, signer: Any, *, diff: str = "", verdict: str = "pass") -
 
 
 @pytest.fixture(scope="module")
-def genuine(stacks: dict[str, Stack], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def genuine(stacks: dict[str, SigStack], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle of a non-reproducible build, signed under root A: it fails on its verdict."""
     root = tmp_path_factory.mktemp("genuine") / "bundle"
     return _bundle(root, stacks["A"].signer(), diff="--- a\n+++ b\n", verdict="fail")
 
 
 @pytest.fixture(scope="module")
-def passing(stacks: dict[str, Stack], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def passing(stacks: dict[str, SigStack], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("passing") / "bundle"
     return _bundle(root, stacks["A"].signer())
 
@@ -178,7 +102,7 @@ def copy_of(tmp_path: Path) -> Callable[[Path], Path]:
     ids=["unpinned", "exact", "identity-only", "regexp"],
 )
 def test_a_genuine_bundle_passes_with_and_without_identity_pinning(
-    passing: Path, stacks: dict[str, Stack], pin: IdentityPin
+    passing: Path, stacks: dict[str, SigStack], pin: IdentityPin
 ) -> None:
     report = verify_bundle(
         passing, pins=TrustPins(trust_config=stacks["A"].trust_config, identity=pin)
@@ -203,7 +127,7 @@ def test_the_log_entry_is_written_by_finalize_and_is_the_signatures(passing: Pat
 
 
 def test_the_local_trust_domain_is_the_default_pin(
-    passing: Path, stacks: dict[str, Stack], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    passing: Path, stacks: dict[str, SigStack], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert "no pinned trust root" in verify_bundle(passing).check("signature").detail
     domain = tmp_path / "domain"
@@ -229,7 +153,7 @@ def test_a_genuine_finding_that_was_not_expected_fails_on_its_verdict(
 
 
 def test_resigned_under_another_root_with_its_trust_config_fails(
-    stacks: dict[str, Stack], tmp_path: Path, pinned_a: TrustPins
+    stacks: dict[str, SigStack], tmp_path: Path, pinned_a: TrustPins
 ) -> None:
     """Issue 8's forgery: empty diff, verdict pass, re-signed by lab B with B's trust config."""
     forged = _bundle(tmp_path / "forged", stacks["B"].signer())
@@ -245,7 +169,7 @@ def test_resigned_under_another_root_with_its_trust_config_fails(
 
 
 def test_a_self_made_ca_signing_for_a_corporate_identity_fails(
-    stacks: dict[str, Stack], tmp_path: Path, pinned_a: TrustPins
+    stacks: dict[str, SigStack], tmp_path: Path, pinned_a: TrustPins
 ) -> None:
     forged = _bundle(tmp_path / "forged", stacks["C"].signer("release@corp.example"))
     pins = TrustPins(
@@ -258,7 +182,7 @@ def test_a_self_made_ca_signing_for_a_corporate_identity_fails(
 
 
 def test_another_identity_of_the_pinned_root_fails_the_identity_pin(
-    stacks: dict[str, Stack], tmp_path: Path
+    stacks: dict[str, SigStack], tmp_path: Path
 ) -> None:
     """Every lab can mint any identity: the pin, not the root, decides who signed."""
     intruder = _bundle(tmp_path / "intruder", stacks["A"].signer("intruder@cihub.test"))
@@ -308,7 +232,7 @@ def test_a_manifest_changed_after_signing_fails(
 
 
 def test_a_swapped_trust_config_in_the_bundle_is_never_trusted(
-    passing: Path, stacks: dict[str, Stack], copy_of: Callable[[Path], Path], tmp_path: Path
+    passing: Path, stacks: dict[str, SigStack], copy_of: Callable[[Path], Path], tmp_path: Path
 ) -> None:
     # B-signed bundle carrying A's trust config: verified against the pin, not the copy
     forged = _bundle(tmp_path / "forged", stacks["B"].signer())
@@ -339,7 +263,7 @@ def test_a_removed_log_entry_fails(
 
 def test_a_log_entry_from_another_log_or_another_entry_fails(
     passing: Path,
-    stacks: dict[str, Stack],
+    stacks: dict[str, SigStack],
     copy_of: Callable[[Path], Path],
     tmp_path: Path,
     pinned_a: TrustPins,
@@ -354,7 +278,7 @@ def test_a_log_entry_from_another_log_or_another_entry_fails(
 
 
 def test_an_entry_carrying_its_own_log_key_is_not_trusted(
-    passing: Path, stacks: dict[str, Stack], copy_of: Callable[[Path], Path], pinned_a: TrustPins
+    passing: Path, stacks: dict[str, SigStack], copy_of: Callable[[Path], Path], pinned_a: TrustPins
 ) -> None:
     """Issue 13 #7: a `logPublicKey` inside entry.json never vouches for it."""
     from cryptography.hazmat.primitives import serialization
@@ -373,7 +297,7 @@ def test_an_entry_carrying_its_own_log_key_is_not_trusted(
 
 
 def test_the_cli_pins_root_and_identity_for_folders_and_tarballs(
-    passing: Path, stacks: dict[str, Stack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    passing: Path, stacks: dict[str, SigStack], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tarball = pack_bundle(passing, tmp_path / "passing.tar.gz")
     a, b = str(stacks["A"].trust_config), str(stacks["B"].trust_config)
@@ -387,7 +311,7 @@ def test_the_cli_pins_root_and_identity_for_folders_and_tarballs(
 
 
 def test_the_plain_sigstore_cli_verifies_a_bundle_file_against_the_pinned_root(
-    passing: Path, stacks: dict[str, Stack]
+    passing: Path, stacks: dict[str, SigStack]
 ) -> None:
     """Interop: the manifest is an in-toto Statement whose subjects are the bundle's files, so
     `sigstore verify identity --bundle manifest.sigstore.json FILE` checks any listed file."""
