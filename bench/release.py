@@ -26,11 +26,10 @@ from typing import Any
 from harness._internal.release_services import release_services
 from harness.determinism import DrillOptions
 from harness.drills import ReleaseDrill, RunSettings, run_drill
-from harness.drills.release import load_release_scenario
+from harness.drills._steps import DUAL_BUILD
+from harness.drills.release import STEPS, load_release_scenario
 from harness.steps.policy import PolicySet, default_policy_dir
 from lab.resources import resource_path
-
-STEPS = ("dual-build", "sbom", "vulns", "provenance", "sign", "push", "policy")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_release_scenario(args.scenario)
     totals: list[float] = []
     per_step: dict[str, list[float]] = {s: [] for s in STEPS}
+    sub_steps: dict[str, list[float]] = {}
     others: list[float] = []
     gate_input: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="cihub-bench-release-") as tmp:
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 for step in STEPS:
                     per_step[step].append(drill.result.step_seconds.get(step, 0.0))
+                for sub in drill.steps.rows():
+                    if sub.parent == DUAL_BUILD:
+                        sub_steps.setdefault(sub.name, []).append(sub.seconds or 0.0)
                 others.append(totals[-1] - sum(per_step[step][-1] for step in STEPS))
                 gate_input = json.loads((run.bundle / "policy" / "input.json").read_text())
                 print(f"run {index + 1}: {totals[-1]:.2f} s, {run.detail}", file=sys.stderr)
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         for step, values in per_step.items()
     }
+    for name, values in sub_steps.items():
+        median = statistics.median(values)
+        rows[f"{DUAL_BUILD} > {name}"] = {"median_s": median, "share": median / total}
     other = max(0.0, statistics.median(others))
     rows["runner (evidence, signing the manifest)"] = {"median_s": other, "share": other / total}
     result = {
