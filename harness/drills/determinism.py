@@ -23,9 +23,8 @@ from harness.determinism import (
     DrillOptions,
     describe_expectation,
     result_lines,
-    run_determinism,
 )
-from harness.drills._session import BuildSessionCancel
+from harness.drills._session import DualBuildDrill
 from harness.drills.runner import DrillFinding, Progress
 from harness.evidence import EvidenceBundle
 from harness.telemetry import ScenarioKind
@@ -33,7 +32,7 @@ from harness.telemetry import ScenarioKind
 _logger = logging.getLogger(__name__)
 
 
-class DeterminismDrill(BuildSessionCancel):
+class DeterminismDrill(DualBuildDrill):
     """Build a subject twice with varied environments and judge it against `scenario.expect`.
 
     Args:
@@ -55,10 +54,8 @@ class DeterminismDrill(BuildSessionCancel):
         options: DrillOptions | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(options, client)
         self.scenario = scenario
-        self._options = options
-        self._client = client
         self.result: DeterminismResult | None = None
 
     @property
@@ -78,14 +75,7 @@ class DeterminismDrill(BuildSessionCancel):
         return REQUIRED_EVIDENCE
 
     def run(self, bundle: EvidenceBundle, progress: Progress | None) -> DrillFinding:
-        result = run_determinism(
-            self.scenario,
-            bundle,
-            client=self._client,
-            options=self._options,
-            progress=progress,
-            on_session=self._keep_session,
-        )
+        result = self._dual_build(self.scenario, bundle, progress)
         self.result = result
         return finding_of(result)
 

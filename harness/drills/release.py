@@ -40,10 +40,9 @@ from harness.determinism import (
     DeterminismResult,
     DeterminismScenario,
     DrillOptions,
-    run_determinism,
     scenario_from_mapping,
 )
-from harness.drills._session import BuildSessionCancel
+from harness.drills._session import DualBuildDrill
 from harness.drills._steps import DUAL_BUILD, DUAL_BUILD_STEPS, StepBoard
 from harness.drills.runner import DrillFinding, Progress
 from harness.errors import CihubError, ConfigError, InfraError
@@ -193,7 +192,7 @@ def release_scenario_from_mapping(
     )
 
 
-class ReleaseDrill(BuildSessionCancel):
+class ReleaseDrill(DualBuildDrill):
     """The release drill; see the module docstring.
 
     Args:
@@ -217,11 +216,9 @@ class ReleaseDrill(BuildSessionCancel):
         options: DrillOptions | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(options, client)
         self.scenario = scenario
         self._services = services
-        self._options = options
-        self._client = client
         self.result: ReleaseResult | None = None
         self.steps = StepBoard(STEPS, {DUAL_BUILD: DUAL_BUILD_STEPS})
         """Each step's state and time as the drill runs (the live table reads it)."""
@@ -274,14 +271,7 @@ class ReleaseDrill(BuildSessionCancel):
                 progress(message)
 
         try:
-            det = run_determinism(
-                s.build,
-                bundle,
-                client=self._client,
-                options=self._options,
-                progress=dual_build_progress,
-                on_session=self._keep_session,
-            )
+            det = self._dual_build(s.build, bundle, dual_build_progress)
         finally:
             self._seconds[DUAL_BUILD] = time.perf_counter() - start
         self.steps.dual_build_done(bundle.predicate.steps, det.builds)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.drills import ReleaseDrill, ReleaseServices, RunSettings, run_drill
+from harness.drills import _session as session_module
 from harness.drills import release as release_module
 from harness.drills.release import REFERRER_TYPES, ReleaseScenario, load_release_scenario
 from harness.errors import ConfigError, InfraError
@@ -154,7 +155,7 @@ def release(
     verdict: str = "reproducible",
     artifacts: bool = True,
 ) -> tuple[Any, ReleaseDrill]:
-    monkeypatch.setattr(release_module, "run_determinism", fake_dual_build(verdict, artifacts))
+    monkeypatch.setattr(session_module, "run_determinism", fake_dual_build(verdict, artifacts))
     drill = ReleaseDrill(scenario, services(stack, identity))
     settings = RunSettings(tmp_path / "evidence", KeySigner.from_secret(7))
     return run_drill(drill, settings), drill
@@ -222,7 +223,7 @@ def test_the_step_board_names_the_step_that_stopped(
     scenario: ReleaseScenario, stack: Any, registry: FakeRegistry, tmp_path: Path, monkeypatch: Any
 ) -> None:
     registry.refuse_manifests = True
-    monkeypatch.setattr(release_module, "run_determinism", fake_dual_build())
+    monkeypatch.setattr(session_module, "run_determinism", fake_dual_build())
     drill = ReleaseDrill(scenario, services(stack))
     with pytest.raises(InfraError):
         run_drill(drill, RunSettings(tmp_path / "evidence", KeySigner.from_secret(7)))
