@@ -11,15 +11,17 @@ validates an experiment, runs it, always plays its rollbacks and judges the jour
 from __future__ import annotations
 
 from harness.chaos.experiment import Experiment, load_experiment, validate_experiment
-from harness.chaos.runner import ChaosOutcome, SafeRunner, run_safely
+from harness.chaos.runner import ChaosOutcome, SafeRunner, lab_faults, restore_lab, run_safely
 from harness.chaos.vars import lab_vars
 
 __all__ = [
     "ChaosOutcome",
     "Experiment",
     "SafeRunner",
+    "lab_faults",
     "lab_vars",
     "load_experiment",
+    "restore_lab",
     "run_safely",
     "validate_experiment",
 ]

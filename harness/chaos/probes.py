@@ -12,7 +12,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
@@ -27,16 +29,17 @@ from lab.toxiproxy import ToxiproxyClient
 
 _logger = logging.getLogger(__name__)
 
-FAULT_CHECKS = frozenset(
-    {
-        "container_state_is",
-        "latency_in_effect",
-        "resets_in_effect",
-        "upload_rate_at_most",
-        "no_answer_within",
-    }
-)
-"""Probes that prove a fault took effect (see `harness.chaos.runner`)."""
+F = TypeVar("F", bound=Callable[..., Any])
+FAULT_CHECK_MARK = "__cihub_fault_check__"
+
+
+def fault_check(func: F) -> F:
+    """Mark a probe as a fault check: the safe runner counts a fault as verified only when a
+    probe so marked succeeded in the method."""
+    setattr(func, FAULT_CHECK_MARK, True)
+    return func
+
+
 PROBE_REPOSITORY = "cihub/chaos/probe"
 
 
@@ -137,6 +140,21 @@ def log_consistent(configuration: Configuration = None) -> bool:
     return True
 
 
+def pushed_artifacts_verify(configuration: Configuration = None) -> bool:
+    """Every artifact a push workload kept resolves by digest, and its manifest and blobs come
+    back with their digests.
+
+    Raises:
+        ActivityFailed: one does not.
+    """
+    from harness.chaos.workloads import pushed_artifacts, verify_push
+
+    with OciClient(need(configuration, "registry_url"), timeout=30) as client:
+        for repository, manifest in pushed_artifacts(configuration):
+            verify_push(client, repository, manifest)
+    return True
+
+
 def bundles_verify(configuration: Configuration = None) -> bool:
     """Every Sigstore bundle a signing workload kept verifies against the trust config and
     carries an inclusion proof with a checkpoint (never a bundle without a proof).
@@ -154,6 +172,7 @@ def bundles_verify(configuration: Configuration = None) -> bool:
 # -- fault checks ------------------------------------------------------------------------------
 
 
+@fault_check
 def container_state_is(service: str, state: str, configuration: Configuration = None) -> str:
     """The lab service's container is in `state` (paused, exited, running) as the engine says.
 
@@ -168,6 +187,7 @@ def container_state_is(service: str, state: str, configuration: Configuration = 
     return found
 
 
+@fault_check
 def latency_in_effect(
     proxy: str, min_ms: float, samples: int = 2, configuration: Configuration = None
 ) -> float:
@@ -191,6 +211,7 @@ def latency_in_effect(
     return round(fastest, 1)
 
 
+@fault_check
 def resets_in_effect(
     proxy: str, attempts: int = 20, configuration: Configuration = None
 ) -> dict[str, int]:
@@ -217,6 +238,7 @@ def resets_in_effect(
     return {"attempts": attempts, "reset": reset}
 
 
+@fault_check
 def upload_rate_at_most(
     max_kbps: float, size_kb: int = 128, configuration: Configuration = None
 ) -> float:
@@ -239,6 +261,7 @@ def upload_rate_at_most(
     return round(rate, 1)
 
 
+@fault_check
 def no_answer_within(proxy: str, seconds: float, configuration: Configuration = None) -> float:
     """A request through `proxy` gets no answer within `seconds` (a timeout toxic, a paused
     service).

@@ -5,7 +5,9 @@
 - Rollbacks are always played (strategy `always`), after a failure, an unmet hypothesis or a
   signal; then the lab is swept (`restore_lab`): a toxic or a frozen container still there
   after the rollbacks is removed and counted as a failure of the drill.
-- The method stops at its first failed activity (the `harness.chaos.control` control).
+- The method stops at its first failed activity: the run's event handler marks the journal
+  interrupted, which ends chaoslib's activity loop (a control would do the same at twice the
+  cost of a whole no-op run: chaoslib deep-copies every control at every level).
 - The verdict is read from the journal, never from its status (chaoslib says `completed` when
   the before hypothesis failed): pass only if the before hypothesis held, a fault check proved
   the fault in effect, every method activity ran and succeeded, the after hypothesis held (or,
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import threading
@@ -32,16 +35,17 @@ from chaoslib.experiment import run_experiment  # type: ignore[import-untyped]
 from chaoslib.run import RunEventHandler  # type: ignore[import-untyped]
 from chaoslib.types import Strategy  # type: ignore[import-untyped]
 
-from harness.chaos import control
 from harness.chaos.actions import FAULTABLE_SERVICES, lab_container, reset_toxics, start_container
 from harness.chaos.experiment import Experiment
-from harness.chaos.probes import FAULT_CHECKS
+from harness.chaos.probes import FAULT_CHECK_MARK
+from harness.chaos.vars import need
 from harness.errors import ConfigError
+from lab.errors import LabError
+from lab.toxiproxy import ToxiproxyClient
 
 _logger = logging.getLogger(__name__)
 
 Phase = Literal["met", "not-met", "skipped", "not-run"]
-PROBES_MODULE = "harness.chaos.probes"
 SETTINGS: Mapping[str, Any] = {
     "runtime": {"rollbacks": {"strategy": "always"}, "hypothesis": {"strategy": "default"}}
 }
@@ -183,7 +187,6 @@ class SafeRunner:
         """
         document = experiment.copy()
         self._check_configuration(experiment, document)
-        document.setdefault("controls", []).append(dict(control.CONTROL))
         timing = _Timing()
         with self._signals.installed():
             journal: Mapping[str, Any] = run_experiment(
@@ -217,19 +220,19 @@ def run_safely(experiment: Experiment, configuration: Mapping[str, Any]) -> Chao
     return SafeRunner(configuration).run(experiment)
 
 
-def restore_lab(configuration: Mapping[str, Any]) -> tuple[str, ...]:
-    """Remove every toxic of the lab's fault proxy and thaw or start every faultable lab
-    container that is not running.
+def lab_faults(configuration: Mapping[str, Any]) -> tuple[str, ...]:
+    """What is faulted in the lab now: every toxic on its proxies, every faultable service
+    container that is not running (paused, exited, ...).
 
-    Returns:
-        what was found still faulted (empty when the rollbacks had done their job).
+    Raises:
+        ActivityFailed: the fault proxy cannot be asked.
     """
     found: list[str] = []
-    try:
-        found += [f"toxic {name}" for name in reset_toxics(configuration)]
-    except ActivityFailed as exc:
-        _logger.error("sweep: %s", exc)
-        found.append(f"fault proxy unreachable ({exc})")
+    with ToxiproxyClient(need(configuration, "faultproxy_api_url")) as api:
+        try:
+            found += [f"toxic {name}/{t.name}" for name in api.proxies() for t in api.toxics(name)]
+        except LabError as exc:
+            raise ActivityFailed(f"cannot ask the fault proxy: {exc}") from exc
     for service in FAULTABLE_SERVICES:
         try:
             container = lab_container(configuration, service)
@@ -237,16 +240,38 @@ def restore_lab(configuration: Mapping[str, Any]) -> tuple[str, ...]:
             continue  # a lab without that service
         container.reload()
         state = str(container.attrs["State"]["Status"])
-        if state == "running":
-            continue
-        found.append(f"{service} {state}")
-        try:
-            start_container(service, configuration=configuration)
-        except ActivityFailed as exc:
-            _logger.error("sweep: %s", exc)
-    if found:
-        _logger.warning("after the rollbacks, still faulted: %s", ", ".join(found))
+        if state != "running":
+            found.append(f"{service} {state}")
     return tuple(found)
+
+
+def restore_lab(configuration: Mapping[str, Any]) -> tuple[str, ...]:
+    """Remove every toxic of the lab's fault proxy and thaw or start every faultable lab
+    container that is not running.
+
+    Returns:
+        what was still faulted (empty when the rollbacks had done their job).
+    """
+    try:
+        found = lab_faults(configuration)
+    except ActivityFailed as exc:
+        _logger.error("sweep: %s", exc)
+        return (f"fault proxy unreachable ({exc})",)
+    if not found:
+        return ()
+    _logger.warning("after the rollbacks, still faulted: %s", ", ".join(found))
+    try:
+        reset_toxics(configuration)
+    except ActivityFailed as exc:
+        _logger.error("sweep: %s", exc)
+    for entry in found:
+        service, _, _state = entry.partition(" ")
+        if service in FAULTABLE_SERVICES:
+            try:
+                start_container(service, configuration=configuration)
+            except ActivityFailed as exc:
+                _logger.error("sweep: %s", exc)
+    return found
 
 
 def judge(
@@ -273,11 +298,12 @@ def judge(
         and failed is None
         and journal.get("status") not in ("interrupted", "aborted")
     )
-    checks = [r for r in runs if _is_fault_check(r.get("activity") or {})]
+    check_names = {a.get("name") for a in declared if _is_fault_check(a)}
+    checks = [r for r in runs if (r.get("activity") or {}).get("name") in check_names]
     verified: bool | None = None
     if checks:
         verified = all(r.get("status") == "succeeded" for r in checks)
-    elif any(_is_fault_check(a) for a in declared):
+    elif check_names:
         verified = False  # declared but never reached
     rollbacks = list(journal.get("rollbacks") or [])
     return ChaosOutcome(
@@ -307,12 +333,16 @@ def _phase(state: Any, declared: bool) -> Phase:
 
 
 def _is_fault_check(activity: Mapping[str, Any]) -> bool:
+    """A probe whose Python function is marked with `harness.chaos.probes.fault_check`."""
     provider = activity.get("provider") or {}
-    return (
-        activity.get("type") == "probe"
-        and provider.get("module") == PROBES_MODULE
-        and provider.get("func") in FAULT_CHECKS
-    )
+    if activity.get("type") != "probe" or provider.get("type") != "python":
+        return False
+    try:
+        module = importlib.import_module(str(provider.get("module")))
+    except ImportError:
+        return False
+    func = getattr(module, str(provider.get("func")), None)
+    return bool(getattr(func, FAULT_CHECK_MARK, False))
 
 
 def _fault_of(activity: Mapping[str, Any]) -> str | None:
@@ -398,15 +428,30 @@ class _SignalGuard:
 
 
 class _Events(RunEventHandler):  # type: ignore[misc]
-    """Arms the signal guard for the hypotheses and the method; disarms it for rollbacks."""
+    """Stops the method at its first failed activity; arms the signal guard for the
+    hypotheses and the method and disarms it for the rollbacks; times the recovery."""
 
     def __init__(self, guard: _SignalGuard, timing: _Timing) -> None:
         self._guard = guard
         self._timing = timing
+        self._journal: dict[str, Any] | None = None
+        self._method: list[Any] = []
 
-    def running(self, *args: Any, **kwargs: Any) -> None:
+    def running(self, experiment: Any, journal: Any, *args: Any, **kwargs: Any) -> None:
+        self._journal = journal
+        self._method = list(experiment.get("method") or [])
         self._guard.take_sigterm()
         self._guard.armed = self._guard.received is None
+
+    def activity_completed(self, activity: Any, run: Any) -> None:
+        # chaoslib's loop ends when the journal says interrupted; hypothesis probes and
+        # rollbacks are not method activities, so an unmet probe or a failed rollback goes on.
+        journal = self._journal
+        if journal is None or run.get("status") != "failed":
+            return
+        if any(a is activity for a in self._method):
+            _logger.error("activity %r failed: the method stops here", activity.get("name"))
+            journal["status"] = "interrupted"
 
     def method_completed(self, *args: Any, **kwargs: Any) -> None:
         self._timing.method_end = time.monotonic()

@@ -37,6 +37,7 @@ class ChaosDrill:
     Args:
         experiment: a validated experiment (`harness.chaos.load_experiment`).
         configuration: the lab variables (`harness.chaos.lab_vars`).
+        runner: the safe runner (default: one over `configuration`).
 
     Example:
         >>> drill = ChaosDrill(load_experiment(path), lab_vars(lab.endpoints))
@@ -46,9 +47,14 @@ class ChaosDrill:
 
     check = CHECK
 
-    def __init__(self, experiment: Experiment, configuration: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        configuration: Mapping[str, Any],
+        runner: SafeRunner | None = None,
+    ) -> None:
         self.experiment = experiment
-        self._runner = SafeRunner(configuration)
+        self._runner = runner or SafeRunner(configuration)
         self.outcome: ChaosOutcome | None = None
 
     @property
