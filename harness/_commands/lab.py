@@ -13,6 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from harness import _exit
+from harness._commands import chaos as _chaos
 from harness.errors import ConfigError
 from lab import Lab, LabConfig, labels
 from lab._internal.docker import docker_client
@@ -89,6 +90,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     down.add_argument("--images", action="store_true", help="also remove unused lab images")
     down.add_argument("--evidence-dir", type=Path, default=Path("evidence"))
     down.set_defaults(handler=_down)
+    _chaos.register_lab_vars(sub)
 
 
 def _up(args: argparse.Namespace) -> int:

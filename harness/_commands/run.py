@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from harness._commands import chaos as _chaos
 from harness._internal.lab_signer import caller_lab_signer
 from harness._internal.release_services import release_services
 from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
@@ -292,7 +293,11 @@ def _register_release(drills: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 # The drills of `cihub run`, in help order: each adds its own subparser.
-DRILLS: tuple[DrillRegister, ...] = (_register_determinism, _register_release)
+DRILLS: tuple[DrillRegister, ...] = (
+    _register_determinism,
+    _register_release,
+    _chaos.register_run,
+)
 
 
 def release_scenario_from_args(args: argparse.Namespace) -> ReleaseScenario:

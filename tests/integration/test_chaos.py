@@ -1,0 +1,146 @@
+"""Chaos drills against the real lab: plain `chaos run`, signals mid-method, and refusals.
+
+Uses the session lab; every test leaves it without toxics and with every service running.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
+
+from harness._cli import main
+from harness.chaos import lab_faults, lab_vars
+from harness.chaos.actions import kill_container, pause_container
+from lab import Lab
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = Path(__file__).parents[2] / "scenarios" / "chaos"
+BIN = Path(sys.executable).parent
+
+
+def _wait_for(what: str, check: Callable[[], bool], within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {within} s")
+
+
+def _toxics(lab: Lab) -> list[str]:
+    api = lab.toxiproxy
+    return [f"{p}/{t.name}" for p in api.proxies() for t in api.toxics(p)]
+
+
+def test_an_experiment_runs_under_plain_chaos_run(lab: Lab, tmp_path: Path) -> None:
+    var_file = tmp_path / "lab.json"
+    assert main(["lab", "vars", "--lab", lab.config.lab_id, "-o", str(var_file)]) == 0
+    assert json.loads(var_file.read_text())["configuration"]["lab_id"] == lab.config.lab_id
+    journal = tmp_path / "journal.json"
+    done = subprocess.run(
+        [
+            str(BIN / "chaos"),
+            "--no-log-file",
+            "run",
+            "--var-file",
+            str(var_file),
+            "--rollback-strategy",
+            "always",
+            "--journal-path",
+            str(journal),
+            str(SCENARIOS / "registry-latency-push.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = json.loads(journal.read_text())
+    assert ran["status"] == "completed" and not ran["deviated"]
+    assert ran["steady_states"]["before"]["steady_state_met"]
+    assert ran["steady_states"]["after"]["steady_state_met"]
+    assert [r["status"] for r in ran["run"]] == ["succeeded"] * len(ran["run"])
+    assert ran["rollbacks"] and ran["rollbacks"][0]["status"] == "succeeded"
+    assert lab_faults(lab_vars(lab.endpoints)) == ()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "signum", "faulted"),
+    [
+        ("registry-latency-push", signal.SIGINT, "latency"),
+        ("log-pause-append", signal.SIGTERM, "paused"),
+    ],
+)
+def test_a_signal_mid_method_plays_the_rollbacks_and_leaves_nothing_behind(
+    lab: Lab, tmp_path: Path, experiment: str, signum: int, faulted: str
+) -> None:
+    evidence = tmp_path / "evidence"
+    process = subprocess.Popen(
+        [
+            str(BIN / "cihub"),
+            "run",
+            "chaos",
+            experiment,
+            "--lab",
+            lab.config.lab_id,
+            "--evidence-dir",
+            str(evidence),
+            "--sign",
+            "keyless",
+        ],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if faulted == "latency":
+            _wait_for("the latency toxic", lambda: "registry/cihub-latency" in _toxics(lab))
+        else:
+            rekor = lab.service_container("rekor")
+
+            def paused() -> bool:
+                rekor.reload()
+                return bool(rekor.attrs["State"]["Status"] == "paused")
+
+            _wait_for("the log paused", paused)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err[-3000:]
+    assert lab_faults(lab_vars(lab.endpoints)) == (), err[-3000:]
+    (bundle,) = evidence.glob("chaos-*")
+    journal = json.loads((bundle / "chaos" / "journal.json").read_text())
+    assert journal["status"] == "interrupted"
+    assert [r["status"] for r in journal["rollbacks"]] == ["succeeded"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "cancel" in json.dumps(manifest["predicate"]).lower()
+
+
+def _foreign(configuration: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**configuration, **changes}
+
+
+def test_container_faults_reach_only_the_configured_labs_services(lab: Lab) -> None:
+    configuration = lab_vars(lab.endpoints)
+    with pytest.raises(ActivityFailed, match="has 0 registry containers"):
+        kill_container("registry", configuration=_foreign(configuration, lab_id="not-a-lab"))
+    with pytest.raises(ActivityFailed, match="may not be faulted"):
+        pause_container("faultproxy", configuration=configuration)
+    with pytest.raises(ActivityFailed, match=r"configuration\.lab_id is not set"):
+        pause_container("rekor", configuration={})
+    assert lab_faults(configuration) == ()
