@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from harness._commands.dr import register_run as _register_dr
 from harness._internal.lab_signer import caller_lab_signer
 from harness._internal.release_services import release_services
 from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
@@ -128,6 +129,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     det.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     det.set_defaults(handler=_determinism)
     _register_release(drills)
+    _register_dr(drills)
 
 
 def scenario_from_args(args: argparse.Namespace) -> DeterminismScenario:

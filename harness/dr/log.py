@@ -129,9 +129,15 @@ class LogState:
         started = time.monotonic()
 
         def swap() -> None:
+            # The copies must belong to whoever the rekor container runs as (the folder's
+            # owner), or the log comes back read-only to it.
+            owner = self.logs_dir.stat()
             for item in self.logs_dir.iterdir():
                 item.unlink()
             shutil.copytree(source, self.logs_dir, dirs_exist_ok=True)
+            for item in self.logs_dir.iterdir():
+                if item.stat().st_uid != owner.st_uid:
+                    os.chown(item, owner.st_uid, owner.st_gid)
 
         self._stopped(swap)
         return time.monotonic() - started
