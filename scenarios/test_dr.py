@@ -22,7 +22,10 @@ from harness.drills.dr import REPORT, DrDrill
 from harness.evidence import IdentityPin, TrustPins, verify_bundle
 from lab import Lab, LabConfig
 
-SCENARIO_FILES = sorted((Path(__file__).parent / "dr").glob("*.yaml"))
+SCENARIO_FILES = sorted(
+    p for p in (Path(__file__).parent / "dr").glob("*.yaml") if not p.stem.startswith("cache-")
+)
+"""The cache-poisoning scenarios (`cache-*.yaml`) run in `test_cache.py`."""
 TWINS = {
     "registry-restore-skipped": "digests-missing",
     "log-rollback-unwatched": "rollback-undetected",

@@ -13,14 +13,28 @@ from harness.errors import ConfigError
 
 SCHEMA_FILE = "scenario.dr.v1.json"
 
-DrillName = Literal["registry-restore", "log-rollback"]
-Finding = Literal["restored", "digests-missing", "rollback-detected", "rollback-undetected"]
+DrillName = Literal["registry-restore", "log-rollback", "cache-poisoning"]
+Finding = Literal[
+    "restored",
+    "digests-missing",
+    "rollback-detected",
+    "rollback-undetected",
+    "caught",
+    "poison-installed",
+    "intact-installed",
+    "intact-blocked",
+]
 
 DEFAULT_EXPECT: Mapping[str, Finding] = {
     "registry-restore": "restored",
     "log-rollback": "rollback-detected",
+    "cache-poisoning": "caught",
 }
-TARGETS: Mapping[str, str] = {"registry-restore": "registry-storage", "log-rollback": "log-state"}
+TARGETS: Mapping[str, str] = {
+    "registry-restore": "registry-storage",
+    "log-rollback": "log-state",
+    "cache-poisoning": "pip-cache",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,9 @@ class DrScenario:
     monitor: bool = True
     entries_after_backup: int = 2
     timeout: float = 60.0
+    subject: Path | None = None
+    poison: bool = True
+    sentinel: bool = True
     source: Path | None = None
 
     @property
@@ -58,6 +75,11 @@ def scenario_from_mapping(doc: Any, *, name: str, source: Path | None = None) ->
     drill: DrillName = doc["drill"]
     options = {k: v for k, v in doc.items() if k not in ("version", "description", "drill")}
     options.setdefault("name", name)
+    if "subject" in options:
+        base = source.parent if source is not None else Path.cwd()
+        options["subject"] = (base / options["subject"]).resolve()
+    elif drill == "cache-poisoning":
+        raise ConfigError(f"{where}: $.subject: the cache-poisoning drill needs a subject")
     options.setdefault("expect", DEFAULT_EXPECT[drill])
     return DrScenario(drill=drill, source=source, **options)
 

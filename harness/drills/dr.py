@@ -25,12 +25,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.cache import MANIFEST_FILE as CACHE_MANIFEST
+from harness.cache import CacheCheck, RecordedCache, record_cache, verify_cache
+from harness.dr.cache_poison import (
+    POISON_MARK,
+    Installed,
+    build_wheel,
+    install,
+    installed,
+    poisoned_wheel,
+)
 from harness.dr.log import LogState, MonitorRun, SignedEntries
 from harness.dr.registry import RegistryStorage, StorageBackup
 from harness.dr.replay import Missing, ReplayItem, evidence_items, push_items, replay
 from harness.dr.scenario import DrScenario
 from harness.drills.runner import DrillFinding, Progress
-from harness.evidence import EvidenceBundle
+from harness.errors import ConfigError
+from harness.evidence import EvidenceBundle, IdentityPin, TrustPins
+from harness.sign import SigstoreSigner
 from harness.telemetry import ScenarioKind
 from lab import Lab
 from lab.oci import OciClient
@@ -94,6 +106,8 @@ class DrDrill:
             if self.scenario.drill == "registry-restore":
                 evidence_dir = self._evidence_dir or bundle.root.parent
                 return self._registry(bundle, progress, work, evidence_dir)
+            if self.scenario.drill == "cache-poisoning":
+                return self._cache(bundle, progress, work)
             return self._log(bundle, progress, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -338,6 +352,103 @@ class DrDrill:
         detail += "; consistent again after the restore" if consistent else "; NOT consistent"
         return self._finish(bundle, observed, checks, problems, detail, dr, report)
 
+    # -- cache-poisoning ------------------------------------------------------------------
+
+    def _cache(self, bundle: EvidenceBundle, progress: Progress | None, work: Path) -> DrillFinding:
+        s = self.scenario
+        assert s.subject is not None  # the scenario loader requires it for this drill
+        lab = self._lab
+        trust = lab.endpoints.trust_config
+        if trust is None:
+            raise ConfigError(f"lab {lab.config.lab_id} has no Sigstore stack to sign with")
+        signer = SigstoreSigner(trust, lab.mint_token, lab.config.identity, lab.config.issuer)
+        pins = TrustPins(
+            trust_config=trust,
+            identity=IdentityPin(identity=lab.config.identity, issuer=lab.config.issuer),
+        )
+        cache = work / "wheel-cache"
+        _say(progress, f"dr: building the wheel cache of {s.subject} (pip wheel, offline)")
+        wheel = build_wheel(s.subject, cache)
+        _say(progress, "dr: recording the cache (cihub cache record)")
+        recorded = record_cache(cache, bundle.path_for(CACHE_MANIFEST), signer)
+        if s.poison:
+            _say(progress, f"dr: POISONING the cache: swapping {wheel.name}")
+            shutil.copyfile(poisoned_wheel(s.subject, work), wheel)
+        check = None
+        if s.sentinel:
+            _say(progress, "dr: verifying the cache before the install (cihub cache verify)")
+            check = verify_cache(
+                cache, recorded.manifest.read_bytes(), recorded.signature.read_bytes(), pins
+            )
+        target = work / "site"
+        requirement = wheel.name.split("-", 1)[0]
+        if check is None or check.verdict == "intact":
+            result = install(cache, target, requirement)
+        else:
+            result = installed(target, ran=False)
+        return self._cache_finding(bundle, recorded, check, result, wheel.name)
+
+    def _cache_finding(
+        self,
+        bundle: EvidenceBundle,
+        recorded: RecordedCache,
+        check: CacheCheck | None,
+        result: Installed,
+        wheel: str,
+    ) -> DrillFinding:
+        s = self.scenario
+        if result.origin == POISON_MARK:
+            observed = "poison-installed"
+        elif result.ran:
+            observed = "intact-installed"
+        else:
+            observed = "caught" if s.poison else "intact-blocked"
+        cache_record: dict[str, Any] = (
+            check.record_json()
+            if check is not None
+            else {
+                "verdict": "unverified",
+                "files": recorded.files,
+                "manifest_digest": recorded.digest,
+                "signature_verified": False,
+            }
+        )
+        gate = (
+            "no sentinel: the install trusted the cache"
+            if check is None
+            else f"sentinel: {check.verdict} ({'; '.join(check.lines()[1:]) or 'no difference'})"
+        )
+        checks = [
+            _check("recorded", True, f"{recorded.files} files, {recorded.digest}"),
+            _check(
+                "sentinel",
+                check is not None and (check.verdict != "intact") == s.poison,
+                gate,
+            ),
+            _check(
+                "poison-not-installed",
+                result.origin != POISON_MARK,
+                f"installed: {result.origin or 'nothing'}",
+            ),
+        ]
+        dr: dict[str, Any] = {"drill": s.drill, "target": s.target, "report": REPORT}
+        report = {
+            "scenario": s.name,
+            "drill": s.drill,
+            "target": s.target,
+            "poisoned": wheel if s.poison else None,
+            "sentinel": s.sentinel,
+            "cache": cache_record,
+            "install": {"ran": result.ran, "origin": result.origin},
+        }
+        detail = (
+            f"{'poisoned' if s.poison else 'genuine'} wheel cache; {gate}; install "
+            f"{'ran' if result.ran else 'blocked'}, installed {result.origin or 'nothing'}"
+        )
+        return self._finish(
+            bundle, observed, checks, [], detail, dr, report, extra={"cache": cache_record}
+        )
+
     # -- both -----------------------------------------------------------------------------
 
     def _finish(
@@ -349,6 +460,7 @@ class DrDrill:
         detail: str,
         dr: dict[str, Any],
         report: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> DrillFinding:
         expected = self.scenario.expect
         if observed != expected:
@@ -370,7 +482,7 @@ class DrDrill:
             met=met,
             detail=detail + (" (as expected)" if met else f"; expected {expected}"),
             lines=tuple(problems),
-            record={"dr": dr},
+            record={"dr": dr, **(extra or {})},
             problems=tuple(problems),
         )
 
