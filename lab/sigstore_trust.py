@@ -38,6 +38,7 @@ those names. Only the signing config carries a lab's `http://127.0.0.1:PORT` URL
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -92,6 +93,7 @@ SIGNING_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.signingconfig.v0.2+jso
 CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
 
 _MATERIAL_FILE = "material.json"
+_RETIRED_V2_FILE = "rekor-key-v2-retired-{}.pub.pem"
 _KEY_FILES = {
     "fulcio_root_key": "fulcio-root-key.pem",
     "fulcio_intermediate_key": "fulcio-intermediate-key.pem",
@@ -205,6 +207,16 @@ def _versions(rekor_versions: Sequence[int]) -> list[int]:
 
 
 @dataclass(frozen=True)
+class RetiredLogKey:
+    """A Rekor v2 log key that was rotated out: still in the trusted root, so entries it
+    signed keep verifying, with its validity window closed at the rotation (`validFor.end`)."""
+
+    key: ed25519.Ed25519PublicKey
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
 class LabTrustMaterial:
     """One lab's keys and certificates, and what clients and services derive from them.
 
@@ -235,6 +247,10 @@ class LabTrustMaterial:
     rekor_key: ec.EllipticCurvePrivateKey
     rekor_key_v2: ed25519.Ed25519PrivateKey
     rekor_v1_name: str = REKOR_V1_NAME
+    rekor_v2_since: datetime | None = None
+    """When the current v2 key took over (None: since `valid_from`, never rotated)."""
+    retired_rekor_v2: tuple[RetiredLogKey, ...] = ()
+    """Earlier v2 keys, oldest first."""
 
     # -- making and keeping --
 
@@ -343,7 +359,7 @@ class LabTrustMaterial:
             write_private(directory / filename, private_key_pem(getattr(self, attr)))
         for attr, filename in _CERT_FILES.items():
             (directory / filename).write_text(certificates_pem([getattr(self, attr)]))
-        meta = {
+        meta: dict[str, Any] = {
             "identity": self.identity,
             "issuer": self.issuer,
             "valid_from": rfc3339(self.valid_from),
@@ -351,6 +367,15 @@ class LabTrustMaterial:
             "rekor_v1_name": self.rekor_v1_name,
             "note": LAB_ONLY,
         }
+        if self.rekor_v2_since is not None:
+            meta["rekor_v2_since"] = rfc3339(self.rekor_v2_since)
+        retired = []
+        for number, old in enumerate(self.retired_rekor_v2, 1):
+            name = _RETIRED_V2_FILE.format(number)
+            (directory / name).write_bytes(public_key_pem(old.key))
+            retired.append({"key": name, "start": rfc3339(old.start), "end": rfc3339(old.end)})
+        if retired:
+            meta["retired_rekor_v2"] = retired
         _write_json(directory / _MATERIAL_FILE, meta)
         return directory
 
@@ -372,6 +397,12 @@ class LabTrustMaterial:
                 "valid_from": datetime.fromisoformat(meta["valid_from"].replace("Z", "+00:00")),
                 "rekor_origin": str(meta["rekor_origin"]),
                 "rekor_v1_name": str(meta.get("rekor_v1_name", REKOR_V1_NAME)),
+                "rekor_v2_since": _time(meta["rekor_v2_since"])
+                if "rekor_v2_since" in meta
+                else None,
+                "retired_rekor_v2": tuple(
+                    _retired(directory, item) for item in meta.get("retired_rekor_v2", [])
+                ),
             }
             for attr, filename in _KEY_FILES.items():
                 fields[attr] = load_private_key(directory / filename)
@@ -385,6 +416,28 @@ class LabTrustMaterial:
             if attr != "rekor_key_v2" and not isinstance(fields[attr], ec.EllipticCurvePrivateKey):
                 raise TrustMaterialError(f"{directory}: {_KEY_FILES[attr]} is not an EC key")
         return cls(**fields)
+
+    def rotate_rekor_v2_key(self, now: datetime | None = None) -> LabTrustMaterial:
+        """The same material with a fresh Rekor v2 log key from `now` (default: the current
+        time); the old key is kept as retired, valid until `now`.
+
+        Example:
+            rotated = material.rotate_rekor_v2_key()
+            rotated.trusted_root()["tlogs"]  # v1, v2 (new key), v2 (old key, validFor.end)
+        """
+        when = (now or utc_now()).astimezone(UTC).replace(microsecond=0)
+        start = self.rekor_v2_since or self.valid_from - BACKDATE
+        if when <= start:
+            raise TrustMaterialError(
+                f"a key rotation at {rfc3339(when)} is not after {rfc3339(start)}"
+            )
+        old = RetiredLogKey(self.rekor_key_v2.public_key(), start, when)
+        return dataclasses.replace(
+            self,
+            rekor_key_v2=ed25519.Ed25519PrivateKey.generate(),
+            rekor_v2_since=when,
+            retired_rekor_v2=(*self.retired_rekor_v2, old),
+        )
 
     # -- ids --
 
@@ -531,18 +584,15 @@ class LabTrustMaterial:
                 }
             )
         if 2 in versions:
-            tlogs.append(
-                {
-                    "baseUrl": self.rekor_v2_base_url,
-                    "hashAlgorithm": "SHA2_256",
-                    "publicKey": {
-                        "rawBytes": _b64(spki_der(rekor_v2_key)),
-                        "keyDetails": "PKIX_ED25519",
-                        "validFor": valid_for,
-                    },
-                    "logId": {"keyId": _b64(c2sp_ed25519_key_id(self.rekor_origin, rekor_v2_key))},
-                }
-            )
+            # The current key first (one-key readers take the first v2 log), then the retired
+            # ones with their windows closed: entries they signed still verify.
+            current = valid_for
+            if self.rekor_v2_since is not None:
+                current = {"start": rfc3339(self.rekor_v2_since)}
+            tlogs.append(self._v2_tlog(rekor_v2_key, current))
+            for old in reversed(self.retired_rekor_v2):
+                window = {"start": rfc3339(old.start), "end": rfc3339(old.end)}
+                tlogs.append(self._v2_tlog(old.key, window))
         trusted_root: dict[str, Any] = {
             "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
             "tlogs": tlogs,
@@ -587,6 +637,18 @@ class LabTrustMaterial:
                 }
             )
         return trusted_root
+
+    def _v2_tlog(self, key: ed25519.Ed25519PublicKey, window: dict[str, str]) -> dict[str, Any]:
+        return {
+            "baseUrl": self.rekor_v2_base_url,
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": _b64(spki_der(key)),
+                "keyDetails": "PKIX_ED25519",
+                "validFor": window,
+            },
+            "logId": {"keyId": _b64(c2sp_ed25519_key_id(self.rekor_origin, key))},
+        }
 
     def signing_config(
         self,
@@ -786,3 +848,14 @@ __all__ = [
     "c2sp_ed25519_key_id",
     "write_trust_config",
 ]
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _retired(directory: Path, item: Mapping[str, str]) -> RetiredLogKey:
+    key = serialization.load_pem_public_key((directory / item["key"]).read_bytes())
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise TypeError(f"{item['key']} is not an Ed25519 public key")
+    return RetiredLogKey(key, _time(item["start"]), _time(item["end"]))

@@ -32,6 +32,7 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,26 @@ class TrustDomain:
             roles = [f for d in self.service_dirs().values() for f in [d, *d.iterdir()]]
             for item in [self.logs_dir, *self.logs_dir.iterdir(), *roles]:
                 os.chown(item, CONTAINER_LOG_USER, CONTAINER_LOG_USER)
+
+    def rotate_log_key(self, now: datetime | None = None) -> TrustDomain:
+        """Rotate the Rekor v2 log's signing key (see `LabTrustMaterial.rotate_rekor_v2_key`).
+
+        The material, `trust_config.json` and `services/rekor/` are rewritten under the lock;
+        the old key stays in the trusted root with `validFor.end` set, so entries it signed
+        keep verifying. Running labs sign with the old key until their rekor container gets
+        the new key file and restarts, and must rewrite their trust config.
+
+        Returns:
+            the domain with its new material.
+        """
+        with _locked(self.path):
+            material = _load(self.material_dir).rotate_rekor_v2_key(now)
+            material.save(self.material_dir)
+            material.write_trust_config(self.trust_config, None)
+            material.write_service_files(self.path / SERVICES_DIR)
+            domain = TrustDomain(self.path, material)
+            domain._complete()
+        return domain
 
     # -- what it contains ---------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness._commands import chaos as _chaos
+from harness._commands.dr import register_run as _register_dr
 from harness._internal.lab_signer import caller_lab_signer
 from harness._internal.release_services import release_services
 from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
@@ -297,6 +298,7 @@ DRILLS: tuple[DrillRegister, ...] = (
     _register_determinism,
     _register_release,
     _chaos.register_run,
+    _register_dr,
 )
 
 

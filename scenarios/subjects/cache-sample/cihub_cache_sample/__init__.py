@@ -1,0 +1,3 @@
+"""A sample package for the cache-poisoning drill: `ORIGIN` says which build was installed."""
+
+ORIGIN = "genuine"
