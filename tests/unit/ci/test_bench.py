@@ -1,24 +1,49 @@
-"""bench/dual_build.py says plainly when reprotest is missing or failed: no made-up ratios."""
+"""The benches' own logic: bench/dual_build.py says plainly when reprotest is missing or failed
+(no made-up ratios); bench/scale.py counts drills from the records they appended."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[3] / "bench" / "dual_build.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_dual_build", BENCH)
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load("dual_build")
+
+
+def test_scale_counts_finished_drills_from_the_records(tmp_path: Path) -> None:
+    scale = _load("scale")
+    ndjson = tmp_path / "pipeline_run.ndjson"
+    ndjson.write_text(
+        "\n".join(
+            [
+                json.dumps({"scenario": {"kind": "dual-build"}, "result": "success"}),
+                json.dumps({"scenario": {"kind": "dual-build"}, "result": "failure"}),
+                json.dumps({"scenario": {"kind": "release"}, "result": "success"}),
+                "{torn",
+            ]
+        )
+    )
+    assert scale.count_drills(ndjson) == (2, 1)
+    assert scale.count_drills(tmp_path / "none.ndjson") == (0, 0)
+    assert scale.per_hour(4, 120.0) == 120.0
+    assert scale.per_hour(4, 0.0) == 0.0
 
 
 def test_a_missing_peer_is_named_with_how_to_install_it(
