@@ -4,8 +4,10 @@ VENV ?= .venv
 PYTEST_ARGS ?=
 DEMO_SCENARIO ?= scenarios/release/sample.yaml
 DEMO_EVIDENCE ?= evidence
+# Unit tests run on pytest-xdist workers (no unit test starts a lab or shares a path or port).
+UNIT_WORKERS ?= 2
 
-.PHONY: setup demo down test unit lint bench
+.PHONY: setup demo down test unit lint bench bench-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -19,20 +21,35 @@ demo: setup
 down: setup
 	$(VENV)/bin/cihub lab down
 
+# Everything: the unit tests on UNIT_WORKERS xdist workers, then the scenarios and integration
+# tests against one lab (the scenarios first: the CLI/pytest record comparison reuses theirs).
 test: setup
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 unit: setup
 	$(VENV)/bin/cihub policy test
-	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: setup
+# The peers the benches compare against: reprotest (with disorderfs and faketime for its
+# variations) from Debian, on the host PATH where bench/dual_build.py runs it.
+BENCH_APT = reprotest disorderfs faketime
+bench-tools:
+	@missing=""; for p in $(BENCH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "bench: installing$$missing" >&2; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+bench: setup bench-tools
 	$(VENV)/bin/python bench/lab_startup.py
 	$(VENV)/bin/python bench/telemetry.py --size 256M
 	$(VENV)/bin/python bench/tlog.py
 	$(VENV)/bin/python bench/dual_build.py
+	$(VENV)/bin/python bench/scale.py

@@ -13,7 +13,9 @@ For each sample scenario in `scenarios/determinism/` (all by default), over `--r
 
 With `--culprits`, also our culprit search against `reprotest --auto-build`.
 
-Medians are printed; timings are never asserted (bench/, not tests/).
+Medians are printed; timings are never asserted (bench/, not tests/). When reprotest is not
+installed, or fails to run, no ratio against it is printed: the bench says so instead
+(`make bench` installs it from Debian with disorderfs and faketime).
 
 Usage: python bench/dual_build.py [--runs N] [--subjects NAME ...] [--culprits] [--json]
 Needs: Docker; reprotest, disorderfs and faketime (apt) for the peer, and on the host the
@@ -51,6 +53,26 @@ from lab.images import default_cache_dir
 from lab.resources import resource_path
 
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PEER_INSTALL = "apt-get install reprotest disorderfs faketime (or: make bench)"
+
+
+def peer_missing() -> str | None:
+    """Why reprotest cannot be compared against on this host, or None when it can."""
+    if shutil.which("reprotest", path=HOST_PATH) is None:
+        return f"reprotest is not installed on {HOST_PATH}; install it: {PEER_INSTALL}"
+    return None
+
+
+def ratio(ours: float, theirs: float | None, their_verdict: str) -> float | None:
+    """ours/theirs, or None when the peer gave no comparable run (missing, failed, no time)."""
+    if theirs is None or theirs <= 0 or their_verdict in ("missing", "error"):
+        return None
+    return round(ours / theirs, 2)
+
+
+def shown(value: float | None, unit: str, width: int, why: str = "n/a") -> str:
+    """A measured figure, or `why` when there is none (never a made-up ratio)."""
+    return f"{value:{width - len(unit)}.2f}{unit}" if value is not None else f"{why:>{width}}"
 
 
 def reprotest_variations() -> tuple[str, ...]:
@@ -93,7 +115,7 @@ def run_reprotest(
 ) -> tuple[str, list[str]]:
     """reprotest's verdict (reproducible, not-reproducible or error) and, with `auto`, the
     variations its `--auto-build` blames."""
-    if shutil.which("reprotest") is None:
+    if peer_missing():
         return "missing", []
     vary = ",".join(["-all", *(f"+{v}" for v in variations)])
     argv = ["reprotest", f"--vary={vary}", "--min-cpus=1"]
@@ -127,7 +149,7 @@ def run_reprotest(
 
 
 def bench_subject(
-    path: Path, runs: int, culprits: bool, variations: Sequence[str]
+    path: Path, runs: int, culprits: bool, variations: Sequence[str], peer: bool = True
 ) -> dict[str, Any]:
     client = docker_client()
     spec_variations = VariationSpec(
@@ -174,12 +196,15 @@ def bench_subject(
 
     our_times, results = timed_runs(runs, lambda: drill(False))
     ours = statistics.median(our_times)
-    their_times, answers = timed_runs(
-        runs, lambda: run_reprotest(scenario, variations, sde, auto=False)
-    )
-    theirs = statistics.median(their_times)
     our_verdict = verdict_of([r.verdict for r in results])
-    their_verdict = verdict_of([verdict for verdict, _ in answers])
+    theirs: float | None = None
+    their_verdict = "missing"
+    if peer:
+        their_times, answers = timed_runs(
+            runs, lambda: run_reprotest(scenario, variations, sde, auto=False)
+        )
+        theirs = statistics.median(their_times)
+        their_verdict = verdict_of([verdict for verdict, _ in answers])
     row: dict[str, Any] = {
         "subject": scenario.name,
         "single_s": round(single, 2),
@@ -187,23 +212,25 @@ def bench_subject(
         "dual_over_single": round(dual / single, 2),
         "dual_identical": pair.identical,
         "drill_s": round(ours, 2),
-        "reprotest_s": round(theirs, 2),
-        "drill_over_reprotest": round(ours / theirs, 2) if theirs else None,
+        "reprotest_s": round(theirs, 2) if theirs is not None else None,
+        "drill_over_reprotest": ratio(ours, theirs, their_verdict),
         "verdict": our_verdict,
         "reprotest_verdict": their_verdict,
-        "same_verdict": our_verdict == their_verdict,
+        "same_verdict": our_verdict == their_verdict if peer else None,
     }
     if culprits:
         search, found = median_time(1, lambda: drill(True))
-        auto, (_, blamed) = median_time(
-            1, lambda: run_reprotest(scenario, variations, sde, auto=True)
-        )
+        row.update(culprits=list(found.culprits), culprit_drill_s=round(search, 2))
+        auto: float | None = None
+        auto_verdict, blamed = "missing", list[str]()
+        if peer:
+            auto, (auto_verdict, blamed) = median_time(
+                1, lambda: run_reprotest(scenario, variations, sde, auto=True)
+            )
         row.update(
-            culprits=list(found.culprits),
             reprotest_culprits=blamed,
-            culprit_drill_s=round(search, 2),
-            reprotest_auto_s=round(auto, 2),
-            culprit_over_auto=round(search / auto, 2) if auto else None,
+            reprotest_auto_s=round(auto, 2) if auto is not None else None,
+            culprit_over_auto=ratio(search, auto, auto_verdict),
         )
     return row
 
@@ -219,11 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.subjects:
         paths = [p for p in paths if p.stem in args.subjects]
     variations = reprotest_variations()
+    missing = peer_missing()
+    if missing:
+        print(f"NOTE: {missing}; no ratio against reprotest is measured", file=sys.stderr)
     print(f"variations (both tools): {', '.join(variations)}", file=sys.stderr)
     rows = []
     for path in paths:
         print(f"benchmarking {path.stem} ...", file=sys.stderr)
-        rows.append(bench_subject(path, args.runs, args.culprits, variations))
+        rows.append(bench_subject(path, args.runs, args.culprits, variations, not missing))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -233,21 +263,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(header)
     for r in rows:
-        same = "same" if r["same_verdict"] else "DIFFERENT"
+        why = "missing" if missing else "failed"
+        same = {True: "same", False: "DIFFERENT", None: "not compared"}[r["same_verdict"]]
         print(
             f"{r['subject']:16} {r['single_s']:7.2f}s {r['dual_s']:6.2f}s "
-            f"{r['dual_over_single']:6.2f}x {r['drill_s']:6.2f}s {r['reprotest_s']:8.2f}s "
-            f"{r['drill_over_reprotest']:7.2f}x  {r['verdict']} / {r['reprotest_verdict']} ({same})"
+            f"{r['dual_over_single']:6.2f}x {r['drill_s']:6.2f}s "
+            f"{shown(r['reprotest_s'], 's', 9, why)} "
+            f"{shown(r['drill_over_reprotest'], 'x', 8, why)}  "
+            f"{r['verdict']} / {r['reprotest_verdict']} ({same})"
         )
         if "culprits" in r:
             print(
                 f"{'':16} culprit search {r['culprit_drill_s']:.2f}s "
                 f"(culprits: {', '.join(r['culprits']) or 'none'}) vs reprotest --auto-build "
-                f"{r['reprotest_auto_s']:.2f}s "
+                f"{shown(r['reprotest_auto_s'], 's', 1, why)} "
                 f"({', '.join(r['reprotest_culprits']) or 'none'}): "
-                f"{r['culprit_over_auto']:.2f}x"
+                f"{shown(r['culprit_over_auto'], 'x', 1, why)}"
             )
     print("targets: dual/1 <= 1.3x; drill/rt <= 1.0x for the same verdict")
+    if missing:
+        print(f"reprotest: not measured ({missing})")
     return 0
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from harness import _exit
 from harness._commands import COMMAND_MODULES
 from harness._commands import cache as _cache
+from harness._commands import export as _export
 from harness._commands import trust as _trust
 from harness.errors import CihubError, ConfigError, StepFailed, VerificationFailed
 from lab.errors import LabError
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         help="-v: debug logs of cihub; -vv: debug logs of every library too",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (*COMMAND_MODULES, _trust, _cache):
+    for module in (*COMMAND_MODULES, _trust, _cache, _export):
         module.register(commands)
     return parser
 

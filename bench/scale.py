@@ -1,0 +1,138 @@
+"""Drills per hour on one machine: the determinism scenarios under pytest-xdist, -n 1 vs -n 2.
+
+Each measurement runs `pytest scenarios/test_determinism.py -n N` in a fresh evidence folder
+(every worker brings up its own lab, as `tox -e determinism` or a CI shard would), counts the
+drills that finished from the pipeline_run records they appended, and divides by the wall time,
+lab start-ups included. Prints drills per hour per worker count and the ratio against the
+first (target on a 2-core machine: -n 2 at least 1.7x -n 1), with the machine's cores and load
+average at the start of each run: a loaded machine makes every figure smaller, and says so.
+
+Timings are never asserted (bench/, not tests/).
+
+Usage: python bench/scale.py [--workers 1 2] [--rounds N] [--json]
+Needs: Docker (labs and builder images are built on first use and cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = "scenarios/test_determinism.py"
+
+
+def count_drills(ndjson: Path) -> tuple[int, int]:
+    """(drills with a record, of which passed) from a pipeline_run NDJSON file."""
+    if not ndjson.is_file():
+        return 0, 0
+    total = passed = 0
+    for line in ndjson.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("scenario", {}).get("kind") == "dual-build":
+            total += 1
+            passed += record.get("result") == "success"
+    return total, passed
+
+
+def run_once(workers: int, extra: Sequence[str]) -> dict[str, Any]:
+    """One pytest run of the determinism scenarios on `workers` xdist workers."""
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        evidence = Path(tmp) / "evidence"
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            SCENARIOS,
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-n",
+            str(workers),
+            "--evidence-dir",
+            str(evidence),
+            *extra,
+        ]
+        load = os.getloadavg()[0]
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.monotonic() - started
+        drills, passed = count_drills(evidence / "pipeline_run.ndjson")
+    tail = (proc.stdout.strip().splitlines() or [""])[-1]
+    return {
+        "workers": workers,
+        "exit_code": proc.returncode,
+        "summary": tail,
+        "drills": drills,
+        "passed": passed,
+        "wall_s": round(wall, 2),
+        "load_at_start": round(load, 2),
+    }
+
+
+def per_hour(drills: int, wall_s: float) -> float:
+    return round(drills * 3600.0 / wall_s, 1) if wall_s > 0 else 0.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="N")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per worker count (summed)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+    args = parser.parse_args(argv)
+    print(f"cores: {os.cpu_count()}; scenarios: {SCENARIOS}", file=sys.stderr)
+    rows = []
+    for workers in args.workers:
+        runs = []
+        for round_no in range(1, args.rounds + 1):
+            print(f"-n {workers}, round {round_no} ...", file=sys.stderr)
+            runs.append(run_once(workers, args.pytest_args))
+        drills = sum(r["drills"] for r in runs)
+        wall = sum(r["wall_s"] for r in runs)
+        rows.append(
+            {
+                "workers": workers,
+                "drills": drills,
+                "passed": sum(r["passed"] for r in runs),
+                "wall_s": round(wall, 2),
+                "drills_per_hour": per_hour(drills, wall),
+                "load_at_start": [r["load_at_start"] for r in runs],
+                "failed_runs": [r["summary"] for r in runs if r["exit_code"] != 0],
+            }
+        )
+    base = rows[0]["drills_per_hour"] if rows else 0.0
+    for row in rows:
+        row["ratio"] = round(row["drills_per_hour"] / base, 2) if base else None
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'workers':>7} {'drills':>6} {'passed':>6} {'wall':>9} {'drills/h':>9} {'ratio':>6}  load"
+    )
+    for row in rows:
+        ratio = f"{row['ratio']:5.2f}x" if row["ratio"] is not None else "   n/a"
+        load = ", ".join(f"{v:.1f}" for v in row["load_at_start"])
+        print(
+            f"{row['workers']:>7} {row['drills']:>6} {row['passed']:>6} {row['wall_s']:8.1f}s "
+            f"{row['drills_per_hour']:9.1f} {ratio}  {load}"
+        )
+        for failed in row["failed_runs"]:
+            print(f"{'':7} a run failed: {failed}")
+    print("target: -n 2 at least 1.7x -n 1 (2 cores); a load above the core count skews it")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
