@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _report(args: argparse.Namespace) -> int:
     # DuckDB, Altair and vl-convert load only when a report runs, not with every cihub command.
-    from harness.insight import build_report, history_files, parse_since, print_report, write_html
+    from harness.insight import build_report, history_files, parse_since, print_report
 
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
     if args.ndjson and args.evidence_dir is not None:
@@ -69,6 +69,8 @@ def _report(args: argparse.Namespace) -> int:
         window = " in that window" if report.records else ""
         err.print(f"cihub report: no pipeline_run records{window} in {escape(where)}")
     if args.html is not None:
+        from harness.insight.page import write_html
+
         write_html(report, args.html)
         err.print(f"cihub report: wrote {escape(str(args.html))}")
     if args.json:

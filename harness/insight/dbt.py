@@ -80,6 +80,8 @@ class Workspace:
             "--no-use-colors",
             "--no-send-anonymous-usage-stats",
             "--no-version-check",
+            # manifest.json, run_results.json: nobody reads them (partial parsing has its own)
+            "--no-write-json",
         ]
 
 
@@ -119,6 +121,12 @@ def write_profiles(folder: Path, database: Path, *, source: Path | None = None) 
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def preload() -> None:
+    """Import dbt (seconds of module loading), e.g. in a thread while other work goes on."""
+    import dbt.adapters.duckdb.connections
+    import dbt.cli.main  # noqa: F401
 
 
 def run_dbt(args: Sequence[str]) -> Any:
