@@ -9,6 +9,7 @@ from harness._commands import lab as _lab
 from harness._commands import policy as _policy
 from harness._commands import referrers as _referrers
 from harness._commands import rekor as _rekor
+from harness._commands import report as _report
 from harness._commands import run as _run
 from harness._commands import schema as _schema
 
@@ -20,4 +21,5 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     _rekor,
     _policy,
     _referrers,
+    _report,
 )

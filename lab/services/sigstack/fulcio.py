@@ -171,7 +171,7 @@ class FulcioConfig:
             value = raw.get(name, default)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{source}: {name} must be a positive integer")
-            return value
+            return int(value)  # mypy 1.x does not narrow Any through the isinstance checks
 
         audience = raw.get("audience", "sigstore")
         if not isinstance(audience, str) or not audience:

@@ -156,7 +156,7 @@ def get_int64(obj: Mapping[str, Any], name: str, default: int, where: str) -> in
         raise _mismatch(value, f"{where}.{name}", "int64")
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise _mismatch(value, f"{where}.{name}", "int64")
-    return value
+    return int(value)  # mypy 1.x does not narrow Any through the isinstance checks
 
 
 def get_float32(obj: Mapping[str, Any], name: str, default: float, where: str) -> float:

@@ -1,0 +1,119 @@
+"""`cihub report` time over a large pipeline_run history (target: under 5 s for 100k records).
+
+The history is the sample history (`tests/data/history/pipeline_run.ndjson`, records of real
+drill runs) replicated to `--records` lines, each copy with a fresh run id and its times moved
+back so the copies spread over `--days` days. Each run is the whole command in a fresh process
+(`cihub report FILE --json`, stdout discarded): interpreter start, imports, schema check of
+every line, the DuckDB load, dbt and reading the marts. dbt's workspace lives in a temporary
+cache folder, so the first run parses the dbt project from scratch ("cold") and later runs use
+dbt's partial parsing ("warm"), as a user's second report does. With `--html`, the same again
+with the HTML page written. Timings are printed, never asserted.
+
+Usage: python bench/report.py [--records N] [--runs N] [--days N] [--html] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "tests" / "data" / "history" / "pipeline_run.ndjson"
+TARGET_S = 5.0
+
+
+def _shift(stamp: str, back: timedelta) -> str:
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")) - back
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def replicate(sample: Path, out: Path, records: int, days: int) -> None:
+    """Write `records` lines to `out`: the sample's records over and over, each copy with a
+    fresh run id and its times moved back by up to `days` days."""
+    base = [orjson.loads(line) for line in sample.read_bytes().splitlines() if line.strip()]
+    if not base:
+        raise SystemExit(f"{sample}: no records to replicate")
+    step = timedelta(days=days) / records
+    with out.open("wb") as handle:
+        for i in range(records):
+            record: dict[str, Any] = dict(base[i % len(base)])
+            back = step * (records - i)
+            record["run_id"] = f"{record['run_id']}-bench{i:06d}"
+            record["started_at"] = _shift(record["started_at"], back)
+            record["finished_at"] = _shift(record["finished_at"], back)
+            handle.write(orjson.dumps(record) + b"\n")
+
+
+def time_report(args: list[str], env: dict[str, str]) -> float:
+    cihub = Path(sys.executable).with_name("cihub")
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(cihub), "report", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    took = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"cihub report exited {proc.returncode}: {proc.stderr.strip()}")
+    return took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--sample", type=Path, default=SAMPLE)
+    parser.add_argument("--html", action="store_true", help="also time with --html")
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    results: dict[str, Any] = {"records": opts.records, "target_s": TARGET_S}
+    with tempfile.TemporaryDirectory(prefix="cihub-bench-report-") as tmp:
+        history = Path(tmp) / "pipeline_run.ndjson"
+        replicate(opts.sample, history, opts.records, opts.days)
+        results["history_mb"] = round(history.stat().st_size / 1e6, 1)
+        env = {**os.environ, "CIHUB_CACHE_DIR": str(Path(tmp) / "cache")}
+        variants = [("report", ["--json"])]
+        if opts.html:
+            variants.append(("report --html", ["--json", "--html", str(Path(tmp) / "r.html")]))
+        for name, extra in variants:
+            cold = time_report([str(history), *extra], env) if name == "report" else None
+            warm = [time_report([str(history), *extra], env) for _ in range(opts.runs)]
+            median = statistics.median(warm)
+            results[name] = {
+                "cold_s": None if cold is None else round(cold, 2),
+                "warm_median_s": round(median, 2),
+                "warm_runs_s": [round(t, 2) for t in warm],
+                "ratio_to_target": round(median / TARGET_S, 2),
+            }
+    if opts.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"cihub report over {opts.records} records ({results['history_mb']} MB NDJSON)")
+    for name, _ in variants:
+        row = results[name]
+        first = f"cold {row['cold_s']:.2f} s, " if row["cold_s"] is not None else ""
+        print(
+            f"  {name:<14} {first}warm median {row['warm_median_s']:.2f} s "
+            f"(runs {row['warm_runs_s']}): {row['ratio_to_target']:.2f}x the {TARGET_S:.0f} s "
+            "target"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Which pipeline_run NDJSON a report reads, whether every line of it is a valid record, and
+the `--since` window.
+
+Every line is checked against schema/pipeline_run.v1.4.json (v1.2-1.4 records are valid 1.x
+records) before anything is loaded: the first bad line stops the report with one line naming
+the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from harness import telemetry
+from harness.errors import ConfigError
+
+RECORDS_FILE = "pipeline_run.ndjson"
+"""The file the drill runner appends to in an evidence folder."""
+
+_SPAN = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def history_files(evidence_dir: Path) -> list[Path]:
+    """The pipeline_run NDJSON files of an evidence folder (none yet: an empty list).
+
+    Raises:
+        ConfigError: `evidence_dir` is not a folder.
+    """
+    if not evidence_dir.is_dir():
+        raise ConfigError(f"{evidence_dir}: no such evidence folder")
+    return sorted(p for p in evidence_dir.glob("pipeline_run*.ndjson") if p.is_file())
+
+
+class _FirstError(Exception):
+    def __init__(self, error: telemetry.LineError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def check_history(files: Sequence[Path]) -> int:
+    """Check that every line of `files` is a valid pipeline_run record; return the count.
+
+    Raises:
+        ConfigError: a file can't be read, or a line is not a valid record: the message is
+            `FILE:LINE: FIELD: what is wrong`, for the first such line.
+    """
+    total = 0
+    for path in files:
+
+        def stop(error: telemetry.LineError) -> None:
+            raise _FirstError(error)
+
+        try:
+            total += telemetry.validate_ndjson(path, stop).lines
+        except _FirstError as exc:
+            err = exc.error
+            raise ConfigError(f"{path}:{err.line}: {err.json_path}: {err.message}") from None
+        except OSError as exc:  # a read error past the open (an I/O error, a folder)
+            raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return total
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """The start of the window `--since` names: a span back from `now` (`90m`, `36h`, `7d`,
+    `2w`) or an ISO 8601 date or time (UTC unless it says otherwise).
+
+    Raises:
+        ConfigError: `value` is neither.
+    """
+    now = now or datetime.now(UTC)
+    match = _SPAN.match(value.strip())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--since {value!r}: expected a span such as 7d, 36h, 90m, 2w or an ISO date"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
