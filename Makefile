@@ -36,3 +36,4 @@ bench: setup
 	$(VENV)/bin/python bench/telemetry.py --size 256M
 	$(VENV)/bin/python bench/tlog.py
 	$(VENV)/bin/python bench/dual_build.py
+	$(VENV)/bin/python bench/release.py
