@@ -53,3 +53,4 @@ bench: setup bench-tools
 	$(VENV)/bin/python bench/tlog.py
 	$(VENV)/bin/python bench/dual_build.py
 	$(VENV)/bin/python bench/scale.py
+	$(VENV)/bin/python bench/release.py

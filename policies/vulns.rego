@@ -25,3 +25,17 @@ reasons contains msg if {
 	n > limit
 	msg := sprintf("vulns: %d %s finding(s) not covered by VEX (allowed %d)", [n, severity, limit])
 }
+
+# Defence in depth: the VEX step refuses a not_affected statement without a justification, but
+# the gate judges its input on its own (a hand-made or replayed input is judged the same way).
+reasons contains msg if {
+	some s in object.get(input.vulns, "suppressed", [])
+	s.status == "not_affected"
+	not justified(s)
+	msg := sprintf("vulns: %s in %s is suppressed by a VEX statement without a justification", [s.id, s.purl])
+}
+
+justified(s) if {
+	is_string(s.justification)
+	s.justification != ""
+}

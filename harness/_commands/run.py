@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +61,17 @@ def _err() -> Console:
 DrillRegister = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    extra_drills: Sequence[DrillRegister] = (),
-) -> None:
-    """`cihub run DRILL`: one subparser per drill.
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`cihub run DRILL`: one subparser per drill, from `DRILLS`.
 
     A drill from another module adds itself with a `register_drill(drills)` function that calls
-    `drills.add_parser(...)`, `add_subject_options`/`add_run_options` and `set_defaults(handler=)`;
-    list it in `DRILLS` below (an import and one entry).
+    `drills.add_parser(...)`, `add_subject_options`/`add_run_options` if it builds a subject,
+    and `set_defaults(handler=...)`; then it is two lines here: its import, and its entry in
+    `DRILLS`.
     """
     parser = commands.add_parser("run", help="run a drill (determinism, release, ...)")
     drills = parser.add_subparsers(dest="drill", metavar="DRILL", required=True)
-    for add in (*DRILLS, *extra_drills):
+    for add in DRILLS:
         add(drills)
 
 

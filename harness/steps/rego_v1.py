@@ -52,6 +52,12 @@ _TOKEN = re.compile(
 )
 _OPEN = {"[": "]", "(": ")", "{": "}"}
 _TERM_END = frozenset({"ident", "number", "string", "raw"})
+# A line ending in one of these goes on on the next line (`allow if` + an indented body).
+_CONTINUES = frozenset(
+    {"if", "else", "contains", "not", "in", "with", "as", "some", "every", "default"}
+    | {":=", "=", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "&", "|"}
+    | {",", ".", ":", ";"}
+)
 
 
 class RegoV1Error(ConfigError):
@@ -119,7 +125,8 @@ def _problems(tokens: Sequence[Token]) -> Iterator[tuple[int, str]]:
 
 def _statements(tokens: Sequence[Token]) -> Iterator[list[Token]]:
     """Top-level statements: a token at depth 0 that begins a line begins one, except a
-    closing bracket or an `else` (both continue the rule above)."""
+    closing bracket or an `else` (both continue the rule above) or a line after one that
+    cannot end a statement (`allow if` with the body on the next line)."""
     current: list[Token] = []
     at_line_start = True
     for token in tokens:
@@ -131,6 +138,7 @@ def _statements(tokens: Sequence[Token]) -> Iterator[list[Token]]:
             and token.depth == 0
             and token.text not in _OPEN.values()
             and token.text != "else"
+            and not (current and current[-1].text in _CONTINUES)
         )
         at_line_start = False
         if starts and current:

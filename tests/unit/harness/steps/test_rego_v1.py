@@ -20,6 +20,7 @@ HEAD = "package cihub.x\n\n"
     [
         ("allow {\n\ttrue\n}\n", 3, "`if` keyword is required before rule body"),
         ("allow = true {\n\tinput.x\n}\n", 3, "`if` keyword is required before rule body"),
+        ("allow =\n\ttrue {\n\tinput.x\n}\n", 3, "`if` keyword is required before rule body"),
         ("allow := true {\n\tinput.x\n}\n", 3, "`if` keyword is required before rule body"),
         ('name := v {\n\tv := "a"\n}\n', 3, "`if` keyword is required before rule body"),
         ("f(x) {\n\tx\n}\n", 3, "`if` keyword is required before rule body"),
@@ -78,6 +79,8 @@ TRICKY_V1 = HEAD + (
     "anything if all_good\n"
     "all_good if any_good(1)\n"
     "any_good(x) if x\n"
+    "split_head if\n\tinput.x\n"
+    "split_value :=\n\tinput.y\n"
     "s := set()\n"
 )
 

@@ -115,3 +115,20 @@ def test_unreadable_document(tmp_path: Path) -> None:
     (tmp_path / "v.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable JSON"):
         load_vex(tmp_path / "v.json")
+
+
+def test_the_gate_denies_a_suppression_without_justification_on_its_own() -> None:
+    from harness.steps.policy import PolicySet, default_policy_dir
+
+    gate_input = json.loads(
+        (Path(__file__).resolve().parents[3] / "data" / "release" / "gate-allow.json").read_text()
+    )
+    policies = PolicySet.load(default_policy_dir())
+    assert policies.evaluate(gate_input).allow
+    gate_input["vulns"]["suppressed"][0]["justification"] = None
+    decision = policies.evaluate(gate_input)
+    assert not decision.allow
+    assert decision.reasons == (
+        "vulns: CIHUB-TEST-0001 in pkg:pypi/urllib3@1.24.1 is suppressed by a VEX statement "
+        "without a justification",
+    )
