@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
+import docker.errors
+import requests
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
 from chaoslib.experiment import run_experiment  # type: ignore[import-untyped]
 from chaoslib.run import RunEventHandler  # type: ignore[import-untyped]
@@ -196,7 +198,13 @@ class SafeRunner:
                 strategy=Strategy.DEFAULT,
                 event_handlers=[_Events(self._signals, timing)],
             )
-        left = restore_lab(self.configuration) if self._sweep else ()
+        left: tuple[str, ...] = ()
+        if self._sweep:
+            try:
+                left = restore_lab(self.configuration)
+            except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
+                # The journal must still reach the evidence: judge it, with the sweep failed.
+                left = (f"the sweep failed: {exc}",)
         return judge(
             experiment, journal, left_behind=left, signum=self._signals.received, timing=timing
         )
