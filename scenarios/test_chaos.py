@@ -17,6 +17,7 @@ import pytest
 from harness.chaos import lab_faults, lab_vars, load_experiment
 from harness.drills import RunSettings, run_drill
 from harness.drills.chaos import JOURNAL, ChaosDrill
+from harness.evidence import IdentityPin, TrustPins, pack_bundle, verify_bundle
 from lab import Lab
 
 EXPERIMENTS = sorted(
@@ -45,3 +46,17 @@ def test_chaos(experiment_file: Path, lab: Lab, drill_settings: RunSettings) -> 
     else:
         assert outcome.hypothesis_after == "met"
     assert lab_faults(configuration) == ()
+
+    # Offline, against the pinned trust root, the verifier reads the journal on its own: an
+    # experiment's bundle verifies; a twin's shows the deviation its steady state had to show.
+    assert lab.endpoints.trust_config is not None
+    pins = TrustPins(
+        trust_config=lab.endpoints.trust_config,
+        identity=IdentityPin(identity=lab.config.identity, issuer=lab.config.issuer),
+    )
+    report = verify_bundle(pack_bundle(run.bundle), pins=pins)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    if experiment.expect == "steady-state-fails":
+        assert set(failed) == {"chaos"} and "deviated" in failed["chaos"], failed
+    else:
+        assert report.passed, failed

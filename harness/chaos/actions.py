@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker.errors
@@ -152,20 +152,14 @@ def kill_container(
 ) -> str:
     """Kill a lab service's container (rollback: `start_container`). Returns its state."""
     container = lab_container(configuration, service)
-    try:
-        container.kill(signal=signal)
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot kill {service}: {exc.explanation}") from exc
+    _engine(service, "kill", lambda: container.kill(signal=signal))
     return _wait_state(container, ("exited", "dead"), 10.0)
 
 
 def stop_container(service: str, timeout: int = 5, configuration: Configuration = None) -> str:
     """Stop a lab service's container (rollback: `start_container`). Returns its state."""
     container = lab_container(configuration, service)
-    try:
-        container.stop(timeout=timeout)
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot stop {service}: {exc.explanation}") from exc
+    _engine(service, "stop", lambda: container.stop(timeout=timeout))
     return _state(container)
 
 
@@ -177,13 +171,10 @@ def start_container(
     Idempotent: a running service is only checked."""
     container = lab_container(configuration, service)
     state = _state(container)
-    try:
-        if state == "paused":
-            container.unpause()
-        elif state != "running":
-            container.start()
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot start {service}: {exc.explanation}") from exc
+    if state == "paused":
+        _engine(service, "unpause", container.unpause)
+    elif state != "running":
+        _engine(service, "start", container.start)
     _repoint_proxy(configuration, service, container)
     _wait_healthy(configuration, service, healthy_within)
     return _state(container)
@@ -194,10 +185,7 @@ def restart_container(
 ) -> str:
     """Restart a lab service's container and wait until it is healthy again."""
     container = lab_container(configuration, service)
-    try:
-        container.restart(timeout=5)
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot restart {service}: {exc.explanation}") from exc
+    _engine(service, "restart", lambda: container.restart(timeout=5))
     _repoint_proxy(configuration, service, container)
     _wait_healthy(configuration, service, healthy_within)
     return _state(container)
@@ -206,10 +194,7 @@ def restart_container(
 def pause_container(service: str, configuration: Configuration = None) -> str:
     """Freeze a lab service's processes (rollback: `unpause_container`). Returns its state."""
     container = lab_container(configuration, service)
-    try:
-        container.pause()
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot pause {service}: {exc.explanation}") from exc
+    _engine(service, "pause", container.pause)
     return _state(container)
 
 
@@ -217,20 +202,15 @@ def unpause_container(service: str, configuration: Configuration = None) -> str:
     """Unfreeze a lab service's container; a running one is left alone."""
     container = lab_container(configuration, service)
     if _state(container) == "paused":
-        try:
-            container.unpause()
-        except docker.errors.APIError as exc:
-            raise ActivityFailed(f"cannot unpause {service}: {exc.explanation}") from exc
+        _engine(service, "unpause", container.unpause)
     return _state(container)
 
 
 def disconnect_network(service: str, configuration: Configuration = None) -> bool:
     """Take a lab service off the lab network (rollback: `reconnect_network`)."""
     container = lab_container(configuration, service)
-    try:
-        docker_client().networks.get(need(configuration, "lab_id")).disconnect(container)
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot disconnect {service}: {exc.explanation}") from exc
+    network = docker_client().networks.get(need(configuration, "lab_id"))
+    _engine(service, "disconnect", lambda: network.disconnect(container))
     return True
 
 
@@ -242,10 +222,7 @@ def reconnect_network(service: str, configuration: Configuration = None) -> bool
     container.reload()
     if network.name in (container.attrs["NetworkSettings"]["Networks"] or {}):
         return False
-    try:
-        network.connect(container, aliases=[service])
-    except docker.errors.APIError as exc:
-        raise ActivityFailed(f"cannot reconnect {service}: {exc.explanation}") from exc
+    _engine(service, "reconnect", lambda: network.connect(container, aliases=[service]))
     _repoint_proxy(configuration, service, container)
     return True
 
@@ -275,6 +252,14 @@ def release_volume(service: str, path: str, configuration: Configuration = None)
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _engine(service: str, verb: str, call: Callable[[], Any]) -> None:
+    """Ask the engine to do something to a service's container; its refusal as ActivityFailed."""
+    try:
+        call()
+    except docker.errors.APIError as exc:
+        raise ActivityFailed(f"cannot {verb} {service}: {exc.explanation}") from exc
 
 
 def _wait_state(container: Container, states: tuple[str, ...], within: float) -> str:

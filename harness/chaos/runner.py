@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import signal
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
+import docker.errors
+import requests
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
 from chaoslib.experiment import run_experiment  # type: ignore[import-untyped]
 from chaoslib.run import RunEventHandler  # type: ignore[import-untyped]
@@ -196,7 +199,13 @@ class SafeRunner:
                 strategy=Strategy.DEFAULT,
                 event_handlers=[_Events(self._signals, timing)],
             )
-        left = restore_lab(self.configuration) if self._sweep else ()
+        left: tuple[str, ...] = ()
+        if self._sweep:
+            try:
+                left = restore_lab(self.configuration)
+            except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
+                # The journal must still reach the evidence: judge it, with the sweep failed.
+                left = (f"the sweep failed: {exc}",)
         return judge(
             experiment, journal, left_behind=left, signum=self._signals.received, timing=timing
         )
@@ -337,12 +346,16 @@ def _is_fault_check(activity: Mapping[str, Any]) -> bool:
     provider = activity.get("provider") or {}
     if activity.get("type") != "probe" or provider.get("type") != "python":
         return False
+    return _marked(str(provider.get("module")), str(provider.get("func")))
+
+
+@functools.cache
+def _marked(module_name: str, func_name: str) -> bool:
     try:
-        module = importlib.import_module(str(provider.get("module")))
+        module = importlib.import_module(module_name)
     except ImportError:
         return False
-    func = getattr(module, str(provider.get("func")), None)
-    return bool(getattr(func, FAULT_CHECK_MARK, False))
+    return bool(getattr(getattr(module, func_name, None), FAULT_CHECK_MARK, False))
 
 
 def _fault_of(activity: Mapping[str, Any]) -> str | None:
@@ -415,16 +428,18 @@ class _SignalGuard:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        """SIGINT here; SIGTERM from `take_sigterm`, inside chaoslib's own SIGTERM scope, which
+        puts the caller's handler back when the run ends (a signal.signal call costs more than
+        a no-op activity)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = signal.signal(signal.SIGINT, self.handler)
         try:
             yield
         finally:
             self.armed = False
-            for signum, old in previous.items():
-                signal.signal(signum, old)
+            signal.signal(signal.SIGINT, previous)
 
 
 class _Events(RunEventHandler):  # type: ignore[misc]

@@ -6,6 +6,7 @@ Public API: `run_drill`, `RunSettings`, `DrillRun`, `DrillFinding`, `Drill`, `Dr
 
 from __future__ import annotations
 
+from harness.drills.chaos import ChaosDrill
 from harness.drills.determinism import DeterminismDrill
 from harness.drills.release import ReleaseDrill, ReleaseScenario, ReleaseServices
 from harness.drills.runner import (
@@ -18,6 +19,7 @@ from harness.drills.runner import (
 )
 
 __all__ = [
+    "ChaosDrill",
     "DeterminismDrill",
     "Drill",
     "DrillCancelled",

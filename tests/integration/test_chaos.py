@@ -18,7 +18,7 @@ import pytest
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
 
 from harness._cli import main
-from harness.chaos import lab_faults, lab_vars
+from harness.chaos import actions, lab_faults, lab_vars, probes
 from harness.chaos.actions import kill_container, pause_container
 from lab import Lab
 
@@ -143,4 +143,30 @@ def test_container_faults_reach_only_the_configured_labs_services(lab: Lab) -> N
         pause_container("faultproxy", configuration=configuration)
     with pytest.raises(ActivityFailed, match=r"configuration\.lab_id is not set"):
         pause_container("rekor", configuration={})
+    assert lab_faults(configuration) == ()
+
+
+def test_each_action_and_its_rollback_against_the_lab(lab: Lab) -> None:
+    configuration = lab_vars(lab.endpoints)
+    storage = "/var/lib/docker-registry"
+    assert actions.fill_volume("registry", storage, 3, configuration=configuration) == 3 << 20
+    assert actions.release_volume("registry", storage, configuration=configuration)
+
+    actions.add_toxic(
+        "registry", "latency", "slow", attributes={"latency": 50}, configuration=configuration
+    )
+    actions.update_toxic("registry", "slow", {"latency": 700}, configuration=configuration)
+    assert probes.latency_in_effect("registry", 600, configuration=configuration) >= 600
+    assert actions.remove_toxic("registry", "slow", configuration=configuration)
+    assert not actions.remove_toxic("registry", "slow", configuration=configuration)  # idempotent
+
+    assert actions.disconnect_network("registry", configuration=configuration)
+    assert not probes.registry_healthy(timeout=3, configuration=configuration)
+    assert actions.reconnect_network("registry", configuration=configuration)
+    assert probes.registry_healthy(configuration=configuration)
+
+    assert actions.stop_container("registry", configuration=configuration) == "exited"
+    assert actions.start_container("registry", configuration=configuration) == "running"
+    assert actions.restart_container("registry", configuration=configuration) == "running"
+    assert probes.registry_healthy(configuration=configuration)
     assert lab_faults(configuration) == ()

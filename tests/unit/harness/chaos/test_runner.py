@@ -201,3 +201,19 @@ def test_a_signal_cancels_the_drill_after_the_journal_is_kept(log: Path, tmp_pat
     (bundle,) = (tmp_path / "evidence").glob("chaos-*")
     assert json.loads((bundle / JOURNAL).read_text())["rollbacks"]
     assert log.read_text().splitlines()[-1] == "rollback"
+
+
+def test_a_sweep_that_cannot_reach_the_lab_fails_the_run_but_keeps_the_journal(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.chaos import runner
+    from lab.errors import LabError
+
+    def broken(configuration: object) -> tuple[str, ...]:
+        raise LabError("no engine")
+
+    monkeypatch.setattr(runner, "restore_lab", broken)
+    outcome = SafeRunner({"log": str(log)}).run(experiment([FAULT, CHECK]))
+    assert outcome.journal["status"] == "completed"
+    assert outcome.left_behind == ("the sweep failed: no engine",)
+    assert not outcome.met and outcome.observed == "fault-left-behind"
