@@ -13,7 +13,7 @@ from harness.errors import ConfigError
 
 SCHEMA_FILE = "scenario.dr.v1.json"
 
-DrillName = Literal["registry-restore", "log-rollback", "cache-poisoning"]
+DrillName = Literal["registry-restore", "log-rollback", "log-key-rotation", "cache-poisoning"]
 Finding = Literal[
     "restored",
     "digests-missing",
@@ -23,16 +23,21 @@ Finding = Literal[
     "poison-installed",
     "intact-installed",
     "intact-blocked",
+    "rotated",
+    "old-entries-unverifiable",
+    "new-entries-unverifiable",
 ]
 
 DEFAULT_EXPECT: Mapping[str, Finding] = {
     "registry-restore": "restored",
     "log-rollback": "rollback-detected",
+    "log-key-rotation": "rotated",
     "cache-poisoning": "caught",
 }
 TARGETS: Mapping[str, str] = {
     "registry-restore": "registry-storage",
     "log-rollback": "log-state",
+    "log-key-rotation": "log-key",
     "cache-poisoning": "pip-cache",
 }
 
@@ -55,6 +60,7 @@ class DrScenario:
     subject: Path | None = None
     poison: bool = True
     sentinel: bool = True
+    keep_old_key: bool = True
     source: Path | None = None
 
     @property

@@ -16,8 +16,12 @@ SHIPPED = sorted((Path(__file__).parents[4] / "scenarios" / "dr").glob("*.yaml")
 def test_shipped_scenarios_load_with_a_twin_each() -> None:
     scenarios = {p.stem: load_scenario(p) for p in SHIPPED}
     drills = {s.drill for s in scenarios.values()}
-    assert drills == {"registry-restore", "log-rollback", "cache-poisoning"}
-    twins = [s for s in scenarios.values() if not s.restore or not s.monitor or not s.sentinel]
+    assert drills == {"registry-restore", "log-rollback", "log-key-rotation", "cache-poisoning"}
+    twins = [
+        s
+        for s in scenarios.values()
+        if not (s.restore and s.monitor and s.sentinel and s.keep_old_key)
+    ]
     assert {s.drill for s in twins} == drills, "every DR drill has a negative twin"
     cache = scenarios["cache-poisoning"]
     assert cache.subject is not None and (cache.subject / "pyproject.toml").is_file()
