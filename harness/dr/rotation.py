@@ -115,18 +115,19 @@ class KeyRotation:
 
     def without_retired_keys(self, target: Path) -> Path:
         """The pinned trust config with the rotated-out keys dropped (a careless rotation)."""
-        document = json.loads(self.pinned.read_text())
-        retired = {
-            t["logId"]["keyId"]
-            for t in document["trustedRoot"]["tlogs"]
-            if t["publicKey"].get("validFor", {}).get("end")
-        }
-        document["trustedRoot"]["tlogs"] = [
-            t for t in document["trustedRoot"]["tlogs"] if t["logId"]["keyId"] not in retired
-        ]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(document))
-        return target
+        return drop_retired_keys(self.pinned, target)
+
+
+def drop_retired_keys(trust_config: Path, target: Path) -> Path:
+    """Write to `target` the trust config without the log keys whose window has ended."""
+    document = json.loads(trust_config.read_text())
+    tlogs = document["trustedRoot"]["tlogs"]
+    document["trustedRoot"]["tlogs"] = [
+        t for t in tlogs if not t["publicKey"].get("validFor", {}).get("end")
+    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(document))
+    return target
 
 
 def _tar(name: str, data: bytes, uid: str, gid: str) -> bytes:

@@ -34,6 +34,13 @@ DEFAULT_EXPECT: Mapping[str, Finding] = {
     "log-key-rotation": "rotated",
     "cache-poisoning": "caught",
 }
+FINDINGS: Mapping[str, tuple[Finding, ...]] = {
+    "registry-restore": ("restored", "digests-missing"),
+    "log-rollback": ("rollback-detected", "rollback-undetected"),
+    "log-key-rotation": ("rotated", "old-entries-unverifiable", "new-entries-unverifiable"),
+    "cache-poisoning": ("caught", "poison-installed", "intact-installed", "intact-blocked"),
+}
+"""What each drill can observe: a scenario expects one of its own drill's findings."""
 TARGETS: Mapping[str, str] = {
     "registry-restore": "registry-storage",
     "log-rollback": "log-state",
@@ -87,6 +94,11 @@ def scenario_from_mapping(doc: Any, *, name: str, source: Path | None = None) ->
     elif drill == "cache-poisoning":
         raise ConfigError(f"{where}: $.subject: the cache-poisoning drill needs a subject")
     options.setdefault("expect", DEFAULT_EXPECT[drill])
+    if options["expect"] not in FINDINGS[drill]:
+        raise ConfigError(
+            f"{where}: $.expect: {options['expect']!r} is not a finding of the {drill} drill "
+            f"({', '.join(FINDINGS[drill])})"
+        )
     return DrScenario(drill=drill, source=source, **options)
 
 

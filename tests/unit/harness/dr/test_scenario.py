@@ -34,6 +34,7 @@ def test_shipped_scenarios_load_with_a_twin_each() -> None:
         ("drill: wipe-everything\n", "$.drill"),
         ("drill: log-rollback\nmonitor: 'yes'\n", "$.monitor"),
         ("drill: log-rollback\nexpect: fine\n", "$.expect"),
+        ("drill: registry-restore\nexpect: caught\n", "not a finding of the registry-restore"),
         ("drill: registry-restore\nrestor: false\n", "'restor' was unexpected"),
         ("drill: cache-poisoning\n", "$.subject"),
         ("items_after_backup: 1\n", "'drill' is a required property"),
