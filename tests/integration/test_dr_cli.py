@@ -105,3 +105,45 @@ def test_cache_cli_signs_keylessly_through_the_lab(
     pinned_other = [pins[0], pins[1], *other]
     (cache / "a-1.0-py3-none-any.whl").write_bytes(b"genuine")
     assert main(["cache", "verify", str(cache), "--manifest", str(manifest), *pinned_other]) == 1
+
+
+def test_sigint_mid_drill_cancels_cleanly_and_leaves_no_container(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import docker
+
+    key = tmp_path / "key.pem"
+    key.write_bytes(KeySigner.generate().private_key_pem)
+    evidence = tmp_path / "evidence"
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "dr",
+        "--scenario",
+        str(SCENARIOS / "registry-restore.yaml"),
+        "--sign",
+        f"key:{key}",
+        "--evidence-dir",
+        str(evidence),
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lab_id = None
+    deadline = time.monotonic() + 300
+    for line in process.stderr:
+        if "bringing up lab " in line:
+            lab_id = line.split("bringing up lab ")[1].split()[0]
+        if "destroying the registry storage" in line:
+            process.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "the drill never reached the destruction"
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130, rest
+    assert lab_id is not None
+    record = json.loads((evidence / "pipeline_run.ndjson").read_text().splitlines()[-1])
+    assert record["result"] == "cancellation"
+    left = docker.from_env().containers.list(all=True, filters={"label": f"org.cihub.lab={lab_id}"})
+    assert left == [], "the drill's lab (and its helper) is gone"
