@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any, Literal
 from harness._internal.schemas import validator_for
 from harness.determinism import _parse
 from harness.errors import ConfigError
+
+_logger = logging.getLogger(__name__)
 
 SCHEMA_FILE = "scenario.dr.v1.json"
 
@@ -86,7 +89,12 @@ def scenario_from_mapping(doc: Any, *, name: str, source: Path | None = None) ->
     if errors:
         raise ConfigError(f"{where}: {errors[0]}")
     drill: DrillName = doc["drill"]
-    options = {k: v for k, v in doc.items() if k not in ("version", "description", "drill")}
+    known = validator_for(SCHEMA_FILE).schema["properties"]
+    for key in sorted(set(doc) - set(known)):
+        _logger.warning("%s: $.%s: unknown key, ignored", where, key)
+    options = {
+        k: v for k, v in doc.items() if k in known and k not in ("version", "description", "drill")
+    }
     options.setdefault("name", name)
     if "subject" in options:
         base = source.parent if source is not None else Path.cwd()

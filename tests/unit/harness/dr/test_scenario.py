@@ -35,7 +35,6 @@ def test_shipped_scenarios_load_with_a_twin_each() -> None:
         ("drill: log-rollback\nmonitor: 'yes'\n", "$.monitor"),
         ("drill: log-rollback\nexpect: fine\n", "$.expect"),
         ("drill: registry-restore\nexpect: caught\n", "not a finding of the registry-restore"),
-        ("drill: registry-restore\nrestor: false\n", "'restor' was unexpected"),
         ("drill: cache-poisoning\n", "$.subject"),
         ("items_after_backup: 1\n", "'drill' is a required property"),
         ("drill: [unclosed\n", "not valid YAML at line"),
@@ -76,3 +75,13 @@ def test_cli_unknown_name_lists_the_known_ones(
 def test_cli_needs_exactly_one_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "dr"]) == 2
     assert main(["run", "dr", "a", "--scenario", "b.yaml"]) == 2
+
+
+def test_an_unknown_key_is_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "newer.yaml"
+    path.write_text("drill: registry-restore\nrestor: false\n")
+    scenario = load_scenario(path)
+    assert scenario.restore is True
+    assert f"{path}: $.restor: unknown key, ignored" in caplog.text
