@@ -271,10 +271,15 @@ def record_cache(
     Raises:
         CacheRefused: the folder can't be recorded (see `scan_cache`, `build_manifest`).
     """
+    signature_path = signature_path_for(manifest_path)
+    for written in (manifest_path, signature_path):
+        if written.absolute().resolve().is_relative_to(root.absolute().resolve()):
+            raise CacheRefused(
+                f"{written}: inside {root}, the folder it lists: write it somewhere else"
+            )
     scan = scan_cache(root, limits)
     data = build_manifest(root, scan)
     signature = signer.sign(data)
-    signature_path = signature_path_for(manifest_path)
     # The signature first: a manifest on disk always has its signature beside it.
     _fs.atomic_write_bytes(signature_path, signature)
     _fs.atomic_write_bytes(manifest_path, data)

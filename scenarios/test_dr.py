@@ -29,6 +29,7 @@ SCENARIO_FILES = sorted(
 TWINS = {
     "registry-restore-skipped": "digests-missing",
     "log-rollback-unwatched": "rollback-undetected",
+    "log-key-rotation-careless": "old-entries-unverifiable",
 }
 """Negative twins and the finding that makes each fail."""
 
@@ -75,6 +76,11 @@ def test_dr(
         assert record["rpo"]["items_lost"] == scenario.items_after_backup
         assert record["replay"]["missing"] == record["rpo"]["lost"], "only post-backup items lost"
         assert record["replay"]["checked"] >= scenario.items_before_backup
+    elif scenario.drill == "log-key-rotation":
+        entries = report["entries"]
+        assert entries["before"]["log_id"] != entries["after"]["log_id"]
+        assert report["old_key_valid_for"]["end"] == report["rotated_at"]
+        assert record["consistent"] is True
     else:
         assert record["rollback_detected"] is True and record["consistent"] is True
         assert set(report["alarms"]) == {"v1", "v2"}

@@ -1,12 +1,13 @@
 """`cihub run dr [NAME] [--scenario FILE]`: a disaster-recovery drill (`harness.drills.dr`).
 
 A DR drill destroys things, so it never runs on your lab: it brings up a lab of its own and
-removes it at the end. `registry-restore` uses your trust domain (its evidence is signed
-keylessly by that lab); `log-rollback` restores stale logs, so its lab runs on a private trust
-domain in a temporary folder, and its evidence is signed through your running lab (or one
-brought up for the run), or with `--sign key:PATH`. Exit codes: 0 the finding met the
-scenario's expectation; 1 it did not (a negative twin); 2 bad input or infrastructure;
-130 cancelled (the registry or the logs are put back first, the evidence is kept).
+removes it at the end. `registry-restore` and `cache-poisoning` use your trust domain (their
+evidence is signed keylessly by that lab); `log-rollback` and `log-key-rotation` change the
+logs or the log key, so their lab runs on a private trust domain in a temporary folder, and
+their evidence is signed through your running lab (or one brought up for the run), or with
+`--sign key:PATH`. Exit codes: 0 the finding met the scenario's expectation; 1 it did not (a
+negative twin); 2 bad input or infrastructure; 130 cancelled (the registry or the logs are put
+back first, the evidence is kept).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from lab.config import new_lab_id
 from lab.images import IMAGE_MODES
 
 SCENARIO_FOLDER = Path("scenarios") / "dr"
+PRIVATE_DOMAIN = frozenset({"log-rollback", "log-key-rotation"})
+"""Drills that change the logs or keys of their lab's trust domain: never the user's."""
 
 
 def _err() -> Console:
@@ -92,7 +95,7 @@ def scenario_from_args(args: argparse.Namespace) -> DrScenario:
 def _drill_lab(scenario: DrScenario, args: argparse.Namespace) -> Iterator[Lab]:
     with contextlib.ExitStack() as stack:
         private: Path | None = None
-        if scenario.drill == "log-rollback":
+        if scenario.drill in PRIVATE_DOMAIN:
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cihub-dr-")))
         config = LabConfig(
             lab_id=new_lab_id("dr"),
@@ -111,7 +114,7 @@ def _dr(args: argparse.Namespace) -> int:
     with _drill_lab(scenario, args) as lab:
 
         def keyless() -> contextlib.AbstractContextManager[Signer]:
-            if scenario.drill == "log-rollback":  # its lab's trust root is a throwaway
+            if scenario.drill in PRIVATE_DOMAIN:  # its lab's trust root is a throwaway
                 return caller_lab_signer(
                     lab_id=args.lab,
                     evidence_dir=evidence_dir,

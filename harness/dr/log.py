@@ -22,7 +22,7 @@ from harness.errors import ConfigError
 from harness.monitor import MonitorAlarm, MonitorResult, RekorMonitor, TilesMonitor, pinned_logs
 from harness.sign import SigningSetup, sign_artifact
 from lab import Lab
-from lab.trust_domain import trust_domain_dir
+from lab.trust_domain import TrustDomain, trust_domain_dir
 
 
 @dataclass
@@ -71,15 +71,7 @@ class LogState:
     """
 
     def __init__(self, lab: Lab, monitor_dir: Path) -> None:
-        domain = lab.trust_domain
-        trust = lab.endpoints.trust_config
-        if domain is None or trust is None:
-            raise ConfigError(f"lab {lab.config.lab_id} has no Sigstore stack: no log to drill")
-        if _same(domain.path, trust_domain_dir()):
-            raise ConfigError(
-                f"lab {lab.config.lab_id} runs on your own trust domain {domain.path}: a log DR "
-                "drill restores old logs, so it needs a lab on a private trust domain"
-            )
+        domain, trust = private_log_lab(lab)
         self._lab = lab
         self.logs_dir = domain.logs_dir
         self._trust = trust
@@ -154,6 +146,25 @@ class LogState:
     def _setup(self, trust: Path) -> SigningSetup:
         lab = self._lab
         return SigningSetup(trust, lab.mint_token(), lab.config.identity, lab.config.issuer)
+
+
+def private_log_lab(lab: Lab) -> tuple[TrustDomain, Path]:
+    """The lab's trust domain and trust config, if the domain is not the user's own.
+
+    Raises:
+        ConfigError: no Sigstore stack, or the user's own trust domain (a log drill changes
+            its logs or keys for good).
+    """
+    domain = lab.trust_domain
+    trust = lab.endpoints.trust_config
+    if domain is None or trust is None:
+        raise ConfigError(f"lab {lab.config.lab_id} has no Sigstore stack: no log to drill")
+    if _same(domain.path, trust_domain_dir()):
+        raise ConfigError(
+            f"lab {lab.config.lab_id} runs on your own trust domain {domain.path}: a log DR "
+            "drill restores old logs or rotates keys, so it needs a lab on a private trust domain"
+        )
+    return domain, trust
 
 
 def _same(a: Path, b: Path) -> bool:

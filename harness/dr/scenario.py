@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,11 @@ from harness._internal.schemas import validator_for
 from harness.determinism import _parse
 from harness.errors import ConfigError
 
+_logger = logging.getLogger(__name__)
+
 SCHEMA_FILE = "scenario.dr.v1.json"
 
-DrillName = Literal["registry-restore", "log-rollback", "cache-poisoning"]
+DrillName = Literal["registry-restore", "log-rollback", "log-key-rotation", "cache-poisoning"]
 Finding = Literal[
     "restored",
     "digests-missing",
@@ -23,16 +26,28 @@ Finding = Literal[
     "poison-installed",
     "intact-installed",
     "intact-blocked",
+    "rotated",
+    "old-entries-unverifiable",
+    "new-entries-unverifiable",
 ]
 
 DEFAULT_EXPECT: Mapping[str, Finding] = {
     "registry-restore": "restored",
     "log-rollback": "rollback-detected",
+    "log-key-rotation": "rotated",
     "cache-poisoning": "caught",
 }
+FINDINGS: Mapping[str, tuple[Finding, ...]] = {
+    "registry-restore": ("restored", "digests-missing"),
+    "log-rollback": ("rollback-detected", "rollback-undetected"),
+    "log-key-rotation": ("rotated", "old-entries-unverifiable", "new-entries-unverifiable"),
+    "cache-poisoning": ("caught", "poison-installed", "intact-installed", "intact-blocked"),
+}
+"""What each drill can observe: a scenario expects one of its own drill's findings."""
 TARGETS: Mapping[str, str] = {
     "registry-restore": "registry-storage",
     "log-rollback": "log-state",
+    "log-key-rotation": "log-key",
     "cache-poisoning": "pip-cache",
 }
 
@@ -55,6 +70,7 @@ class DrScenario:
     subject: Path | None = None
     poison: bool = True
     sentinel: bool = True
+    keep_old_key: bool = True
     source: Path | None = None
 
     @property
@@ -73,7 +89,12 @@ def scenario_from_mapping(doc: Any, *, name: str, source: Path | None = None) ->
     if errors:
         raise ConfigError(f"{where}: {errors[0]}")
     drill: DrillName = doc["drill"]
-    options = {k: v for k, v in doc.items() if k not in ("version", "description", "drill")}
+    known = validator_for(SCHEMA_FILE).schema["properties"]
+    for key in sorted(set(doc) - set(known)):
+        _logger.warning("%s: $.%s: unknown key, ignored", where, key)
+    options = {
+        k: v for k, v in doc.items() if k in known and k not in ("version", "description", "drill")
+    }
     options.setdefault("name", name)
     if "subject" in options:
         base = source.parent if source is not None else Path.cwd()
@@ -81,6 +102,11 @@ def scenario_from_mapping(doc: Any, *, name: str, source: Path | None = None) ->
     elif drill == "cache-poisoning":
         raise ConfigError(f"{where}: $.subject: the cache-poisoning drill needs a subject")
     options.setdefault("expect", DEFAULT_EXPECT[drill])
+    if options["expect"] not in FINDINGS[drill]:
+        raise ConfigError(
+            f"{where}: $.expect: {options['expect']!r} is not a finding of the {drill} drill "
+            f"({', '.join(FINDINGS[drill])})"
+        )
     return DrScenario(drill=drill, source=source, **options)
 
 

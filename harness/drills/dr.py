@@ -17,6 +17,7 @@ Each writes `dr/report.json` and the record's `dr` object. A failure half way pu
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -38,10 +39,12 @@ from harness.dr.cache_poison import (
 from harness.dr.log import LogState, MonitorRun, SignedEntries
 from harness.dr.registry import RegistryStorage, StorageBackup
 from harness.dr.replay import Missing, ReplayItem, evidence_items, push_items, replay
+from harness.dr.rotation import KeyRotation
 from harness.dr.scenario import DrScenario
 from harness.drills.runner import DrillFinding, Progress
 from harness.errors import ConfigError
 from harness.evidence import EvidenceBundle, IdentityPin, TrustPins
+from harness.monitor import MonitorAlarm
 from harness.sign import SigstoreSigner
 from harness.telemetry import ScenarioKind
 from lab import Lab
@@ -108,6 +111,8 @@ class DrDrill:
                 return self._registry(bundle, progress, work, evidence_dir)
             if self.scenario.drill == "cache-poisoning":
                 return self._cache(bundle, progress, work)
+            if self.scenario.drill == "log-key-rotation":
+                return self._rotation(bundle, progress, work)
             return self._log(bundle, progress, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -350,6 +355,85 @@ class DrDrill:
         else:
             detail = f"ROLLBACK NOT detected: {rollback_detail}"
         detail += "; consistent again after the restore" if consistent else "; NOT consistent"
+        return self._finish(bundle, observed, checks, problems, detail, dr, report)
+
+    # -- log-key-rotation -----------------------------------------------------------------
+
+    def _rotation(
+        self, bundle: EvidenceBundle, progress: Progress | None, work: Path
+    ) -> DrillFinding:
+        s = self.scenario
+        rotation = KeyRotation(self._lab, work / "monitor")
+        _say(progress, "dr: signing into the v2 log with the current key")
+        old = rotation.sign("before-rotation")
+        size_before = rotation.watch()
+        _say(progress, "dr: rotating the v2 log key (rekor restarted with the new key)")
+        started = time.monotonic()
+        domain = rotation.rotate()
+        rto = time.monotonic() - started
+        new = rotation.sign("after-rotation")
+        alarm = None
+        try:
+            size_after = rotation.watch()
+        except MonitorAlarm as exc:
+            alarm, size_after = str(exc).splitlines()[0], None
+        pinned = rotation.pinned
+        if not s.keep_old_key:
+            pinned = rotation.without_retired_keys(work / "careless-trust-config.json")
+        _say(progress, "dr: verifying both bundles against the pinned trust root")
+        old_problem = rotation.verify(old, pinned)
+        new_problem = rotation.verify(new, pinned)
+        retired = domain.material.retired_rekor_v2[-1]
+        bundle.write_json("dr/trust_config.json", json.loads(pinned.read_text()))
+        bundle.write_text("dr/before-rotation.sigstore.json", old.bundle_json)
+        bundle.write_text("dr/after-rotation.sigstore.json", new.bundle_json)
+        if old_problem is not None:
+            observed = "old-entries-unverifiable"
+        elif new_problem is not None:
+            observed = "new-entries-unverifiable"
+        else:
+            observed = "rotated"
+        distinct = old.log_id != new.log_id
+        checks = [
+            _check("old-entry-verifies", old_problem is None, old_problem or old.log_id),
+            _check("new-entry-verifies", new_problem is None, new_problem or new.log_id),
+            _check("new-key-signs", distinct, f"log ids {old.log_id} -> {new.log_id}"),
+            _check(
+                "log-consistent",
+                alarm is None,
+                alarm or f"grew from {size_before} to {size_after} across the rotation",
+            ),
+        ]
+        problems = [] if distinct else ["the entry after the rotation names the old log id"]
+        if alarm is not None:
+            problems.append(f"the log is not consistent across the rotation: {alarm}")
+        dr: dict[str, Any] = {
+            "drill": s.drill,
+            "target": s.target,
+            "rto_s": round(rto, 3),
+            "consistent": alarm is None,
+            "report": REPORT,
+        }
+        report = {
+            "scenario": s.name,
+            **{k: v for k, v in dr.items() if k != "report"},
+            "keep_old_key": s.keep_old_key,
+            "rotated_at": retired.end.isoformat().replace("+00:00", "Z"),
+            "old_key_valid_for": {
+                "start": retired.start.isoformat().replace("+00:00", "Z"),
+                "end": retired.end.isoformat().replace("+00:00", "Z"),
+            },
+            "entries": {
+                "before": {"digest": old.digest, "log_id": old.log_id, "problem": old_problem},
+                "after": {"digest": new.digest, "log_id": new.log_id, "problem": new_problem},
+            },
+            "pinned": "dr/trust_config.json",
+        }
+        detail = (
+            f"v2 log key rotated: the entry signed before "
+            f"{'verifies' if old_problem is None else 'does NOT verify'} (old key), the one "
+            f"after {'verifies' if new_problem is None else 'does NOT verify'} (new key)"
+        )
         return self._finish(bundle, observed, checks, problems, detail, dr, report)
 
     # -- cache-poisoning ------------------------------------------------------------------

@@ -225,3 +225,11 @@ def test_keyless_signature_checked_against_the_pinned_root(
     )
     assert other_root.verdict == "unverified"
     assert other_root.problems and "pinned trust root" in other_root.problems[0]
+
+
+def test_the_manifest_is_never_written_into_the_folder_it_lists(
+    cache: Path, key: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _record(cache, key, cache / "sub" / "manifest.json") == 2
+    assert "the folder it lists" in capsys.readouterr().err
+    assert not (cache / "sub" / "manifest.json").exists()
