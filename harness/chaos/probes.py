@@ -24,7 +24,7 @@ from harness.chaos.vars import need
 from harness.errors import CihubError
 from harness.monitor import RekorMonitor, pinned_logs
 from lab.errors import LabError
-from lab.oci import OciClient
+from lab.oci import DEFAULT_MANIFEST_ACCEPT, OciClient
 from lab.toxiproxy import ToxiproxyClient
 
 _logger = logging.getLogger(__name__)
@@ -110,8 +110,10 @@ def manifest_absent(repository: str, reference: str, configuration: Configuratio
         ActivityFailed: the registry cannot be asked (unreachable is not "absent").
     """
     url = f"{need(configuration, 'registry_url')}/v2/{repository}/manifests/{reference}"
+    # Without an Accept naming OCI manifests the registry answers 404 for one that exists.
+    accept = {"Accept": ", ".join(DEFAULT_MANIFEST_ACCEPT)}
     try:
-        status = requests.head(url, timeout=10).status_code
+        status = requests.head(url, headers=accept, timeout=10).status_code
     except requests.RequestException as exc:
         raise ActivityFailed(f"cannot ask the registry about {reference}: {exc}") from exc
     return status == 404

@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -175,15 +175,23 @@ class SafeRunner:
     def __init__(self, configuration: Mapping[str, Any], *, sweep: bool = True) -> None:
         self.configuration = dict(configuration)
         self._sweep = sweep
-        self._signals = _SignalGuard()
 
     def cancel(self) -> None:
         """Restore the lab now (called by the drill runner on a signal outside the method)."""
         if self._sweep:
             restore_lab(self.configuration)
 
-    def run(self, experiment: Experiment) -> ChaosOutcome:
+    def run(
+        self,
+        experiment: Experiment,
+        on_journal: Callable[[Mapping[str, Any]], object] | None = None,
+    ) -> ChaosOutcome:
         """Run `experiment`: hypothesis, method, hypothesis, rollbacks, sweep; then judge.
+
+        Args:
+            experiment: a validated experiment.
+            on_journal: called with the journal as soon as chaoslib returns it, before the
+                sweep (so evidence keeps it whatever happens next).
 
         Raises:
             ConfigError: the experiment declares configuration keys the lab does not provide.
@@ -191,24 +199,25 @@ class SafeRunner:
         document = experiment.copy()
         self._check_configuration(experiment, document)
         timing = _Timing()
-        with self._signals.installed():
+        guard = _SignalGuard()  # SIGINT: through the sweep too
+        with guard.installed():
             journal: Mapping[str, Any] = run_experiment(
                 document,
                 settings=dict(SETTINGS),
                 experiment_vars=(dict(self.configuration), {}),
                 strategy=Strategy.DEFAULT,
-                event_handlers=[_Events(self._signals, timing)],
+                event_handlers=[_Events(guard, timing)],
             )
-        left: tuple[str, ...] = ()
-        if self._sweep:
-            try:
-                left = restore_lab(self.configuration)
-            except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
-                # The journal must still reach the evidence: judge it, with the sweep failed.
-                left = (f"the sweep failed: {exc}",)
-        return judge(
-            experiment, journal, left_behind=left, signum=self._signals.received, timing=timing
-        )
+            if on_journal is not None:
+                on_journal(journal)
+            left: tuple[str, ...] = ()
+            if self._sweep:
+                try:
+                    left = restore_lab(self.configuration)
+                except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
+                    # The journal must still be judged: with the sweep failed.
+                    left = (f"the sweep failed: {exc}",)
+        return judge(experiment, journal, left_behind=left, signum=guard.received, timing=timing)
 
     def _check_configuration(self, experiment: Experiment, document: Mapping[str, Any]) -> None:
         declared = document.get("configuration") or {}

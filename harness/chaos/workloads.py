@@ -29,12 +29,10 @@ from harness.chaos.vars import need
 from harness.errors import CihubError
 from lab.config import DEFAULT_IDENTITY, DEFAULT_ISSUER
 from lab.errors import LabError
-from lab.oci import OCI_MANIFEST, ImageManifest, OciClient, digest_of
+from lab.oci import EMPTY_DESCRIPTOR, EMPTY_JSON, OCI_MANIFEST, ImageManifest, OciClient, digest_of
 
 _logger = logging.getLogger(__name__)
 
-_EMPTY_CONFIG = b"{}"
-_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 _LAYER_TYPE = "application/octet-stream"
 _BUNDLES = "bundles"
 _PUSHED = "pushed"
@@ -46,11 +44,7 @@ def _manifest(blobs: list[tuple[str, int]]) -> bytes:
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": "application/vnd.cihub.chaos.v1",
-        "config": {
-            "mediaType": _CONFIG_TYPE,
-            "digest": digest_of(_EMPTY_CONFIG),
-            "size": len(_EMPTY_CONFIG),
-        },
+        "config": EMPTY_DESCRIPTOR.to_json(),
         "layers": [{"mediaType": _LAYER_TYPE, "digest": d, "size": n} for d, n in blobs],
     }
     return json.dumps(document, sort_keys=True).encode()
@@ -76,7 +70,7 @@ def push_artifact(
     with OciClient(need(configuration, "registry_url"), timeout=timeout) as client:
         try:
             digest = client.push_blob(repository, data)
-            client.push_blob(repository, _EMPTY_CONFIG)
+            client.push_blob(repository, EMPTY_JSON)
             manifest = _manifest([(digest, len(data))])
             pushed = client.push_manifest(repository, manifest, OCI_MANIFEST, reference=tag)
         except (CihubError, LabError) as exc:
@@ -146,7 +140,7 @@ def push_expect_give_up(
     with OciClient(need(configuration, "registry_url"), timeout=bound_s, retries=0) as client:
         try:
             digest = client.push_blob(repository, data)
-            client.push_blob(repository, _EMPTY_CONFIG)
+            client.push_blob(repository, EMPTY_JSON)
             client.push_manifest(
                 repository, _manifest([(digest, len(data))]), OCI_MANIFEST, reference=tag
             )
@@ -208,7 +202,7 @@ def push_blobs_until_done(
         if index and interval_s:
             time.sleep(interval_s)
         digests.append(attempt(f"blob {index}", lambda c, b=data: c.push_blob(repository, b)))
-    attempt("config", lambda c: c.push_blob(repository, _EMPTY_CONFIG))
+    attempt("config", lambda c: c.push_blob(repository, EMPTY_JSON))
     manifest = _manifest([(d, len(b)) for d, b in zip(digests, blobs, strict=True)])
     pushed = attempt(
         "manifest", lambda c: c.push_manifest(repository, manifest, OCI_MANIFEST, reference=tag)

@@ -77,8 +77,9 @@ class ChaosDrill:
         if progress is not None:
             progress(f"chaos: {self.experiment.title}")
         with bundle.step("chaos") as step:
-            outcome = self._runner.run(self.experiment)
-            bundle.write_json(JOURNAL, _jsonable(outcome.journal))
+            outcome = self._runner.run(
+                self.experiment, lambda journal: bundle.write_json(JOURNAL, _jsonable(journal))
+            )
             step.detail = f"{outcome.observed}; status {outcome.status}"
             if outcome.signal is not None:
                 step.result = "cancellation"

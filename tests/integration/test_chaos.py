@@ -170,3 +170,82 @@ def test_each_action_and_its_rollback_against_the_lab(lab: Lab) -> None:
     assert actions.restart_container("registry", configuration=configuration) == "running"
     assert probes.registry_healthy(configuration=configuration)
     assert lab_faults(configuration) == ()
+
+
+def test_no_fault_check_passes_when_its_fault_is_not_applied(lab: Lab) -> None:
+    configuration = lab_vars(lab.endpoints)
+    assert lab_faults(configuration) == ()
+    checks: list[Callable[[], object]] = [
+        lambda: probes.latency_in_effect("registry", 500, configuration=configuration),
+        lambda: probes.resets_in_effect("rekor", 10, configuration=configuration),
+        lambda: probes.upload_rate_at_most(8, 64, configuration=configuration),
+        lambda: probes.no_answer_within("registry", 2, configuration=configuration),
+        lambda: probes.container_state_is("rekor", "paused", configuration=configuration),
+        lambda: probes.container_state_is("registry", "exited", configuration=configuration),
+    ]
+    for check in checks:
+        with pytest.raises(ActivityFailed):
+            check()
+
+
+def test_signed_bundles_verify_and_tampered_ones_do_not(lab: Lab, tmp_path: Path) -> None:
+    from harness.chaos import workloads
+
+    configuration = {**lab_vars(lab.endpoints), "state_dir": str(tmp_path)}
+    signed = workloads.sign_artifacts(1, configuration=configuration)
+    assert signed["signed"] == 1, signed
+    assert probes.bundles_verify(configuration=configuration)
+    ((artifact, bundle),) = workloads.signed_bundles(configuration)
+    genuine_artifact, genuine_bundle = artifact.read_bytes(), bundle.read_text()
+
+    artifact.write_bytes(genuine_artifact + b"tampered")
+    with pytest.raises(ActivityFailed, match="does not verify"):
+        probes.bundles_verify(configuration=configuration)
+    artifact.write_bytes(genuine_artifact)
+
+    document = json.loads(genuine_bundle)
+    del document["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    bundle.write_text(json.dumps(document))
+    with pytest.raises(ActivityFailed, match="no inclusion proof"):
+        probes.bundles_verify(configuration=configuration)
+
+    document = json.loads(genuine_bundle)
+    document["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["rootHash"] = (
+        "AAAA"
+        + document["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["rootHash"][4:]
+    )
+    bundle.write_text(json.dumps(document))
+    with pytest.raises(ActivityFailed):
+        probes.bundles_verify(configuration=configuration)
+
+    bundle.write_text("{not json")
+    with pytest.raises(ActivityFailed):
+        probes.bundles_verify(configuration=configuration)
+
+
+def test_the_log_probe_catches_a_rolled_back_checkpoint(lab: Lab, tmp_path: Path) -> None:
+    configuration = {**lab_vars(lab.endpoints), "state_dir": str(tmp_path)}
+    assert probes.log_consistent(configuration=configuration)
+    assert probes.log_consistent(configuration=configuration)  # consistent with itself
+    (state_file,) = (tmp_path / "monitor").glob("*.json")
+    state = json.loads(state_file.read_text())
+    state["size"] += 1000  # the monitor once saw a bigger log: now it looks rolled back
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ActivityFailed, match="log check failed"):
+        probes.log_consistent(configuration=configuration)
+
+
+def test_a_pushed_artifact_resolves_by_digest_and_a_missing_one_does_not(
+    lab: Lab, tmp_path: Path
+) -> None:
+    from harness.chaos import workloads
+
+    configuration = {**lab_vars(lab.endpoints), "state_dir": str(tmp_path)}
+    pushed = workloads.push_artifact("cihub/chaos/probe-test", 1, "t1", configuration=configuration)
+    repository = "cihub/chaos/probe-test"
+    assert probes.manifest_resolves(repository, pushed["manifest"], configuration=configuration)
+    assert not probes.manifest_absent(repository, "t1", configuration=configuration)
+    assert probes.manifest_absent(repository, "never-pushed", configuration=configuration)
+    missing = "sha256:" + "0" * 64
+    assert not probes.manifest_resolves(repository, missing, configuration=configuration)
+    assert probes.pushed_artifacts_verify(configuration=configuration)

@@ -217,3 +217,19 @@ def test_a_sweep_that_cannot_reach_the_lab_fails_the_run_but_keeps_the_journal(
     assert outcome.journal["status"] == "completed"
     assert outcome.left_behind == ("the sweep failed: no engine",)
     assert not outcome.met and outcome.observed == "fault-left-behind"
+
+
+def test_the_journal_is_kept_before_the_sweep_whatever_the_sweep_meets(
+    log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.chaos import runner
+
+    def cancelled_while_sweeping(configuration: object) -> tuple[str, ...]:
+        raise DrillCancelled(signal.SIGTERM)
+
+    monkeypatch.setattr(runner, "restore_lab", cancelled_while_sweeping)
+    drill = ChaosDrill(experiment([FAULT, CHECK]), {}, runner=SafeRunner({"log": str(log)}))
+    with pytest.raises(DrillCancelled):
+        run_drill(drill, RunSettings(tmp_path / "evidence", KeySigner.from_secret(7)))
+    (bundle,) = (tmp_path / "evidence").glob("chaos-*")
+    assert json.loads((bundle / JOURNAL).read_text())["status"] == "completed"
