@@ -13,12 +13,13 @@ import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import jsonschema
 from referencing import Registry, Resource
 
 from harness._internal.schemas import SchemaError
+from harness.records.reader import run_url
 from lab.resources import resource_path
 
 SPEC_VERSION = "0.5.1"
@@ -54,15 +55,6 @@ def event_id(record: Mapping[str, Any], stage: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{source_of(record)}#{record['run_id']}#{stage}"))
 
 
-def _absolute_url(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    parts = urlsplit(value)
-    if parts.scheme in ("http", "https") and parts.netloc and not parts.username:
-        return value
-    return None
-
-
 def _stages(record: Mapping[str, Any]) -> tuple[str, ...]:
     reached = _STAGES[: _STAGES.index(record["status"]) + 1]
     # CDEvents has no "skipped" outcome: a skipped run is queued and started, never finished.
@@ -86,9 +78,7 @@ def events_for(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     run_id = str(record["run_id"])
     chain = str(uuid.uuid5(_NAMESPACE, f"{source}#{run_id}"))
     content: dict[str, Any] = {"pipelineName": str(record["pipeline"]["name"])}
-    uri = _absolute_url(record["pipeline"].get("url")) or _absolute_url(
-        record.get("runner", {}).get("ci", {}).get("job_url")
-    )
+    uri = run_url(record)
     if uri:
         content["uri"] = uri
     custom = {

@@ -33,6 +33,7 @@ from opentelemetry.semconv.attributes import error_attributes, service_attribute
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from harness.errors import ConfigError
+from harness.records.reader import run_url
 
 SCOPE = "cihub.records.otel"
 _FAILED = {"failure", "error", "timeout"}
@@ -114,9 +115,9 @@ def _run_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
         "cihub.evidence.bundle_path": record["evidence"]["bundle_path"],
         "cihub.evidence.complete": record["evidence"]["complete"],
     }
-    run_url = record["pipeline"].get("url") or record["runner"].get("ci", {}).get("job_url")
-    if isinstance(run_url, str) and urlsplit(run_url).scheme in ("http", "https"):
-        attrs[cicd.CICD_PIPELINE_RUN_URL_FULL] = run_url
+    url = run_url(record)
+    if url:
+        attrs[cicd.CICD_PIPELINE_RUN_URL_FULL] = url
     if record["evidence"].get("manifest_digest"):
         attrs["cihub.evidence.manifest_digest"] = record["evidence"]["manifest_digest"]
     if record["runner"].get("worker_id"):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
 from harness.telemetry import validator
@@ -59,3 +60,21 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
     with handle:
         for number, raw in enumerate(handle, 1):
             yield parse_line(raw, f"{path}:{number}")
+
+
+def http_url(value: object) -> str | None:
+    """`value` if it is an absolute http(s) URL without credentials, else None."""
+    if not isinstance(value, str):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.hostname and not parts.username:
+        return value
+    return None
+
+
+def run_url(record: Mapping[str, Any]) -> str | None:
+    """Where a person sees the run: `pipeline.url`, else the CI job's URL (http(s) only).
+
+    `record` is a validated pipeline_run record (`runner` and `runner.ci` are objects)."""
+    job_url = record.get("runner", {}).get("ci", {}).get("job_url")
+    return http_url(record["pipeline"].get("url")) or http_url(job_url)

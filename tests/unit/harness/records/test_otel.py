@@ -131,3 +131,12 @@ def test_a_local_remote_leaves_the_attribute_out(record: Make) -> None:
 def test_parse_rejects_what_is_not_otlp_json(line: str) -> None:
     with pytest.raises(ConfigError):
         otel.parse_otlp_json(line)
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "http:no-host", "https://user:pw@ci.example/run/1", "/runs/1"]
+)
+def test_a_run_url_that_is_not_a_plain_http_url_is_left_out(record: Make, url: str) -> None:
+    value = record(pipeline={"name": "p", "url": url})
+    del value["runner"]["ci"]
+    assert "cicd.pipeline.run.url.full" not in _attrs(_spans(value)[0])
