@@ -16,9 +16,6 @@ from pathlib import Path
 from harness import telemetry
 from harness.errors import ConfigError
 
-RECORDS_FILE = "pipeline_run.ndjson"
-"""The file the drill runner appends to in an evidence folder."""
-
 _SPAN = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
