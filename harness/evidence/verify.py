@@ -47,8 +47,9 @@ What each pass criterion reads (what the drills must write):
   against the pinned keys).
 - `policy/decisions.json`: a list (or `{"decisions": [...]}`) of objects with `"allow": true`
   (or `"decision": "allow"`); names from `policy`/`name`/`query`.
-- `chaos/journal.json`: a Chaos Toolkit journal: status `completed`, not deviated, both
-  steady-state hypotheses met, every rollback `succeeded`.
+- `chaos/journal.json`: a Chaos Toolkit journal: status `completed`, the before hypothesis
+  met, every rollback `succeeded`, and the steady state held after the method, or, for a
+  negative twin, deviated as the signed outcome and the journal's experiment both expect.
 - `dr/report.json`: `{"passed": bool}` or `{"verdict": "pass"|"fail"}` and/or
   `{"checks": [{"name", "ok": bool}]}`.
 """
@@ -65,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import VerificationFailed
 from harness.evidence import _fs, _tlog
+from harness.evidence.identity import IdentityPin
 from harness.evidence.manifest import (
     DSSE_SIGNATURE,
     LOG_ENTRY,
@@ -87,7 +89,6 @@ from harness.evidence.signer import (
     SignatureDigestMismatch,
     SignatureInvalid,
 )
-from harness.evidence.identity import IdentityPin
 from harness.evidence.summary import COMMANDS_LOG
 from lab.trust_domain import local_trust_config
 
@@ -365,16 +366,23 @@ def _check_determinism(ctx: _Context) -> str:
     verdict, culprits = _determinism_result(ctx)
     expect = _determinism_expect(ctx)
     if verdict != "not-reproducible" or expect is None:
-        raise _Fail(f"{differ}; determinism/result.json or scenario.json does not back the "
-                    "manifest's expected finding")
+        raise _Fail(
+            f"{differ}; determinism/result.json or scenario.json does not back the "
+            "manifest's expected finding"
+        )
     wanted_verdict, wanted_culprits = expect
     if wanted_verdict != "not-reproducible" or (
         wanted_culprits is not None and set(wanted_culprits) != set(culprits)
     ):
-        raise _Fail(f"{differ}; the scenario expected {wanted_verdict}"
-                    + (f" with culprits {', '.join(sorted(wanted_culprits))}"
-                       if wanted_culprits is not None else "")
-                    + f", found culprits {', '.join(culprits) or 'none'}")
+        raise _Fail(
+            f"{differ}; the scenario expected {wanted_verdict}"
+            + (
+                f" with culprits {', '.join(sorted(wanted_culprits))}"
+                if wanted_culprits is not None
+                else ""
+            )
+            + f", found culprits {', '.join(culprits) or 'none'}"
+        )
     named = f" (culprits: {', '.join(culprits)})" if culprits else ""
     return f"the builds differ, as the scenario expects{named}; {size} bytes of diff{report}"
 
@@ -475,19 +483,29 @@ def _check_policy(ctx: _Context) -> str:
 
 
 def _check_chaos(ctx: _Context) -> str:
+    """A held steady state passes; a deviated one only as a negative twin's expected finding.
+
+    The before hypothesis must hold and every rollback succeed in either case. A deviation
+    (the after hypothesis not met) passes only when the signed manifest's outcome says the
+    chaos drill observed `steady-state-failed` and that met the expectation, and the journal's
+    own experiment declares that expectation (`extensions[].name == "cihub"`,
+    `expect: steady-state-fails`): nothing unsigned, and no one of the two alone, turns a
+    deviation into a pass.
+    """
     journal = ctx.read_json("chaos/journal.json")
     if not isinstance(journal, dict):
         raise _Fail("chaos/journal.json: not a Chaos Toolkit journal")
     status = journal.get("status")
     if status != "completed":
         raise _Fail(f"chaos/journal.json: status is {status!r}, not 'completed'")
-    if journal.get("deviated"):
-        raise _Fail("chaos/journal.json: the steady state deviated")
     states = journal.get("steady_states") or {}
-    for phase in ("before", "after"):
-        state = states.get(phase) if isinstance(states, dict) else None
-        if isinstance(state, dict) and state.get("steady_state_met") is not True:
-            raise _Fail(f"chaos/journal.json: steady-state hypothesis not met {phase} the method")
+    met = {
+        phase: state.get("steady_state_met") is True
+        for phase in ("before", "after")
+        if isinstance(states, dict) and isinstance(state := states.get(phase), dict)
+    }
+    if not met.get("before", True):
+        raise _Fail("chaos/journal.json: steady-state hypothesis not met before the method")
     failed = [
         str((r.get("activity") or {}).get("name", "?"))
         for r in journal.get("rollbacks") or []
@@ -495,7 +513,37 @@ def _check_chaos(ctx: _Context) -> str:
     ]
     if failed:
         raise _Fail(f"chaos/journal.json: rollbacks did not succeed: {_name_some(failed)}")
-    return "experiment completed, steady state held before and after, rollbacks succeeded"
+    deviated = bool(journal.get("deviated")) or not met.get("after", True)
+    if not deviated:
+        return "experiment completed, steady state held before and after, rollbacks succeeded"
+    outcome = ctx.predicate.outcome if ctx.predicate is not None else None
+    expected_twin = (
+        outcome is not None
+        and outcome.drill == "chaos"
+        and outcome.observed == "steady-state-failed"
+        and outcome.met
+    )
+    if not expected_twin:
+        raise _Fail("chaos/journal.json: the steady state deviated")
+    if _chaos_expect(journal) != "steady-state-fails":
+        raise _Fail(
+            "chaos/journal.json: the steady state deviated, and the journal's experiment does "
+            "not expect it (extensions: cihub expect steady-state-fails)"
+        )
+    return (
+        "the steady state deviated under the fault, as the negative twin expects; held "
+        "before the method, rollbacks succeeded"
+    )
+
+
+def _chaos_expect(journal: dict[str, Any]) -> str | None:
+    experiment = journal.get("experiment")
+    extensions = experiment.get("extensions") if isinstance(experiment, dict) else None
+    for extension in extensions if isinstance(extensions, list) else ():
+        if isinstance(extension, dict) and extension.get("name") == "cihub":
+            expect = extension.get("expect")
+            return expect if isinstance(expect, str) else None
+    return None
 
 
 def _check_dr(ctx: _Context) -> str:

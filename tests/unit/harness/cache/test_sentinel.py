@@ -20,7 +20,15 @@ from harness.cache import (
 )
 from harness.evidence import TrustPins
 from harness.evidence.signer import KeySigner
-from tests.unit.harness.evidence.test_keyless import Stack
+from tests.support.sigstack import SigStack, SigStackPool
+
+pytest_plugins = ("tests.support.sigstack_plugin",)
+
+
+@pytest.fixture(scope="module")
+def stacks(sigstacks: SigStackPool) -> dict[str, SigStack]:
+    """A: the session's shared lab stack (the pinned root); B: another lab's."""
+    return {"A": sigstacks.get("lab"), "B": sigstacks.get("B")}
 
 
 @pytest.fixture
@@ -210,7 +218,7 @@ def test_huge_files_are_bounded(cache: Path, key: tuple[Path, Path], tmp_path: P
 
 def test_keyless_signature_checked_against_the_pinned_root(
     cache: Path,
-    stacks: dict[str, Stack],
+    stacks: dict[str, SigStack],
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "cache" / "manifest.json"

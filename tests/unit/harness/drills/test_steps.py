@@ -93,17 +93,17 @@ def test_the_live_table_shows_every_row_with_its_verdict_and_time() -> None:
 
 def test_a_drill_registers_itself_with_two_lines(monkeypatch: Any) -> None:
     def register_drill(drills: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        chaos = drills.add_parser("chaos", help="a chaos drill")
-        run_command.add_subject_options(chaos)
-        run_command.add_run_options(chaos, lab_help="the lab")
-        chaos.set_defaults(handler=lambda args: 0)
+        example = drills.add_parser("example", help="an example drill")
+        run_command.add_subject_options(example)
+        run_command.add_run_options(example, lab_help="the lab")
+        example.set_defaults(handler=lambda args: 0)
 
     monkeypatch.setattr(run_command, "DRILLS", (*run_command.DRILLS, register_drill))
     parser = argparse.ArgumentParser()
     run_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["run", "chaos", "--subject", "x", "--sign", "key:k.pem", "--json"])
+    args = parser.parse_args(["run", "example", "--subject", "x", "--sign", "key:k.pem", "--json"])
     assert (args.drill, args.subject.name, args.sign, args.json) == (
-        "chaos",
+        "example",
         "x",
         "key:k.pem",
         True,

@@ -14,6 +14,7 @@ from harness.evidence import (
     MANIFEST,
     MARKER,
     SIGSTORE_SIGNATURE,
+    DrillOutcome,
     EvidenceBundle,
     KeySigner,
     Redactor,
@@ -440,4 +441,103 @@ def test_a_folder_that_cannot_be_listed_fails_files_without_a_traceback(
     monkeypatch.setattr(os, "scandir", scandir)
     report = verify_bundle(root, pins=pins)
     assert "determinism/build-B" in report.check("files").detail
+    assert not report.passed
+
+
+def _twin_journal(
+    expect: str | None = "steady-state-fails", **changes: object
+) -> dict[str, object]:
+    extensions = [{"name": "cihub", "expect": expect}] if expect is not None else []
+    journal: dict[str, object] = {
+        "status": "completed",
+        "deviated": True,
+        "experiment": {"title": "twin", "extensions": extensions},
+        "steady_states": {
+            "before": {"steady_state_met": True},
+            "after": {"steady_state_met": False},
+        },
+        "rollbacks": [{"activity": {"name": "remove-toxic"}, "status": "succeeded"}],
+    }
+    journal.update(changes)
+    return journal
+
+
+def _chaos_bundle(
+    tmp_path: Path,
+    signer: KeySigner,
+    journal: dict[str, object],
+    outcome: DrillOutcome | None,
+) -> Path:
+    bundle = EvidenceBundle.create(tmp_path / "b", run_id="r", redactor=Redactor())
+    bundle.write_json("chaos/journal.json", journal)
+    if outcome is not None:
+        bundle.set_outcome(outcome)
+    bundle.finalize(signer)
+    return bundle.root
+
+
+_TWIN_MET = DrillOutcome("chaos", "steady-state-failed", "steady-state-failed", True, "success")
+
+
+def test_a_negative_twin_whose_deviation_was_expected_and_signed_passes(
+    tmp_path: Path, signer: KeySigner, pins: TrustPins
+) -> None:
+    root = _chaos_bundle(tmp_path, signer, _twin_journal(), _TWIN_MET)
+    report = verify_bundle(root, pins=pins)
+    assert report.check("chaos").status == "ok", report.check("chaos")
+    assert "negative twin" in report.check("chaos").detail
+
+
+@pytest.mark.parametrize(
+    ("journal", "outcome", "reason"),
+    [
+        # a deviation with no signed expectation of it
+        (_twin_journal(), None, "deviated"),
+        # the signed outcome says the expectation was not met
+        (
+            _twin_journal(),
+            DrillOutcome("chaos", "steady-state-failed", "steady-state-held", False, "failure"),
+            "deviated",
+        ),
+        # another drill's outcome says nothing about the journal
+        (
+            _twin_journal(),
+            DrillOutcome("determinism", "steady-state-failed", "x", True, "success"),
+            "deviated",
+        ),
+        # the journal's own experiment does not expect the deviation
+        (_twin_journal(expect=None), _TWIN_MET, "does not expect"),
+        (_twin_journal(expect="steady-state-holds"), _TWIN_MET, "does not expect"),
+        # even a twin must hold before the method and roll back cleanly
+        (
+            _twin_journal(
+                steady_states={
+                    "before": {"steady_state_met": False},
+                    "after": {"steady_state_met": False},
+                }
+            ),
+            _TWIN_MET,
+            "before",
+        ),
+        (
+            _twin_journal(rollbacks=[{"activity": {"name": "unpause"}, "status": "failed"}]),
+            _TWIN_MET,
+            "unpause",
+        ),
+        # an experiment that did not complete
+        (_twin_journal(status="aborted"), _TWIN_MET, "aborted"),
+    ],
+)
+def test_a_deviation_passes_only_as_a_signed_and_declared_twin(
+    tmp_path: Path,
+    signer: KeySigner,
+    pins: TrustPins,
+    journal: dict[str, object],
+    outcome: DrillOutcome | None,
+    reason: str,
+) -> None:
+    report = verify_bundle(_chaos_bundle(tmp_path, signer, journal, outcome), pins=pins)
+    result = report.check("chaos")
+    assert result.status == "fail", result
+    assert reason in result.detail
     assert not report.passed
