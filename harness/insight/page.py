@@ -39,22 +39,25 @@ def _base(data: list[dict[str, Any]]) -> alt.Chart:
     return alt.Chart(alt.InlineData(values=data))
 
 
-def _chart_determinism(data: list[dict[str, Any]]) -> alt.Chart:
+def _daily_trend(
+    data: list[dict[str, Any]], field: str, title: str, by: str, *, share: bool = False
+) -> alt.Chart:
+    """`field` per UTC day, one line per `by` (a subject, a drill)."""
+    y = alt.Y(f"{field}:Q", title=title)
+    if share:
+        y = alt.Y(
+            f"{field}:Q", title=title, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")
+        )
     chart: alt.Chart = (
         _base(data)
         .mark_line(point=True)
-        .encode(
-            x=alt.X("run_day:T", title="day (UTC)"),
-            y=alt.Y(
-                "determinism_rate:Q",
-                title="reproducible",
-                scale=alt.Scale(domain=[0, 1]),
-                axis=alt.Axis(format="%"),
-            ),
-            color=alt.Color("subject:N"),
-        )
+        .encode(x=alt.X("run_day:T", title="day (UTC)"), y=y, color=alt.Color(f"{by}:N"))
     )
     return chart
+
+
+def _chart_determinism(data: list[dict[str, Any]]) -> alt.Chart:
+    return _daily_trend(data, "determinism_rate", "reproducible", "subject", share=True)
 
 
 def _chart_chaos(data: list[dict[str, Any]]) -> alt.Chart:
@@ -70,16 +73,7 @@ def _chart_chaos(data: list[dict[str, Any]]) -> alt.Chart:
 
 
 def _chart_dr(data: list[dict[str, Any]]) -> alt.Chart:
-    chart: alt.Chart = (
-        _base(data)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("run_day:T", title="day (UTC)"),
-            y=alt.Y("rto_avg_s:Q", title="RTO (s, mean)"),
-            color=alt.Color("drill:N"),
-        )
-    )
-    return chart
+    return _daily_trend(data, "rto_avg_s", "RTO (s, mean)", "drill")
 
 
 def _chart_steps(data: list[dict[str, Any]]) -> alt.Chart:
