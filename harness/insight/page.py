@@ -26,7 +26,8 @@ _HEIGHT = 220
 _VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1.5rem; max-width: 72rem;
+       color: #222; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; }
 .chart svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: .85rem; margin-top: .6rem; }
