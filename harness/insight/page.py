@@ -16,6 +16,7 @@ from typing import Any
 import altair as alt
 import vl_convert
 
+from harness.errors import ConfigError
 from harness.evidence import _fs
 from harness.insight.build import Report
 from harness.insight.marts import CHAOS, DETERMINISM, DR, EVIDENCE, STEPS, Mart, MartSpec, by_name
@@ -173,7 +174,15 @@ def render_html(report: Report, now: datetime | None = None) -> str:
 
 
 def write_html(report: Report, path: Path) -> Path:
-    """Write the page to `path` atomically and return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _fs.atomic_write_bytes(path, render_html(report).encode("utf-8"))
+    """Write the page to `path` atomically and return it.
+
+    Raises:
+        ConfigError: `path` can't be written (a folder, no permission).
+    """
+    page = render_html(report).encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fs.atomic_write_bytes(path, page)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the page ({exc.strerror or exc})") from None
     return path
