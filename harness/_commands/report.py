@@ -78,5 +78,6 @@ def _report(args: argparse.Namespace) -> int:
         value["html"] = str(args.html) if args.html is not None else None
         print(json.dumps(value, indent=2, sort_keys=True))
     else:
-        print_report(report, Console(soft_wrap=False))
+        # piped or redirected: wide enough that eight columns keep their words whole
+        print_report(report, Console(width=None if sys.stdout.isatty() else 120))
     return _exit.SUCCESS

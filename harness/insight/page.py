@@ -16,6 +16,7 @@ from typing import Any
 import altair as alt
 import vl_convert
 
+from harness.errors import ConfigError
 from harness.evidence import _fs
 from harness.insight.build import Report
 from harness.insight.marts import CHAOS, DETERMINISM, DR, EVIDENCE, STEPS, Mart, MartSpec, by_name
@@ -26,7 +27,8 @@ _HEIGHT = 220
 _VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1.5rem; max-width: 72rem;
+       color: #222; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; }
 .chart svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: .85rem; margin-top: .6rem; }
@@ -39,22 +41,25 @@ def _base(data: list[dict[str, Any]]) -> alt.Chart:
     return alt.Chart(alt.InlineData(values=data))
 
 
-def _chart_determinism(data: list[dict[str, Any]]) -> alt.Chart:
+def _daily_trend(
+    data: list[dict[str, Any]], field: str, title: str, by: str, *, share: bool = False
+) -> alt.Chart:
+    """`field` per UTC day, one line per `by` (a subject, a drill)."""
+    y = alt.Y(f"{field}:Q", title=title)
+    if share:
+        y = alt.Y(
+            f"{field}:Q", title=title, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")
+        )
     chart: alt.Chart = (
         _base(data)
         .mark_line(point=True)
-        .encode(
-            x=alt.X("run_day:T", title="day (UTC)"),
-            y=alt.Y(
-                "determinism_rate:Q",
-                title="reproducible",
-                scale=alt.Scale(domain=[0, 1]),
-                axis=alt.Axis(format="%"),
-            ),
-            color=alt.Color("subject:N"),
-        )
+        .encode(x=alt.X("run_day:T", title="day (UTC)"), y=y, color=alt.Color(f"{by}:N"))
     )
     return chart
+
+
+def _chart_determinism(data: list[dict[str, Any]]) -> alt.Chart:
+    return _daily_trend(data, "determinism_rate", "reproducible", "subject", share=True)
 
 
 def _chart_chaos(data: list[dict[str, Any]]) -> alt.Chart:
@@ -70,16 +75,7 @@ def _chart_chaos(data: list[dict[str, Any]]) -> alt.Chart:
 
 
 def _chart_dr(data: list[dict[str, Any]]) -> alt.Chart:
-    chart: alt.Chart = (
-        _base(data)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("run_day:T", title="day (UTC)"),
-            y=alt.Y("rto_avg_s:Q", title="RTO (s, mean)"),
-            color=alt.Color("drill:N"),
-        )
-    )
-    return chart
+    return _daily_trend(data, "rto_avg_s", "RTO (s, mean)", "drill")
 
 
 def _chart_steps(data: list[dict[str, Any]]) -> alt.Chart:
@@ -178,7 +174,15 @@ def render_html(report: Report, now: datetime | None = None) -> str:
 
 
 def write_html(report: Report, path: Path) -> Path:
-    """Write the page to `path` atomically and return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _fs.atomic_write_bytes(path, render_html(report).encode("utf-8"))
+    """Write the page to `path` atomically and return it.
+
+    Raises:
+        ConfigError: `path` can't be written (a folder, no permission).
+    """
+    page = render_html(report).encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fs.atomic_write_bytes(path, page)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the page ({exc.strerror or exc})") from None
     return path

@@ -98,3 +98,12 @@ def test_the_sample_history_as_json_and_tables(tmp_path: Path, capsys: Capsys) -
     out = capsys.readouterr().out
     assert f"{records} of {records} pipeline_run records" in out
     assert "Determinism rate per subject and day" in out and "c-hello" in out
+
+
+def test_an_unwritable_page_exits_2(tmp_path: Path, capsys: Capsys) -> None:
+    empty = tmp_path / "pipeline_run.ndjson"
+    empty.write_text("")
+    folder = tmp_path / "page"
+    folder.mkdir()
+    assert main(["report", str(empty), "--html", str(folder)]) == _exit.ERROR
+    assert f"{folder}: cannot write the page" in capsys.readouterr().err

@@ -224,3 +224,13 @@ def test_a_failing_model_is_named(tmp_path: Path) -> None:
             con.execute("alter table raw.pipeline_run drop column chaos")
         with pytest.raises(InfraError, match=r"dbt run failed: stg_pipeline_runs: error"):
             insight_dbt.run_dbt(space.args("run"))
+
+
+def test_dbt_wrote_nothing_into_the_source_tree(built: tuple[Report, list[Record]]) -> None:
+    project = insight_dbt.project_dir()
+    written = [
+        p.relative_to(project)
+        for p in project.rglob("*")
+        if p.name in {"target", "logs", "dbt_packages", ".user.yml"} or p.suffix == ".duckdb"
+    ]
+    assert written == []

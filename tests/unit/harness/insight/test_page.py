@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from harness.insight import MARTS, Mart, Report
-from harness.insight.marts import CHAOS, DETERMINISM, EVIDENCE, STEPS
+from harness.insight.marts import CHAOS, DETERMINISM, DR, EVIDENCE, STEPS
 from harness.insight.page import chart_svg, render_html, write_html
 
 WHEN = datetime(2026, 11, 30, 9, 0)
@@ -26,6 +26,10 @@ def _report() -> Report:
             ("py-reproducible", date(2026, 11, 30), 2, 2, 0, 0, 1.0),
         ),
         CHAOS.name: (("registry latency", 3, 2, 1, 1.5, 2.0, 2.5, WHEN),),
+        DR.name: (
+            ("registry-restore", date(2026, 11, 29), 1, 12.0, 12.0, 0, 30.0, 1),
+            ("registry-restore", date(2026, 11, 30), 2, 15.0, 20.0, 3, 30.0, 2),
+        ),
         STEPS.name: (
             ("dual-build", "build", 5, 50.0, 10.0, 0.8),
             ("dual-build", "compare", 5, 12.5, 2.5, 0.2),
@@ -43,11 +47,11 @@ def _marks(svg: str) -> int:
 def test_charts_are_svg_with_marks() -> None:
     for mart in _report().marts:
         svg = chart_svg(mart)
-        if mart.spec.name in (DETERMINISM.name, CHAOS.name, STEPS.name, EVIDENCE.name):
+        if mart.spec.name in (DETERMINISM.name, CHAOS.name, DR.name, STEPS.name, EVIDENCE.name):
             assert svg is not None and svg.startswith("<svg"), mart.spec.name
             assert _marks(svg) > 0, mart.spec.name
         else:
-            assert svg is None, mart.spec.name  # no rows (DR) or no chart (flaky): no chart
+            assert svg is None, mart.spec.name  # the flaky drills are a table, not a chart
 
 
 def test_the_page_is_self_contained() -> None:
@@ -55,8 +59,8 @@ def test_the_page_is_self_contained() -> None:
     assert "<script" not in page.lower()
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
     assert "@import" not in page and "url(" not in page
-    assert page.count("<svg") == 4
-    assert "No rows in this history." in page  # the DR and flaky marts
+    assert page.count("<svg") == 5
+    assert page.count("No rows in this history.") == 1  # the flaky drills
 
 
 def test_cell_text_is_escaped() -> None:
@@ -80,7 +84,7 @@ def test_chromium_draws_the_charts(tmp_path: Path) -> None:
     dom = subprocess.run(
         [*args, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True
     ).stdout
-    for name in (DETERMINISM.name, CHAOS.name, STEPS.name, EVIDENCE.name):
+    for name in (DETERMINISM.name, CHAOS.name, DR.name, STEPS.name, EVIDENCE.name):
         section = dom[dom.index(f'id="{name}"') :]
         svg = section[section.index("<svg") : section.index("</svg>")]
         assert _marks(svg) > 0, name
