@@ -68,7 +68,7 @@ def mark_ready(client: docker.DockerClient, lab_id: str) -> None:
 
 def _held_message(lab_id: str, holder: LabSummary | None) -> str:
     if holder is None:
-        return f"lab {lab_id}: another start of it is under way (try again in a moment)"
+        return f"lab {lab_id} is being started by another run: wait for it, then `cihub lab status`"
     owner = f" by {holder.owner}" if holder.owner != "-" else ""
     if holder.starting:
         return f"lab {lab_id} is being started{owner}: wait for it, then `cihub lab status`"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
 
 from harness._cli import main
@@ -35,6 +36,15 @@ def _wait_for(what: str, check: Callable[[], bool], within: float = 120.0) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"{what} did not happen within {within} s")
+
+
+def _with_append_timeout(source: Path, folder: Path, seconds: float) -> Path:
+    document = yaml.safe_load(source.read_text())
+    (append,) = [a for a in document["method"] if a["name"] == "append-times-out"]
+    append["provider"]["arguments"]["timeout_s"] = seconds
+    target = folder / source.name
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
 
 
 def _toxics(lab: Lab) -> list[str]:
@@ -86,12 +96,17 @@ def test_a_signal_mid_method_plays_the_rollbacks_and_leaves_nothing_behind(
     lab: Lab, tmp_path: Path, experiment: str, signum: int, faulted: str
 ) -> None:
     evidence = tmp_path / "evidence"
+    target = experiment
+    if faulted == "paused":
+        # The log stays paused only as long as the append's timeout: a long one gives a loaded
+        # machine time to see the pause before the signal is sent.
+        target = str(_with_append_timeout(SCENARIOS / f"{experiment}.yaml", tmp_path, 30))
     process = subprocess.Popen(
         [
             str(BIN / "cihub"),
             "run",
             "chaos",
-            experiment,
+            target,
             "--lab",
             lab.config.lab_id,
             "--evidence-dir",
