@@ -6,6 +6,8 @@ DEMO_SCENARIO ?= scenarios/release/sample.yaml
 DEMO_EVIDENCE ?= evidence
 # Unit tests run on pytest-xdist workers (no unit test starts a lab or shares a path or port).
 UNIT_WORKERS ?= 2
+# The integration tests pass on xdist too (one lab per worker): INTEGRATION_WORKERS=2 tries it.
+INTEGRATION_WORKERS ?= 0
 
 .PHONY: setup demo down test unit lint bench bench-tools
 
@@ -25,7 +27,7 @@ down: setup
 # tests against one lab (the scenarios first: the CLI/pytest record comparison reuses theirs).
 test: setup
 	$(VENV)/bin/pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
-	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m integration -n $(INTEGRATION_WORKERS) $(PYTEST_ARGS)
 
 unit: setup
 	$(VENV)/bin/cihub policy test

@@ -3,7 +3,8 @@
 Everything in an event is derived from the record alone, so exporting the same NDJSON twice
 gives the same events: `context.id` is a name-based UUID (v5) of the source, run id and event
 type; `context.source` names the pipeline (`/cihub/<pipeline>`); the three events of one run
-share a `chainId`. The schemas are vendored in `schema/cdevents/` (see its README).
+share a `chainId`; `subject.content.uri` is the run's web page, or a URN naming the run when
+it has none. The schemas are vendored in `schema/cdevents/` (see its README).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def event_id(record: Mapping[str, Any], stage: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{source_of(record)}#{record['run_id']}#{stage}"))
 
 
+def run_uri(record: Mapping[str, Any]) -> str:
+    """`subject.content.uri` (required in pipelineRun.started): the run's http(s) URL, else a
+    URN naming the run (`urn:cihub:pipelinerun:<run id>`) for runs no web page shows."""
+    return run_url(record) or "urn:cihub:pipelinerun:" + quote(str(record["run_id"]), safe="")
+
+
 def _stages(record: Mapping[str, Any]) -> tuple[str, ...]:
     reached = _STAGES[: _STAGES.index(record["status"]) + 1]
     # CDEvents has no "skipped" outcome: a skipped run is queued and started, never finished.
@@ -77,10 +84,10 @@ def events_for(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     source = source_of(record)
     run_id = str(record["run_id"])
     chain = str(uuid.uuid5(_NAMESPACE, f"{source}#{run_id}"))
-    content: dict[str, Any] = {"pipelineName": str(record["pipeline"]["name"])}
-    uri = run_url(record)
-    if uri:
-        content["uri"] = uri
+    content: dict[str, Any] = {
+        "pipelineName": str(record["pipeline"]["name"]),
+        "uri": run_uri(record),
+    }
     custom = {
         "scenario": record["scenario"],
         "evidence": record["evidence"],

@@ -82,11 +82,22 @@ def test_a_hostile_pipeline_name_still_gives_valid_events(record: Make) -> None:
         assert event["subject"]["content"]["pipelineName"] == name
 
 
-def test_no_uri_when_the_record_has_no_url(record: Make) -> None:
-    value = record(pipeline={"name": "p", "url": "not a url"})
+@pytest.mark.parametrize("url", [None, "not a url", "javascript:alert(1)", "/runs/7"])
+def test_a_run_without_a_web_page_is_named_by_a_urn(record: Make, url: str | None) -> None:
+    """A local run (no CI job, no pipeline URL) still gives valid events: `uri` is required
+    in pipelineRun.started."""
+    value = record(pipeline={"name": "p", **({"url": url} if url else {})}, run_id="r 1/x")
     del value["runner"]["ci"]
-    content = cdevents.events_for(value)[-1]["subject"]["content"]
-    assert "uri" not in content
+    events = cdevents.events_for(value)
+    assert len(events) == 3
+    for event in events:
+        assert event["subject"]["content"]["uri"] == "urn:cihub:pipelinerun:r%201%2Fx"
+        assert cdevents.event_errors(event) == [], event
+
+
+def test_the_ci_job_url_stands_in_for_a_missing_pipeline_url(record: Make) -> None:
+    content = cdevents.events_for(record())[1]["subject"]["content"]
+    assert content["uri"] == "https://github.com/example/cihub/actions/runs/1"
 
 
 def test_the_vendored_schemas_reject_forged_events(record: Make) -> None:
