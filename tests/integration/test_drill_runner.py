@@ -165,11 +165,13 @@ def _check_cli_result(name: str, result: dict[str, Any], record: dict[str, Any])
 
 
 def _build_containers(client: docker.DockerClient, pid: int) -> list[str]:
+    # The low-level listing: one call, no inspect per container (a build container may be
+    # removed between a listing and its inspect).
     mine = {"label": [f"{labels.MANAGED}=true", f"{labels.OWNER_PID}={pid}"]}
     return [
-        str(c.name)
-        for c in client.containers.list(all=True, sparse=True, filters=mine)
-        if str(c.labels.get(labels.SERVICE, "")).startswith("build-")
+        str(c["Names"][0]).lstrip("/")
+        for c in client.api.containers(all=True, filters=mine)
+        if str((c.get("Labels") or {}).get(labels.SERVICE, "")).startswith("build-")
     ]
 
 
