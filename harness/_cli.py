@@ -99,12 +99,15 @@ def _configure_logging(verbosity: int) -> logging.Handler:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run `cihub` with `args` (default: the process's arguments) and return the exit code."""
-    argv = list(sys.argv[1:] if args is None else args)
-    parsed = _parser(_command_in(argv)).parse_args(argv)
-    handler = _configure_logging(parsed.verbose)
     err = Console(file=sys.stderr)
+    handler: logging.Handler | None = None
     try:
+        # First of all, so a SIGTERM while the command's modules load (or anywhere before a
+        # drill takes the signals over) is the same clean exit 130 as later, not a bare 143.
         with _terminate_as_interrupt():
+            argv = list(sys.argv[1:] if args is None else args)
+            parsed = _parser(_command_in(argv)).parse_args(argv)
+            handler = _configure_logging(parsed.verbose)
             code: int = parsed.handler(parsed)
         return code
     except ConfigError as exc:
@@ -120,7 +123,8 @@ def main(args: Sequence[str] | None = None) -> int:
         return _exit.CANCELLED
     finally:
         # main() may run in-process (tests, other tools): leave the root logger as it was.
-        logging.getLogger().removeHandler(handler)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
 
 
 @contextmanager
