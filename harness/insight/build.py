@@ -1,7 +1,8 @@
 """A report from pipeline_run history: check the NDJSON, load it, run dbt, read the marts.
 
 What the previous report already did is not done again (see `harness.insight.reuse`): a file
-whose path, size, mtime and sha256 passed the check before is not checked again; a table loaded
+whose path, size, mtime and sha256 passed the check before is not checked again (one that only
+grew has its new lines checked); a table loaded
 from the same files and window is not loaded again; and dbt does not run again over the same
 table with the same project (`Report.dbt` says "reused"). Any change to a file or to the models
 makes the work run. What must run overlaps: importing dbt (seconds of module loading, in a
@@ -82,10 +83,10 @@ def build_report(
         return Report((), 0, 0, since, empty)
     command = "build" if dbt_tests else "run"
     with dbt.workspace(workspace_root) as space:
-        digests = [reuse.digest_file(path) for path in files]
         checked = reuse.CheckedFiles(
             space.root / "checked.json", resource_path("schema", SCHEMA_FILE)
         )
+        digests = [reuse.digest_file(path, checked.size(path)) for path in files]
         load_key = reuse.load_key(digests, since, warehouse.RAW_COLUMNS)
         build_key = reuse.build_key(load_key, dbt.project_dir(), space.profiles_file, command)
         loaded = reuse.stored_key(space.database, "load") == load_key
@@ -132,7 +133,7 @@ def _check(files: Sequence[reuse.FileDigest], checked: reuse.CheckedFiles) -> in
     for file in files:
         records = checked.records(file)
         if records is None:
-            records = check_history([file.path])
+            records = check_history([file.path], skip=checked.checked_part(file))
             checked.remember(file, records)
         total += records
     return total

@@ -1,11 +1,13 @@
 """What a report may take over from the previous one, keyed by sha256 digests of its inputs.
 
 Three results are kept in the report's workspace: which NDJSON files passed the schema check
-(`checked.json`: path, size, mtime and sha256 of each, and its record count), the loaded
-`raw.pipeline_run` table, and the marts dbt built from it. The database records the key it was
-loaded with and the key dbt built with (`cihub_state.keys`); a key is removed before the work
-it names starts and written only after that work succeeded, so an interrupted or failed load or
-dbt run is never taken for a finished one. The keys:
+(`checked.json`: path, size, mtime and sha256 of each, and its record count; a file that has
+only grown since, its old bytes unchanged and ending a line, has only its new lines checked),
+the loaded `raw.pipeline_run` table, and the marts dbt built from it. The database records
+the key it was loaded with and the key dbt built with (`cihub_state.keys`); a key is removed
+before the work it names starts (a new load starts from an empty database) and written only
+after that work succeeded, so an interrupted or failed load or dbt run is never taken for a
+finished one. The keys:
 
 - load key: the files' sha256 digests in order, `--since`, the raw columns and DuckDB's version;
   it determines the table, row for row.
@@ -41,21 +43,42 @@ class FileDigest:
     size: int
     mtime_ns: int
     sha256: str
+    ends_line: bool = True
+    """The file ends with a newline (or is empty): text appended to it starts a new line."""
+    prefix: tuple[int, str] | None = None
+    """(size, sha256) of the file's first bytes, as `digest_file` was asked for them."""
 
 
-def digest_file(path: Path) -> FileDigest:
-    """Stat and hash `path` (hashlib releases the GIL while it reads).
+_CHUNK = 1024 * 1024
+
+
+def digest_file(path: Path, prefix: int | None = None) -> FileDigest:
+    """Stat and hash `path` (hashlib releases the GIL while it hashes), and its first `prefix`
+    bytes in the same pass when it is at least that long.
 
     Raises:
         ConfigError: the file can't be read.
     """
+    digest = hashlib.sha256()
+    done = 0
+    head: tuple[int, str] | None = None
+    last = b"\n"
     try:
-        with path.open("rb") as handle:
+        with path.open("rb", buffering=0) as handle:
             stat = os.fstat(handle.fileno())
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            while True:
+                if prefix is not None and head is None and done == prefix:
+                    head = (prefix, digest.hexdigest())
+                want = _CHUNK if prefix is None or done >= prefix else min(_CHUNK, prefix - done)
+                chunk = handle.read(want)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                done += len(chunk)
+                last = chunk[-1:]
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    return FileDigest(path, stat.st_size, stat.st_mtime_ns, digest)
+    return FileDigest(path, done, stat.st_mtime_ns, digest.hexdigest(), last == b"\n", head)
 
 
 class CheckedFiles:
@@ -77,16 +100,43 @@ class CheckedFiles:
     def _entry(file: FileDigest) -> dict[str, Any]:
         return {"size": file.size, "mtime_ns": file.mtime_ns, "sha256": file.sha256}
 
+    def _known(self, path: Path) -> dict[str, Any] | None:
+        entry = self._entries.get(str(path.resolve()))
+        valid = isinstance(entry, dict) and all(
+            isinstance(entry.get(k), t)
+            for k, t in (("size", int), ("sha256", str), ("records", int), ("ends_line", bool))
+        )
+        return entry if valid else None
+
+    def size(self, path: Path) -> int | None:
+        """The size `path` had when it passed, if it did."""
+        entry = self._known(path)
+        return int(entry["size"]) if entry else None
+
     def records(self, file: FileDigest) -> int | None:
         """The record count of `file` if it passed before with this exact content, else None."""
-        entry = self._entries.get(str(file.path.resolve()))
-        if not isinstance(entry, dict) or not isinstance(entry.get("records"), int):
+        entry = self._known(file.path)
+        if entry is None:
             return None
         known = {k: entry.get(k) for k in ("size", "mtime_ns", "sha256")}
         return int(entry["records"]) if known == self._entry(file) else None
 
+    def checked_part(self, file: FileDigest) -> tuple[int, int]:
+        """(bytes, lines) at the start of `file` that passed before: all of a file that passed
+        and has since only grown by whole lines, else (0, 0)."""
+        entry = self._known(file.path)
+        if entry is None or file.prefix is None or not entry["ends_line"]:
+            return (0, 0)
+        if file.prefix != (entry["size"], entry["sha256"]) or file.size <= entry["size"]:
+            return (0, 0)
+        return (int(entry["size"]), int(entry["records"]))
+
     def remember(self, file: FileDigest, records: int) -> None:
-        self._entries[str(file.path.resolve())] = {**self._entry(file), "records": records}
+        self._entries[str(file.path.resolve())] = {
+            **self._entry(file),
+            "records": records,
+            "ends_line": file.ends_line,
+        }
 
     def save(self) -> None:
         text = json.dumps({"schema": self.schema, "files": self._entries}, sort_keys=True)

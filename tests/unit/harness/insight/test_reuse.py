@@ -16,6 +16,7 @@ from harness.errors import ConfigError, InfraError
 from harness.insight import build, reuse
 from harness.insight import dbt as insight_dbt
 from harness.insight.build import Report, build_report
+from harness.insight.history import check_history
 
 from .conftest import HISTORY, sample_records, write_ndjson
 
@@ -28,9 +29,9 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     seen: list[Path] = []
     real = build.check_history
 
-    def spy(files: list[Path]) -> int:
+    def spy(files: list[Path], **kwargs: tuple[int, int]) -> int:
         seen.extend(files)
-        return real(files)
+        return real(files, **kwargs)
 
     monkeypatch.setattr(build, "check_history", spy)
     return seen
@@ -141,3 +142,45 @@ def test_a_damaged_or_foreign_check_cache_is_ignored(tmp_path: Path) -> None:
     store.write_text(json.dumps(entry))
     schema.write_text("{}")
     assert reuse.CheckedFiles(store, schema).records(file) is None
+
+
+def test_a_grown_file_has_only_its_new_lines_checked(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text("{}")
+    cache = reuse.CheckedFiles(tmp_path / "checked.json", schema)
+    lines = HISTORY.read_text().splitlines()
+    history = tmp_path / "h.ndjson"
+    history.write_text("\n".join(lines[:3]) + "\n")
+    old = reuse.digest_file(history)
+    cache.remember(old, 3)
+
+    with history.open("a") as handle:
+        handle.write(lines[3] + "\n")
+    grown = reuse.digest_file(history, cache.size(history))
+    assert cache.records(grown) is None
+    assert cache.checked_part(grown) == (old.size, 3)
+    assert check_history([history], skip=cache.checked_part(grown)) == 4
+
+    # a bad appended line is named by its line in the whole file
+    with history.open("a") as handle:
+        handle.write('{"run_id": "x"}\n')
+    grown = reuse.digest_file(history, cache.size(history))
+    with pytest.raises(ConfigError, match=rf"^{history}:5: \$: "):
+        check_history([history], skip=cache.checked_part(grown))
+
+    # the old part changed (same length): everything is checked again
+    history.write_text("\n".join([lines[0], " " * len(lines[1]), lines[2], lines[3]]) + "\n")
+    changed = reuse.digest_file(history, cache.size(history))
+    assert cache.checked_part(changed) == (0, 0)
+    with pytest.raises(ConfigError, match=rf"^{history}:2: "):
+        check_history([history], skip=cache.checked_part(changed))
+
+    # the old part did not end a line: what was appended continued its last line
+    history.write_text("\n".join(lines[:3]))
+    cache.remember(reuse.digest_file(history), 3)
+    with history.open("a") as handle:
+        handle.write(lines[3] + "\n")
+    assert cache.checked_part(reuse.digest_file(history, cache.size(history))) == (0, 0)
+    # shrunk: nothing to take over
+    history.write_text(lines[0] + "\n")
+    assert cache.checked_part(reuse.digest_file(history, cache.size(history))) == (0, 0)
