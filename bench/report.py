@@ -7,9 +7,12 @@ back so the copies spread over `--days` days. Each run is the whole command in a
 every line, the DuckDB load, dbt and reading the marts. Wall time and CPU time (user + system)
 are both printed: on a shared machine the wall time includes waiting for a core, and
 `cihub --help` gives the start-up floor every cihub command pays. dbt's workspace lives in a
-temporary cache folder, so the first run parses the dbt project from scratch ("cold") and later
-runs use dbt's partial parsing ("warm"), as a user's second report does. With `--html`, the
-same again with the HTML page written. Timings are printed, never asserted.
+temporary cache folder, so the first run checks, loads and builds everything from scratch
+("cold"); later runs over the same files ("warm") reuse the check, the loaded table and dbt's
+build, as a user's second report over unchanged history does. "new records" runs append one
+record to the history before each run, so the file is checked and loaded again and dbt runs
+(with its partial parsing): a report after every drill. With `--html`, the warm runs again
+with the HTML page written. Timings are printed, never asserted.
 
 Usage: python bench/report.py [--records N] [--runs N] [--days N] [--html] [--json]
 """
@@ -63,23 +66,32 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_cihub(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system, threads included) of one `cihub ARGS` process."""
+def time_cihub(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system, threads included) of one `cihub ARGS` process,
+    and what `--json` said of dbt ("ran", "reused"; "" without `--json`)."""
     cihub = Path(sys.executable).with_name("cihub")
     cpu = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.run(
         [str(cihub), *args],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         check=False,
     )
     took = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"cihub {args[0]} exited {proc.returncode}: {proc.stderr.strip()}")
-    return took, _children_cpu() - cpu
+    dbt = str(json.loads(proc.stdout).get("dbt") or "") if "--json" in args else ""
+    return took, _children_cpu() - cpu, dbt
+
+
+def _append_one(history: Path, i: int) -> None:
+    with history.open("rb") as handle:
+        record = orjson.loads(handle.readline())
+    record["run_id"] = f"{record['run_id']}-new{i:03d}"
+    with history.open("ab") as handle:
+        handle.write(orjson.dumps(record) + b"\n")
 
 
 def main() -> int:
@@ -100,22 +112,27 @@ def main() -> int:
         # the floor under any cihub command: interpreter start and the CLI's imports
         floor = [time_cihub(["--help"], env) for _ in range(opts.runs)]
         results["cihub --help"] = {
-            "wall_median_s": round(statistics.median(w for w, _ in floor), 2),
-            "cpu_median_s": round(statistics.median(c for _, c in floor), 2),
+            "wall_median_s": round(statistics.median(w for w, _, _ in floor), 2),
+            "cpu_median_s": round(statistics.median(c for _, c, _ in floor), 2),
         }
-        variants = [("report", ["--json"])]
+        variants = [("report", ["--json"]), ("new records", ["--json"])]
         if opts.html:
             variants.append(("report --html", ["--json", "--html", str(Path(tmp) / "r.html")]))
         for name, extra in variants:
             args = ["report", str(history), *extra]
             cold = time_cihub(args, env)[0] if name == "report" else None
-            warm = [time_cihub(args, env) for _ in range(opts.runs)]
-            median = statistics.median(w for w, _ in warm)
+            warm = []
+            for i in range(opts.runs):
+                if name == "new records":
+                    _append_one(history, i)
+                warm.append(time_cihub(args, env))
+            median = statistics.median(w for w, _, _ in warm)
             results[name] = {
                 "cold_s": None if cold is None else round(cold, 2),
                 "warm_median_s": round(median, 2),
-                "warm_runs_s": [round(w, 2) for w, _ in warm],
-                "cpu_median_s": round(statistics.median(c for _, c in warm), 2),
+                "warm_runs_s": [round(w, 2) for w, _, _ in warm],
+                "cpu_median_s": round(statistics.median(c for _, c, _ in warm), 2),
+                "dbt": sorted({d for _, _, d in warm}),
                 "ratio_to_target": round(median / TARGET_S, 2),
             }
     if opts.json:
@@ -132,7 +149,8 @@ def main() -> int:
         first = f"cold {row['cold_s']:.2f} s, " if row["cold_s"] is not None else ""
         print(
             f"  {name:<14} {first}warm median {row['warm_median_s']:.2f} s "
-            f"(runs {row['warm_runs_s']}), CPU {row['cpu_median_s']:.2f} s: "
+            f"(runs {row['warm_runs_s']}), CPU {row['cpu_median_s']:.2f} s, "
+            f"dbt {'/'.join(row['dbt']) or '-'}: "
             f"{row['ratio_to_target']:.2f}x the {TARGET_S:.0f} s target"
         )
     return 0

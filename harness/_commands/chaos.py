@@ -15,25 +15,23 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
 from harness import _exit
-from harness._internal.lab_signer import caller_lab, running_lab
-from harness._internal.signing import SIGN_HELP, SignSpec, signer_for
-from harness.chaos import lab_vars, load_experiment
-from harness.chaos.vars import var_file
-from harness.drills import RunSettings, run_drill
-from harness.drills.chaos import ChaosDrill
+from harness._internal.signing import SIGN_HELP
 from harness.errors import ConfigError
-from harness.evidence import Signer
 from lab._internal.docker import docker_client
 from lab.cleanup import list_labs
 from lab.endpoints import Endpoints
 from lab.errors import LabNotFound
 from lab.images import IMAGE_MODES
 from lab.labels import caller_owner
+
+if TYPE_CHECKING:
+    from harness.evidence import Signer
 
 EXPERIMENT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -102,6 +100,13 @@ def find_experiment(value: str) -> Path:
 
 
 def _run_chaos(args: argparse.Namespace) -> int:
+    # Chaos Toolkit, sigstore and the drills load only here: `cihub lab` registers this module.
+    from harness._internal.lab_signer import caller_lab
+    from harness._internal.signing import SignSpec, signer_for
+    from harness.chaos import lab_vars, load_experiment
+    from harness.drills import RunSettings, run_drill
+    from harness.drills.chaos import ChaosDrill
+
     # Bad input is told before a lab is looked for.
     experiment = load_experiment(find_experiment(args.experiment))
     spec = SignSpec.parse(args.sign)
@@ -131,6 +136,9 @@ def _run_chaos(args: argparse.Namespace) -> int:
 
 
 def _lab_vars(args: argparse.Namespace) -> int:
+    from harness._internal.lab_signer import running_lab
+    from harness.chaos.vars import var_file
+
     client = docker_client()
     lab_id = running_lab(list_labs(client), args.lab, caller_owner())
     if lab_id is None:

@@ -2,7 +2,9 @@
 
 `jsonschema_rs` answers "valid or not" fast; only for an invalid instance does
 `jsonschema.Draft202012Validator` run, because its errors carry a JSON path (`$.steps[0].name`)
-and readable messages. `fastjsonschema` is not used: it ignores 2020-12 keywords.
+and readable messages. `jsonschema` is imported only then: its import costs over a second of CPU
+(`rfc3987_syntax` builds a grammar), which every cihub command would otherwise pay.
+`fastjsonschema` is not used: it ignores 2020-12 keywords.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 
 from harness.errors import ConfigError
 from lab.errors import LabError
 from lab.resources import resource_path
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,19 @@ class SchemaValidator:
         return bool(self._fast.is_valid(instance))
 
     def errors(self, instance: Any) -> list[SchemaError]:
-        """The reasons `instance` does not match, most relevant first; empty when valid."""
+        """The reasons `instance` does not match, most relevant first; empty when valid.
+
+        Not for tight loops (it walks `instance` once): check with `fast_is_valid` first.
+        """
+        # A lone surrogate (JSON "\ud800") can't be UTF-8: jsonschema_rs raises on it where a
+        # keyword reads the string and passes it elsewhere; either way the record is unusable.
+        where = _surrogate_path(instance)
+        if where is not None:
+            return [SchemaError(where, "a string that is not valid Unicode (a lone surrogate)")]
         if self._fast.is_valid(instance):
             return []
+        import jsonschema  # slow to import: see the module docstring
+
         if self._slow is None:
             self._slow = jsonschema.Draft202012Validator(self.schema)
         found = sorted(
@@ -85,6 +99,33 @@ class SchemaValidator:
                 if len(result) >= self.max_errors:
                     break
         return result
+
+
+def _surrogate_path(instance: Any, path: str = "$") -> str | None:
+    """The JSONPath of the first string (value or key) in `instance` that UTF-8 can't encode."""
+    if isinstance(instance, str):
+        return None if _encodes(instance) else path
+    items: Any = ()
+    if isinstance(instance, dict):
+        bad_key = next((k for k in instance if isinstance(k, str) and not _encodes(k)), None)
+        if bad_key is not None:
+            return path
+        items = ((f"{path}.{k}", v) for k, v in instance.items())
+    elif isinstance(instance, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(instance))
+    for where, value in items:
+        found = _surrogate_path(value, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_path(parts: Any) -> str:

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
-from harness.evidence import Signer
-from harness.evidence.signer import KeySigner
+
+if TYPE_CHECKING:  # the evidence package loads only when a signer is made (`cihub lab`: never)
+    from harness.evidence import Signer
 
 _logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class SignSpec:
         Raises:
             ConfigError: the file is not an unencrypted PEM EC P-256 private key.
         """
+        from harness.evidence.signer import KeySigner
+
         assert self.key_path is not None
         return KeySigner.from_pem_file(self.key_path)
 

@@ -10,8 +10,10 @@ it is started. The runner owns:
   expectation, so an expected finding (a build the scenario says is not reproducible, with the
   culprits it names) passes and an unexpected one fails;
 - the pipeline_run record (with the observed finding and the expectation);
-- SIGINT and SIGTERM: the drill's containers and child processes are stopped, the bundle is
-  finalized as cancelled, the record is written, then the interrupt goes on (exit 130).
+- SIGINT and SIGTERM, from the moment `run_drill` is entered: the drill's containers and child
+  processes are stopped, the bundle is finalized as cancelled, the record is written, then the
+  interrupt goes on (exit 130). A signal while the bundle is being created cancels the drill
+  before its steps; one while the finished bundle is sealed waits until its record is written.
 
 A drill is a `Drill`: its steps only (see `harness.drills.determinism`).
 """
@@ -229,6 +231,13 @@ def run_drill(drill: Drill, settings: RunSettings) -> DrillRun:
     # Steps may run tools in other folders (a subject's): the bundle's path must not depend on
     # the current one.
     settings = dataclasses.replace(settings, evidence_dir=settings.evidence_dir.absolute())
+    with _DrillSignals.installed(drill) as signals:
+        run = _run(drill, settings, signals)
+        signals.raise_held()  # a signal while the evidence was sealed: it is, now stop
+    return run
+
+
+def _run(drill: Drill, settings: RunSettings, signals: _DrillSignals) -> DrillRun:
     run_id = run_id_for(drill.kind, drill.name)
     bundle = EvidenceBundle.create(
         settings.evidence_dir / run_id,
@@ -239,7 +248,7 @@ def run_drill(drill: Drill, settings: RunSettings) -> DrillRun:
     )
     started = datetime.now(UTC)
     try:
-        with _cancel_on_signals(drill):
+        with signals.cancelling():
             finding = drill.run(bundle, settings.progress)
     except KeyboardInterrupt as exc:
         _stop_early(drill, bundle, settings, started, exc, "cancellation")
@@ -349,32 +358,69 @@ def _stop_early(
         _logger.warning("could not write the record of %s: %s", bundle.root, inner)
 
 
-@contextlib.contextmanager
-def _cancel_on_signals(drill: Drill) -> Iterator[None]:
-    """While the drill runs, SIGINT and SIGTERM stop its work and raise `DrillCancelled`."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread can take signals; the caller's handlers stay
-        return
-    cancelled = threading.Event()
+class _DrillSignals:
+    """SIGINT and SIGTERM from the moment `run_drill` is entered until it returns.
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if cancelled.is_set():
-            return  # a second signal while cancelling: let the first one finish
-        cancelled.set()
-        _logger.warning("%s: stopping the drill's containers", signal.Signals(signum).name)
+    While the steps run, the first signal stops the drill's work (`Drill.cancel`) and raises
+    `DrillCancelled`, so the bundle is kept as cancelled and a `cancellation` record written.
+    Before the steps (the bundle is being created) a signal is held and cancels the drill as
+    soon as they would start; after them (the bundle is sealed, the record written) it is held
+    until the record is out, then raised: evidence is never cut in half. A second signal while
+    the first is being handled is ignored.
+    """
+
+    def __init__(self, drill: Drill) -> None:
+        self._drill = drill
+        self._held: int | None = None
+        self._live = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls, drill: Drill) -> Iterator[_DrillSignals]:
+        signals = cls(drill)
+        if threading.current_thread() is not threading.main_thread():
+            yield signals  # only the main thread can take signals; the caller's handlers stay
+            return
+        previous = {
+            signum: signal.signal(signum, signals._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
-            drill.cancel()
+            yield signals
         finally:
-            raise DrillCancelled(signum)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
-    previous = {
-        signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._held is not None:
+            return  # a second signal while cancelling: let the first one finish
+        self._held = signum
+        if self._live:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        assert self._held is not None
+        _logger.warning("%s: stopping the drill's containers", signal.Signals(self._held).name)
+        try:
+            self._drill.cancel()
+        finally:
+            raise DrillCancelled(self._held)
+
+    @contextlib.contextmanager
+    def cancelling(self) -> Iterator[None]:
+        """While the steps run: a signal (or one held until now) cancels the drill."""
+        self._live = True
+        try:
+            if self._held is not None:
+                self._cancel()
+            yield
+        finally:
+            self._live = False
+
+    def raise_held(self) -> None:
+        """Raise `DrillCancelled` for a signal held until now."""
+        if self._held is not None:
+            raise DrillCancelled(self._held)
 
 
 def _first_line(exc: BaseException) -> str:

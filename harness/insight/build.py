@@ -1,9 +1,14 @@
 """A report from pipeline_run history: check the NDJSON, load it, run dbt, read the marts.
 
-Three slow parts that need not wait for each other overlap: importing dbt (seconds of module
-loading, in a thread), the schema check of every line (in this thread) and DuckDB's load of the
-NDJSON (in a thread; DuckDB releases the GIL). The load is used only once every line has passed
-the check: a bad line is reported as FILE:LINE, whatever DuckDB made of it, and no mart is built.
+What the previous report already did is not done again (see `harness.insight.reuse`): a file
+whose path, size, mtime and sha256 passed the check before is not checked again (one that only
+grew has its new lines checked); a table loaded
+from the same files and window is not loaded again; and dbt does not run again over the same
+table with the same project (`Report.dbt` says "reused"). Any change to a file or to the models
+makes the work run. What must run overlaps: importing dbt (seconds of module loading, in a
+thread, only when dbt will run), the schema check (in this thread) and DuckDB's load (in a
+thread; DuckDB releases the GIL). The load is kept only once every line has passed the check: a
+bad line is reported as FILE:LINE, whatever DuckDB made of it, and no mart is built.
 """
 
 from __future__ import annotations
@@ -11,15 +16,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.insight import dbt, warehouse
+from harness.insight import dbt, reuse, warehouse
 from harness.insight.history import check_history
 from harness.insight.marts import MARTS, Mart
+from harness.telemetry import SCHEMA_FILE
+from lab.resources import resource_path
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +40,9 @@ class Report:
     in_window: int
     since: datetime | None
     marts: tuple[Mart, ...]
+    dbt: str | None = None
+    """"ran" or "reused" (the marts of the previous report, same table and project); None when
+    no mart was built (nothing in the window)."""
 
     @property
     def empty(self) -> bool:
@@ -45,6 +55,7 @@ class Report:
             "in_window": self.in_window,
             "since": self.since.isoformat() if self.since else None,
             "marts": {m.spec.name: m.records() for m in self.marts},
+            "dbt": self.dbt,
         }
 
 
@@ -70,20 +81,39 @@ def build_report(
     empty = tuple(Mart(spec) for spec in MARTS)
     if not files:
         return Report((), 0, 0, since, empty)
-    threading.Thread(target=dbt.preload, name="dbt-import", daemon=True).start()
-    with (
-        dbt.workspace(workspace_root) as space,
-        ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as pool,
-    ):
-        loading = pool.submit(warehouse.load_history, space.fresh_database(), files, since)
-        try:
-            records = check_history(files)
-        finally:
-            loading.exception()  # wait for it: DuckDB never writes on behind an error
-        in_window = loading.result()
+    command = "build" if dbt_tests else "run"
+    with dbt.workspace(workspace_root) as space:
+        checked = reuse.CheckedFiles(
+            space.root / "checked.json", resource_path("schema", SCHEMA_FILE)
+        )
+        digests = [reuse.digest_file(path, checked.size(path)) for path in files]
+        load_key = reuse.load_key(digests, since, warehouse.RAW_COLUMNS)
+        build_key = reuse.build_key(load_key, dbt.project_dir(), space.profiles_file, command)
+        loaded = reuse.stored_key(space.database, "load") == load_key
+        built = loaded and reuse.stored_key(space.database, "build") == build_key
+        if not built:
+            threading.Thread(target=dbt.preload, name="dbt-import", daemon=True).start()
+        with ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as pool:
+            loading: Future[int] | None = None
+            if not loaded:
+                database = space.fresh_database()
+                loading = pool.submit(warehouse.load_history, database, files, since)
+            try:
+                records = _check(digests, checked)
+            finally:
+                if loading is not None:
+                    loading.exception()  # wait for it: DuckDB never writes on behind an error
+            if loading is not None:
+                loading.result()
+                reuse.write_key(space.database, "load", load_key)
+        checked.save()
+        in_window = warehouse.count_rows(space.database)
         if in_window == 0:
             return Report(tuple(files), records, 0, since, empty)
-        dbt.run_dbt(space.args("build" if dbt_tests else "run"))
+        if not built:
+            reuse.write_key(space.database, "build", None)
+            dbt.run_dbt(space.args(command))
+            reuse.write_key(space.database, "build", build_key)
         marts = tuple(
             Mart(
                 spec,
@@ -94,4 +124,16 @@ def build_report(
             for spec in MARTS
         )
     _logger.debug("report: %d records, %d in the window", records, in_window)
-    return Report(tuple(files), records, in_window, since, marts)
+    return Report(tuple(files), records, in_window, since, marts, "reused" if built else "ran")
+
+
+def _check(files: Sequence[reuse.FileDigest], checked: reuse.CheckedFiles) -> int:
+    """Check the files not checked before with this content; return the records of all."""
+    total = 0
+    for file in files:
+        records = checked.records(file)
+        if records is None:
+            records = check_history([file.path], skip=checked.checked_part(file))
+            checked.remember(file, records)
+        total += records
+    return total

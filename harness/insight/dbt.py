@@ -2,7 +2,8 @@
 
 dbt works in a folder of its own (`Workspace`: the profiles it is given, its target and logs,
 the DuckDB database), never in the source tree. The folder is kept between reports so dbt's
-partial parsing skips re-reading an unchanged project, and locked while a report uses it.
+partial parsing skips re-reading an unchanged project and an unchanged build is reused (see
+`harness.insight.reuse`), and locked while a report uses it.
 dbt's console output is silenced (stdout may carry JSON); a failure comes back as one
 `InfraError` line naming the failing model or test, with the path of dbt's log.
 """
@@ -50,11 +51,15 @@ class Workspace:
         return self.root / "profiles"
 
     @property
+    def profiles_file(self) -> Path:
+        return self.profiles / "profiles.yml"
+
+    @property
     def log(self) -> Path:
         return self.root / "logs" / "dbt.log"
 
     def fresh_database(self) -> Path:
-        """The database path, its previous content removed (marts never outlive a report)."""
+        """The database path, its previous content removed (before a new table is loaded)."""
         for path in (self.database, self.database.with_name(self.database.name + ".wal")):
             path.unlink(missing_ok=True)
         return self.database

@@ -9,7 +9,7 @@ the file, the line and the field.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,33 +37,33 @@ class _FirstError(Exception):
         self.error = error
 
 
-def check_history(files: Sequence[Path]) -> int:
+def check_history(files: Sequence[Path], *, skip: tuple[int, int] = (0, 0)) -> int:
     """Check that every line of `files` is a valid pipeline_run record; return the count.
+
+    Args:
+        files: the NDJSON files.
+        skip: (bytes, lines) at the start of each file already checked (an appended file's
+            old part): checking starts after them, the count and line numbers include them.
 
     Raises:
         ConfigError: a file can't be read, or a line is not a valid record: the message is
             `FILE:LINE: FIELD: what is wrong`, for the first such line.
     """
+    offset, lines_before = skip
     total = 0
     for path in files:
-        seen = 0
-
-        def counted(lines: Iterable[bytes]) -> Iterator[bytes]:
-            nonlocal seen
-            for seen, line in enumerate(lines, 1):  # noqa: B007 (read by the handler)
-                yield line
 
         def stop(error: telemetry.LineError) -> None:
             raise _FirstError(error)
 
         try:
             with path.open("rb", buffering=1024 * 1024) as handle:
-                total += telemetry.validate_lines(counted(handle), stop)[0]
+                handle.seek(offset)
+                total += lines_before + telemetry.validate_lines(handle, stop)[0]
         except _FirstError as exc:
             err = exc.error
-            raise ConfigError(f"{path}:{err.line}: {err.json_path}: {err.message}") from None
-        except UnicodeError:  # a lone surrogate escape (\ud800): the schema check can't take it
-            raise ConfigError(f"{path}:{seen}: $: a string that is not valid Unicode") from None
+            line = lines_before + err.line
+            raise ConfigError(f"{path}:{line}: {err.json_path}: {err.message}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     return total

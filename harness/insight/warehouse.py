@@ -70,6 +70,20 @@ def load_history(database: Path, files: Sequence[Path], since: datetime | None) 
     return int(row[0]) if row else 0
 
 
+def count_rows(database: Path) -> int:
+    """The rows of `raw.pipeline_run` in `database`.
+
+    Raises:
+        InfraError: the table is missing.
+    """
+    try:
+        with duckdb.connect(str(database), read_only=True) as con:
+            row = con.execute("select count(*) from raw.pipeline_run").fetchone()
+    except duckdb.Error as exc:
+        raise InfraError(f"{database}: cannot read raw.pipeline_run") from exc
+    return int(row[0]) if row else 0
+
+
 def read_table(
     database: Path, relation: str, columns: Sequence[str], order_by: str
 ) -> list[tuple[Any, ...]]:

@@ -51,3 +51,23 @@ def test_a_missing_file_exits_2(tmp_path: Path, capsys: Capsys) -> None:
     assert main(["schema", "validate", str(tmp_path / "none.ndjson")]) == _exit.ERROR
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "none.ndjson" in err
+
+
+@pytest.mark.parametrize(
+    "line", ['"\\ud800"', '{"x": "\\ud800"}', '{"\\udfff": 1}', '["ok", "\\ud800"]']
+)
+def test_a_lone_surrogate_is_one_invalid_line_not_a_traceback(
+    tmp_path: Path, capsys: Capsys, line: str
+) -> None:
+    good = (DATA / "pipeline_run.sample.ndjson").read_text().splitlines()[0]
+    path = tmp_path / "runs.ndjson"
+    path.write_text(f"{good}\n{line}\n{good}\n")
+    assert main(["schema", "validate", str(path)]) == _exit.FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    named = [row for row in err.splitlines() if row.startswith(f"{path}:")]
+    assert named and all(row.startswith(f"{path}:2: $") for row in named), err
+    assert "1 of 3 line(s) invalid" in err
+    assert main(["schema", "validate", str(path), "--json"]) == _exit.FAILED
+    report = json.loads(capsys.readouterr().out)
+    assert [e["line"] for e in report["errors"]] == [2] * len(report["errors"])

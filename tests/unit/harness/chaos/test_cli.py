@@ -9,6 +9,7 @@ import pytest
 
 from harness._cli import main
 from harness._commands import chaos as chaos_command
+from harness._internal import lab_signer
 
 
 def test_a_bad_argument_is_named_and_nothing_runs(
@@ -17,7 +18,7 @@ def test_a_bad_argument_is_named_and_nothing_runs(
     def no_lab(**kwargs: object) -> None:
         raise AssertionError("a lab was looked for")
 
-    monkeypatch.setattr(chaos_command, "caller_lab", no_lab)
+    monkeypatch.setattr(lab_signer, "caller_lab", no_lab)  # imported by the command when run
     experiment = json.loads(
         (Path(__file__).parents[4] / "scenarios/chaos/registry-kill-push.json").read_text()
     )

@@ -235,3 +235,61 @@ def test_a_relative_evidence_dir_gives_an_absolute_bundle_path(
     assert _record(RunSettings(tmp_path / "evidence", SIGNER))["evidence"]["bundle_path"] == (
         run.bundle.name
     )
+
+
+def test_a_signal_while_the_bundle_is_created_cancels_before_the_steps(
+    settings: RunSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.drills import runner
+
+    real_create = runner.EvidenceBundle.create
+
+    def create(*args: Any, **kwargs: Any) -> EvidenceBundle:
+        os.kill(os.getpid(), signal.SIGTERM)  # before the bundle exists: held
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(runner.EvidenceBundle, "create", create)
+
+    def steps(bundle: EvidenceBundle) -> DrillFinding:
+        raise AssertionError("the steps ran after a SIGTERM")
+
+    drill = FakeDrill(steps)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(DrillCancelled) as caught:
+        run_drill(drill, settings)
+    assert caught.value.signum == signal.SIGTERM and drill.cancelled == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    record = _record(settings)
+    assert record["result"] == "cancellation"
+    assert "SIGTERM" in record["errors"][0]["message"]
+    bundle = settings.evidence_dir / record["evidence"]["bundle_path"]
+    manifest = Manifest.from_path(bundle / "manifest.json")
+    assert manifest.predicate.outcome is not None
+    assert manifest.predicate.outcome.observed == "cancelled"
+
+
+class _SignalWhileSigning(KeySigner):
+    """The test key, sent SIGINT while it signs."""
+
+    def sign(self, data: bytes) -> bytes:
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().sign(data)
+
+
+def test_a_signal_while_the_evidence_is_sealed_waits_for_the_record(tmp_path: Path) -> None:
+    settings = RunSettings(tmp_path / "evidence", _SignalWhileSigning.from_secret(7))
+
+    def steps(bundle: EvidenceBundle) -> DrillFinding:
+        _differing(bundle, {"verdict": "not-reproducible", "culprits": ["time"]})
+        return _finding("not-reproducible", "not-reproducible", met=True)
+
+    drill = FakeDrill(steps)
+    with pytest.raises(DrillCancelled) as caught:
+        run_drill(drill, settings)
+    assert caught.value.signum == signal.SIGINT
+    assert drill.cancelled == 0  # nothing was left to stop
+    record = _record(settings)  # the finished run's record, signed bundle and all
+    assert record["result"] == "success"
+    bundle = settings.evidence_dir / record["evidence"]["bundle_path"]
+    assert verify_bundle(bundle, pins=PINS).passed
+    assert not (bundle / "INCOMPLETE").exists()

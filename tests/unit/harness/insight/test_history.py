@@ -107,3 +107,11 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_an_empty_file_holds_no_records(tmp_path: Path) -> None:
     assert check_history([_lines(tmp_path / "e.ndjson")]) == 0
+
+
+def test_a_lone_surrogate_in_a_valid_record_is_named(tmp_path: Path) -> None:
+    record = json.loads(HISTORY.read_text().splitlines()[0])
+    record["pipeline"]["name"] = "drill \ud800"
+    path = _lines(tmp_path / "h.ndjson", HISTORY.read_text().splitlines()[0], json.dumps(record))
+    with pytest.raises(ConfigError, match=rf"^{path}:2: \$\.pipeline\.name: .*not valid Unicode"):
+        check_history([path])
