@@ -6,8 +6,9 @@ DEMO_SCENARIO ?= scenarios/release/sample.yaml
 DEMO_EVIDENCE ?= evidence
 # Unit tests run on pytest-xdist workers (no unit test starts a lab or shares a path or port).
 UNIT_WORKERS ?= 2
-# The integration tests pass on xdist too (one lab per worker): INTEGRATION_WORKERS=2 tries it.
-INTEGRATION_WORKERS ?= 0
+# The integration tests and scenarios run on xdist workers too, one lab per worker (images are
+# built once, under a lock): measured here 10 m 45 s on 2 workers against 27 m serial. 0: serial.
+INTEGRATION_WORKERS ?= 2
 
 .PHONY: setup demo down test unit lint bench bench-tools
 
@@ -24,7 +25,8 @@ down: setup
 	$(VENV)/bin/cihub lab down
 
 # Everything: the unit tests on UNIT_WORKERS xdist workers, then the scenarios and integration
-# tests against one lab (the scenarios first: the CLI/pytest record comparison reuses theirs).
+# tests on INTEGRATION_WORKERS, each worker with its own lab (the CLI/pytest record comparison
+# reuses a scenario's record when its worker ran it, and runs the scenario itself otherwise).
 test: setup
 	$(VENV)/bin/pytest -m "not integration" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -m integration -n $(INTEGRATION_WORKERS) $(PYTEST_ARGS)

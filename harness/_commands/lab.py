@@ -25,7 +25,8 @@ from lab.sigstore_trust import LabTrustMaterial
 from lab.state import lab_state_dir, write_secret
 
 # soft_wrap: paths and digests stay on one line, whatever the terminal's width.
-_err = Console(file=sys.stderr, soft_wrap=True, highlight=False)
+# stderr=True: rich looks sys.stderr up on each write (tests and embedding tools replace it).
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

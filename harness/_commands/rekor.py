@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from lab.cleanup import list_labs
 from lab.endpoints import Endpoints
 from lab.errors import LabNotFound
 
-_err = Console(file=sys.stderr)
+# stderr=True: rich looks sys.stderr up on each write (tests and embedding tools replace it).
+_err = Console(stderr=True)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

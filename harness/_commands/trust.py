@@ -21,7 +21,8 @@ from harness import _exit
 from harness.errors import ConfigError
 from lab.trust_domain import TrustDomain, trust_domain_dir
 
-_err = Console(file=sys.stderr)
+# stderr=True: rich looks sys.stderr up on each write (tests and embedding tools replace it).
+_err = Console(stderr=True)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
