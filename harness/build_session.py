@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +63,15 @@ class BuildSession:
     lab_id: str = field(default_factory=lambda: new_lab_id("det"))
     session: str = field(default_factory=lambda: str(uuid.uuid4()))
     lease_s: int = LEASE_S
+    warm: bool = True
+    """Reuse builder containers between builds (`harness.build_warm`); False: one per build."""
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _finished: list[BuildOutput] = field(default_factory=list)
     _containers: dict[str, Any] = field(default_factory=dict)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
+    _idle: dict[Hashable, list[Any]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
 
@@ -86,6 +89,24 @@ class BuildSession:
         with self._lock:
             taken, self._finished = self._finished, []
             return taken
+
+    # -- warm containers ------------------------------------------------------------------------
+
+    def take_idle(self, key: Hashable) -> Any | None:
+        """An idle warm container made for `key`, now busy (None when there is none)."""
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def give_back(self, key: Hashable, container: Any) -> None:
+        """Make a reset warm container idle again (removed instead once the session ends)."""
+        with self._lock:
+            keep = not (self._cancelled.is_set() or self._closed.is_set())
+            if keep:
+                self._idle.setdefault(key, []).append(container)
+        if not keep:
+            self.unregister(container)
+            remove_container(container)
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -171,6 +192,8 @@ class BuildSession:
     def close(self) -> None:
         """Stop the heartbeat and remove every container of this drill that is still there."""
         self._closed.set()
+        with self._lock:
+            self._idle.clear()
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
