@@ -465,6 +465,8 @@ class DeterminismResult:
                 nondeterministic=report.nondeterministic,
                 outcome=report.outcome,
                 builds=report.builds,
+                strategy=report.strategy,
+                containers=report.containers,
             )
         if self.compare is not None:
             value["diffoscope"] = (
