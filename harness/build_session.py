@@ -16,7 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ class BuildSession:
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
     _idle: dict[Hashable, list[Any]] = field(default_factory=dict)
+    _pending: dict[Hashable, list[Future[Any]]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
 
@@ -93,10 +94,31 @@ class BuildSession:
     # -- warm containers ------------------------------------------------------------------------
 
     def take_idle(self, key: Hashable) -> Any | None:
-        """An idle warm container made for `key`, now busy (None when there is none)."""
+        """An idle warm container made for `key`, now busy (None when there is none); one still
+        starting in the background (`add_pending`) is waited for."""
         with self._lock:
             idle = self._idle.get(key)
-            return idle.pop() if idle else None
+            if idle:
+                return idle.pop()
+            pending = self._pending.get(key)
+            future = pending.pop() if pending else None
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception as exc:  # a failed start in the background: the build starts its own
+            _logger.info("a warm container did not start in the background: %s", exc)
+            return None
+
+    def add_pending(self, key: Hashable, future: Future[Any]) -> None:
+        """A warm container for `key` starting in the background (see `take_idle`)."""
+        with self._lock:
+            self._pending.setdefault(key, []).append(future)
+
+    def ready(self, key: Hashable) -> int:
+        """Warm containers for `key` idle or starting."""
+        with self._lock:
+            return len(self._idle.get(key, ())) + len(self._pending.get(key, ()))
 
     def give_back(self, key: Hashable, container: Any) -> None:
         """Make a reset warm container idle again (removed instead once the session ends)."""
@@ -194,6 +216,11 @@ class BuildSession:
         self._closed.set()
         with self._lock:
             self._idle.clear()
+            pending = [f for futures in self._pending.values() for f in futures]
+            self._pending.clear()
+        for future in pending:  # so none is created after the sweep below
+            with contextlib.suppress(Exception):
+                future.result(timeout=60)
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
@@ -202,8 +229,9 @@ class BuildSession:
         except (docker.errors.APIError, requests.RequestException) as exc:
             _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
             return
-        for container in leftovers:
-            remove_container(container)
+        if leftovers:
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-close") as pool:
+                list(pool.map(remove_container, leftovers))
 
     def __enter__(self) -> BuildSession:
         return self

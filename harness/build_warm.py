@@ -22,8 +22,11 @@ containers die with their driver too; `BuildSession.close()` removes them.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Hashable
+from collections import Counter
+from collections.abc import Hashable, Iterable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -67,6 +70,35 @@ def warm_key(spec: BuildSpec, env: BuildEnv) -> Hashable:
     )
 
 
+def prewarm(session: BuildSession, spec: BuildSpec, envs: Iterable[BuildEnv], workers: int) -> int:
+    """Start, in the background, the warm containers builds in `envs` will want, at most
+    `workers` per key, less those idle or already starting: work that would otherwise wait
+    (e.g. the culprit search's containers while diffoscope runs). Returns how many it starts.
+    """
+    wanted = Counter(warm_key(spec, env) for env in envs if can_run_warm(env))
+    first = {warm_key(spec, env): env for env in envs if can_run_warm(env)}
+    started = 0
+    for key, count in wanted.items():
+        for _ in range(min(count, workers) - session.ready(key)):
+            future: Future[Any] = Future()
+            session.add_pending(key, future)
+            threading.Thread(
+                target=_start_into,
+                args=(session, spec, first[key], future),
+                name="cihub-prewarm",
+                daemon=True,
+            ).start()
+            started += 1
+    return started
+
+
+def _start_into(session: BuildSession, spec: BuildSpec, env: BuildEnv, future: Future[Any]) -> None:
+    try:
+        future.set_result(_start_warm(session, spec, env)[0])
+    except BaseException as exc:  # handed to the build that takes it
+        future.set_exception(exc)
+
+
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
     from harness.build import container_options
 
@@ -101,7 +133,7 @@ def run_warm_build(
     session.start_heartbeat()
     key = warm_key(spec, env)
     taken = session.take_idle(key)
-    container, base = (taken, str(taken.name)) if taken is not None else (None, "")
+    container, base = (taken, str(taken.name).lstrip("/")) if taken is not None else (None, "")
     if container is None:
         container, base = _start_warm(session, spec, env)
     number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]

@@ -239,12 +239,34 @@ class CulpritSearch:
 _Job = tuple[TrialRound | Literal["control"], tuple[str, ...]]
 
 
+def _first_jobs(search: CulpritSearch, workers: int) -> list[_Job]:
+    """The trials of the search's first round (groups, or each variation alone)."""
+    names = list(search.plan.applied)
+    if search.strategy == "groups" and len(names) > GROUP_MIN:
+        groups = split_groups(names, GROUPS_PER_WORKER * workers)
+        return [("single" if len(g) == 1 else "group", g) for g in groups]
+    return [("single", (n,)) for n in names]
+
+
+def search_workers(search: CulpritSearch) -> int:
+    """Builds the search runs at a time."""
+    return max(1, search.workers or search.spec.image.capabilities.cpus)
+
+
+def first_round_envs(search: CulpritSearch) -> list[BuildEnv]:
+    """The environments of the first round's builds, controls included (to start their
+    containers ahead, `harness.build_warm.prewarm`)."""
+    jobs = _first_jobs(search, search_workers(search))
+    plan = search.plan
+    return [plan.control, *(plan.experiment(varied) for _, varied in jobs), plan.control]
+
+
 class _Runner:
     def __init__(self, search: CulpritSearch, session: BuildSession, say: Progress) -> None:
         self.search = search
         self.session = session
         self.say = say
-        self.workers = max(1, search.workers or search.spec.image.capabilities.cpus)
+        self.workers = search_workers(search)
         self.builds = 0
 
     def environment(self, job: _Job) -> BuildEnv:
@@ -408,8 +430,8 @@ def find_culprits(
     candidates = names
     previous: BuildOutput | None = None
     if grouped:
-        groups = split_groups(names, GROUPS_PER_WORKER * runner.workers)
-        jobs: list[_Job] = [("single" if len(g) == 1 else "group", g) for g in groups]
+        jobs = _first_jobs(search, runner.workers)
+        groups = [varied for _, varied in jobs]
         opening, previous, built_groups = runner.round(jobs)
         controls += [opening, previous]
         first = [

@@ -54,8 +54,15 @@ from harness.build import (
     dual_build,
     inspect_builder_image,
 )
+from harness.build_warm import prewarm
 from harness.compare import CompareRequest, CompareResult, compare_outputs
-from harness.culprit import CulpritReport, CulpritSearch, find_culprits
+from harness.culprit import (
+    CulpritReport,
+    CulpritSearch,
+    find_culprits,
+    first_round_envs,
+    search_workers,
+)
 from harness.errors import ConfigError, InfraError
 from harness.evidence import EvidenceBundle
 from harness.telemetry import ScenarioKind
@@ -641,6 +648,16 @@ def run_determinism(
             _record_builds(bundle, spec, session)
         builds = (built.a, built.b)
         plan = _runtime_plan(plan, builds)
+        search = CulpritSearch(
+            spec,
+            plan,
+            reference_digest=built.a.digest.digest if built.a.digest else None,
+            workers=opts.workers,
+            confirm=opts.confirm_culprits,
+        )
+        if not built.identical and scenario.culprits and plan.applied and session.warm:
+            # the search's containers start while the artifacts are compared
+            prewarm(session, spec, first_round_envs(search), search_workers(search))
         _write_build_evidence(bundle, spec, builds)
         with bundle.step("compare") as step:
             if progress:
@@ -667,17 +684,7 @@ def run_determinism(
         report = None
         if not compared.identical and scenario.culprits and plan.applied:
             with bundle.step("culprits") as step:
-                report = find_culprits(
-                    CulpritSearch(
-                        spec,
-                        plan,
-                        reference_digest=compared.digest_a.digest,
-                        workers=opts.workers,
-                        confirm=opts.confirm_culprits,
-                    ),
-                    session,
-                    progress,
-                )
+                report = find_culprits(search, session, progress)
                 step.detail = report.summary()
             bundle.write_json("determinism/culprits.json", report.to_json())
         _record_builds(bundle, spec, session)

@@ -84,3 +84,27 @@ def test_the_pool_hands_out_idle_containers_once_and_drops_them_after_cancel(
     session.cancel()
     session.give_back("k", second)
     assert second.removed and session.take_idle("k") is None
+
+
+def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build_warm
+
+    started: list[Any] = []
+
+    def fake_start(_session: Any, _spec: Any, env: Any) -> tuple[Any, str]:
+        started.append(env)
+        return FakeContainer(str(len(started))), "name"
+
+    monkeypatch.setattr(build_warm, "_start_warm", fake_start)
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    session.give_back(warm_key(spec, PLAN.control), FakeContainer("idle"))
+    envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["home"])]
+    envs.append(PLAN.experiment(["disorderfs"]))  # never warm
+    assert build_warm.prewarm(session, spec, envs, workers=2) == 2  # 1 control + 1 home
+    home = session.take_idle(warm_key(spec, PLAN.experiment(["home"])))
+    assert isinstance(home, FakeContainer) and home.id in {"1", "2"}
+    assert session.ready(warm_key(spec, PLAN.control)) == 2
+    assert build_warm.prewarm(session, spec, envs[:3], workers=2) == 0
