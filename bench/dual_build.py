@@ -220,7 +220,13 @@ def bench_subject(
     }
     if culprits:
         search, found = median_time(1, lambda: drill(True))
-        row.update(culprits=list(found.culprits), culprit_drill_s=round(search, 2))
+        report = found.culprit_report
+        row.update(
+            culprits=list(found.culprits),
+            culprit_drill_s=round(search, 2),
+            culprit_builds=report.builds if report else 0,
+            culprit_mode=f"{report.strategy}, {report.containers}" if report else "not run",
+        )
         auto: float | None = None
         auto_verdict, blamed = "missing", list[str]()
         if peer:
@@ -275,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "culprits" in r:
             print(
                 f"{'':16} culprit search {r['culprit_drill_s']:.2f}s "
+                f"({r['culprit_builds']} builds; {r['culprit_mode']}) "
                 f"(culprits: {', '.join(r['culprits']) or 'none'}) vs reprotest --auto-build "
                 f"{shown(r['reprotest_auto_s'], 's', 1, why)} "
                 f"({', '.join(r['reprotest_culprits']) or 'none'}): "
