@@ -108,3 +108,69 @@ def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
     assert isinstance(home, FakeContainer) and home.id in {"1", "2"}
     assert session.ready(warm_key(spec, PLAN.control)) == 2
     assert build_warm.prewarm(session, spec, envs[:3], workers=2) == 0
+
+
+class FakeApi:
+    """exec calls of the engine: every exec runs until its container is removed."""
+
+    def __init__(self, client: FakeEngine) -> None:
+        self.client = client
+
+    def exec_create(self, container: str, _cmd: Any, **_: Any) -> dict[str, str]:
+        return {"Id": container}
+
+    def exec_start(self, _exec_id: str, detach: bool = False) -> None:
+        assert detach
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        gone = self.client.by_id[exec_id].removed
+        return {"Running": not gone, "ExitCode": 137 if gone else None}
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.by_id: dict[str, FakeContainer] = {}
+        self.containers = self
+        self.api = FakeApi(self)
+
+    def create(self, _image: str, **options: Any) -> Any:
+        container = FakeContainer(f"c{len(self.by_id)}")
+        container.start = lambda: None  # type: ignore[attr-defined]
+        container.options = options  # type: ignore[attr-defined]
+        self.by_id[container.id] = container
+        return container
+
+    def list(self, **_: Any) -> list[Any]:
+        return []
+
+
+def test_cancel_stops_a_warm_build_at_once_and_removes_its_container(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from harness.build import BuildCancelled, run_build
+
+    engine = FakeEngine()
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = dataclasses.replace(_spec(tmp_path), timeout_s=600)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            run_build(session, spec, PLAN.control, "A")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=one)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not engine.by_id and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (container,) = engine.by_id.values()
+    assert container.options["command"][-1] == "cihub-warm"  # an idle warm builder
+    assert container.options["network_mode"] == "none" and container.options["read_only"]
+    session.cancel()
+    thread.join(timeout=10)  # without cancel it would poll for 600 s
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], BuildCancelled)
+    assert container.removed
