@@ -59,6 +59,7 @@ from harness.compare import CompareRequest, CompareResult, compare_outputs
 from harness.culprit import (
     CulpritReport,
     CulpritSearch,
+    SearchStrategy,
     find_culprits,
     first_round_envs,
     search_workers,
@@ -377,12 +378,16 @@ class DrillOptions:
         workers: builds run at the same time by the culprit search (default: the CPUs).
         confirm_culprits: build each differing variation a second time.
         keep_workdir: keep the scratch folder (for debugging).
+        culprit_strategy: groups (groups of variations first) or singles (each alone).
+        warm: reuse builder containers between builds (False: one container per build).
     """
 
     image_mode: ImageMode = "offline"
     workers: int | None = None
     confirm_culprits: bool = True
     keep_workdir: bool = False
+    culprit_strategy: SearchStrategy = "groups"
+    warm: bool = True
 
 
 @dataclass(frozen=True)
@@ -580,7 +585,7 @@ def run_determinism(
     bundle.write_json("determinism/scenario.json", scenario.to_json())
     client = client or docker_client()
     workdir = Path(tempfile.mkdtemp(prefix="cihub-determinism-"))
-    session = BuildSession(client, workdir)
+    session = BuildSession(client, workdir, warm=opts.warm)
     if on_session is not None:
         on_session(session)
     try:
@@ -633,6 +638,7 @@ def run_determinism(
                             reference_digest=a.digest.digest if a.digest else None,
                             workers=opts.workers,
                             confirm=opts.confirm_culprits,
+                            strategy=opts.culprit_strategy,
                         ),
                         session,
                         progress,
@@ -654,6 +660,7 @@ def run_determinism(
             reference_digest=built.a.digest.digest if built.a.digest else None,
             workers=opts.workers,
             confirm=opts.confirm_culprits,
+            strategy=opts.culprit_strategy,
         )
         if not built.identical and scenario.culprits and plan.applied and session.warm:
             # the search's containers start while the artifacts are compared
