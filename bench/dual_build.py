@@ -11,13 +11,16 @@ For each sample scenario in `scenarios/determinism/` (all by default), over `--r
     variations where this host allows them and the same SOURCE_DATE_EPOCH, then diffoscope;
     target: our drill not slower than reprotest, with the same verdict.
 
-With `--culprits`, also our culprit search against `reprotest --auto-build`.
+With `--culprits`, also our culprit search against `reprotest --auto-build`. With `--baseline`,
+the drill and the culprit search also run the former way (a container per build, each variation
+alone), right after the default way, so the two are compared under the same load.
 
 Medians are printed; timings are never asserted (bench/, not tests/). When reprotest is not
 installed, or fails to run, no ratio against it is printed: the bench says so instead
 (`make bench` installs it from Debian with disorderfs and faketime).
 
-Usage: python bench/dual_build.py [--runs N] [--subjects NAME ...] [--culprits] [--json]
+Usage: python bench/dual_build.py [--runs N] [--subjects NAME ...] [--culprits] [--baseline]
+                                  [--json]
 Needs: Docker; reprotest, disorderfs and faketime (apt) for the peer, and on the host the
 subjects' toolchains: python3-build python3-setuptools python3-wheel, gcc, make.
 """
@@ -148,8 +151,17 @@ def run_reprotest(
     return verdict, blamed
 
 
+FORMER = DrillOptions(warm=False, culprit_strategy="singles")
+"""How the drill ran before warm containers and the group search (for `--baseline`)."""
+
+
 def bench_subject(
-    path: Path, runs: int, culprits: bool, variations: Sequence[str], peer: bool = True
+    path: Path,
+    runs: int,
+    culprits: bool,
+    variations: Sequence[str],
+    peer: bool = True,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     client = docker_client()
     spec_variations = VariationSpec(
@@ -188,14 +200,17 @@ def bench_subject(
         finally:
             session.close()
 
-    def drill(with_culprits: bool) -> Any:
+    def drill(with_culprits: bool, options: DrillOptions | None = None) -> Any:
         with tempfile.TemporaryDirectory(prefix="bench-drill-") as folder:
             bundle = EvidenceBundle.create(Path(folder) / "b", run_id="bench")
             chosen = DeterminismScenario(**{**scenario.__dict__, "culprits": with_culprits})
-            return run_determinism(chosen, bundle, client=client, options=DrillOptions())
+            return run_determinism(chosen, bundle, client=client, options=options or DrillOptions())
 
     our_times, results = timed_runs(runs, lambda: drill(False))
     ours = statistics.median(our_times)
+    former: float | None = None
+    if baseline:
+        former, _ = median_time(runs, lambda: drill(False, FORMER))
     our_verdict = verdict_of([r.verdict for r in results])
     theirs: float | None = None
     their_verdict = "missing"
@@ -212,6 +227,7 @@ def bench_subject(
         "dual_over_single": round(dual / single, 2),
         "dual_identical": pair.identical,
         "drill_s": round(ours, 2),
+        "drill_former_s": round(former, 2) if former is not None else None,
         "reprotest_s": round(theirs, 2) if theirs is not None else None,
         "drill_over_reprotest": ratio(ours, theirs, their_verdict),
         "verdict": our_verdict,
@@ -219,8 +235,23 @@ def bench_subject(
         "same_verdict": our_verdict == their_verdict if peer else None,
     }
     if culprits:
-        search, found = median_time(1, lambda: drill(True))
-        row.update(culprits=list(found.culprits), culprit_drill_s=round(search, 2))
+        search, found = median_time(runs, lambda: drill(True))
+        if baseline:
+            old, old_found = median_time(runs, lambda: drill(True, FORMER))
+            row.update(
+                culprit_former_s=round(old, 2),
+                culprit_former_builds=old_found.culprit_report.builds
+                if old_found.culprit_report
+                else 0,
+                culprits_former=list(old_found.culprits),
+            )
+        report = found.culprit_report
+        row.update(
+            culprits=list(found.culprits),
+            culprit_drill_s=round(search, 2),
+            culprit_builds=report.builds if report else 0,
+            culprit_mode=f"{report.strategy}, {report.containers}" if report else "not run",
+        )
         auto: float | None = None
         auto_verdict, blamed = "missing", list[str]()
         if peer:
@@ -240,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--subjects", nargs="*", default=None, metavar="NAME")
     parser.add_argument("--culprits", action="store_true", help="also time the culprit search")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also time the former way (cold, singles)"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     paths = sorted(resource_path("scenarios", "determinism").glob("*.yaml"))
@@ -253,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for path in paths:
         print(f"benchmarking {path.stem} ...", file=sys.stderr)
-        rows.append(bench_subject(path, args.runs, args.culprits, variations, not missing))
+        rows.append(
+            bench_subject(path, args.runs, args.culprits, variations, not missing, args.baseline)
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -272,9 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{shown(r['drill_over_reprotest'], 'x', 8, why)}  "
             f"{r['verdict']} / {r['reprotest_verdict']} ({same})"
         )
+        if r["drill_former_s"] is not None:
+            print(f"{'':16} former drill (a container per build) {r['drill_former_s']:.2f}s")
+        if "culprit_former_s" in r:
+            print(
+                f"{'':16} former culprit search {r['culprit_former_s']:.2f}s "
+                f"({r['culprit_former_builds']} builds; singles, cold; culprits: "
+                f"{', '.join(r['culprits_former']) or 'none'})"
+            )
         if "culprits" in r:
             print(
                 f"{'':16} culprit search {r['culprit_drill_s']:.2f}s "
+                f"({r['culprit_builds']} builds; {r['culprit_mode']}) "
                 f"(culprits: {', '.join(r['culprits']) or 'none'}) vs reprotest --auto-build "
                 f"{shown(r['reprotest_auto_s'], 's', 1, why)} "
                 f"({', '.join(r['reprotest_culprits']) or 'none'}): "

@@ -25,6 +25,10 @@ next session reaps the containers of drivers that are gone (`reap_stale_builds`)
 `BuildSession.cancel()` (thread-safe) stops every build at once; a KeyboardInterrupt while
 builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
+By default a build runs in a warm container of its session (`harness.build_warm`): the same
+container options, started once and reused through `docker exec`, emptied after each build;
+disorderfs builds and sessions with `warm=False` get a container of their own, as above.
+
 Split by job: `harness.build_session` (session, lease, cancellation, reaping),
 `harness.builder_image` (finding and probing the image), `harness._internal.build_runner` (the
 runner script); this module runs builds and re-exports what callers used from it.
@@ -60,6 +64,7 @@ from harness.build_session import BuildCancelled as BuildCancelled
 from harness.build_session import BuildSession as BuildSession
 from harness.build_session import reap_stale_builds as reap_stale_builds
 from harness.build_session import remove_container, run_parallel
+from harness.build_warm import can_run_warm, run_warm_build
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
@@ -376,6 +381,21 @@ def _identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
     return passwd, group
 
 
+def build_exec_environment(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, out: str | None = None
+) -> dict[str, str]:
+    """The build runner's inputs; `out`: a warm build's own output folder (it then resets the
+    container after collecting, see `harness.build_warm`)."""
+    config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
+    if out is not None:
+        config += f"OUT={shlex.quote(out)}\nRESET=1\n"
+    return {
+        "CIHUB_CONFIG": config,
+        "CIHUB_BUILD_ENV": _env_text(build_environment_for(spec, env)),
+        "CIHUB_BUILD_SCRIPT": f"umask {env.umask}\n{spec.command}\n",
+    }
+
+
 def container_options(
     session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, name: str, mounts: Path
 ) -> dict[str, Any]:
@@ -384,7 +404,6 @@ def container_options(
     `mounts` is the build's host folder: `out/` (mounted at /out) and the identity files are
     made in it.
     """
-    environment = build_environment_for(spec, env)
     out = mounts / "out"
     out.mkdir(parents=True)
     os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
@@ -406,15 +425,10 @@ def container_options(
     }
     if session.lease_s > 0 and session.lease_dir.is_dir():
         volumes[str(session.lease_dir)] = {"bind": "/cihub-lease", "mode": "ro"}
-    config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
     options: dict[str, Any] = {
         **HARDENED,
         "command": ["/bin/sh", "-c", RUNNER, "cihub-runner"],
-        "environment": {
-            "CIHUB_CONFIG": config,
-            "CIHUB_BUILD_ENV": _env_text(environment),
-            "CIHUB_BUILD_SCRIPT": f"umask {env.umask}\n{spec.command}\n",
-        },
+        "environment": build_exec_environment(session, spec, env),
         "user": "0:0" if as_root else f"{env.uid}:{env.gid}",
         "hostname": env.hostname,
         "domainname": env.domainname,
@@ -458,6 +472,8 @@ def run_build(
         BuildCancelled: the session was cancelled before or while the build ran.
         InfraError: the engine failed (create, start, wait, archive).
     """
+    if session.warm and can_run_warm(env):
+        return run_warm_build(session, spec, env, label, keep=keep)
     session.check_cancelled()
     session.start_heartbeat()
     name = session.next_name(label)
@@ -498,7 +514,9 @@ def run_build(
         if out_dir.exists():
             out_dir = session.workdir / name
         try:
-            output = _collect(container, name, label, env, duration, timed_out, out_dir, keep)
+            output, _ = collect_output(
+                container, name, label, env, duration, timed_out, out_dir, keep
+            )
         except InfraError:
             session.check_cancelled()
             raise
@@ -511,7 +529,7 @@ def run_build(
         _remove_tree(mounts)
 
 
-def _collect(
+def collect_output(
     container: Any,
     name: str,
     label: str,
@@ -520,11 +538,14 @@ def _collect(
     timed_out: bool,
     out_dir: Path,
     keep: bool,
-) -> BuildOutput:
+    root: str = "/out",
+) -> tuple[BuildOutput, frozenset[str]]:
+    """The build whose runner wrote to `root` in `container`, and the names of its meta files."""
     digest: TreeDigest | None = None
+    top = PurePosixPath(root).name
     with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as spool:
         try:
-            stream, _ = container.get_archive("/out")
+            stream, _ = container.get_archive(root)
             for chunk in stream:
                 spool.write(chunk)
         except docker.errors.NotFound:
@@ -534,10 +555,10 @@ def _collect(
         meta: dict[str, bytes] = {}
         if spool.tell():
             spool.seek(0)
-            meta = _read_meta(spool)
+            meta = _read_meta(spool, top)
             spool.seek(0)
             try:
-                digest = extract_and_digest(spool, "out/artifacts", out_dir)
+                digest = extract_and_digest(spool, f"{top}/artifacts", out_dir)
             finally:
                 if not keep:
                     _remove_tree(out_dir)
@@ -550,7 +571,7 @@ def _collect(
     setup_error = meta.get("setup-error", b"").decode(errors="replace").strip() or None
     if setup_error is None and not exit_text and not timed_out:
         setup_error = "the runner stopped before the build finished"
-    return BuildOutput(
+    output = BuildOutput(
         label=label,
         env=env,
         exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
@@ -564,15 +585,16 @@ def _collect(
         notes=tuple(meta.get("notes", b"").decode(errors="replace").splitlines()),
         container=name,
     )
+    return output, frozenset(meta)
 
 
-def _read_meta(handle: IO[bytes]) -> dict[str, bytes]:
+def _read_meta(handle: IO[bytes], top: str = "out") -> dict[str, bytes]:
     meta: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=handle, mode="r|") as tar:
             for member in tar:
                 parts = member.name.strip("/").split("/")
-                if len(parts) == 3 and parts[:2] == ["out", "meta"] and member.isfile():
+                if len(parts) == 3 and parts[:2] == [top, "meta"] and member.isfile():
                     source = tar.extractfile(member)
                     if source is not None:
                         data = source.read()

@@ -15,8 +15,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,12 +63,16 @@ class BuildSession:
     lab_id: str = field(default_factory=lambda: new_lab_id("det"))
     session: str = field(default_factory=lambda: str(uuid.uuid4()))
     lease_s: int = LEASE_S
+    warm: bool = True
+    """Reuse builder containers between builds (`harness.build_warm`); False: one per build."""
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _finished: list[BuildOutput] = field(default_factory=list)
     _containers: dict[str, Any] = field(default_factory=dict)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
+    _idle: dict[Hashable, list[Any]] = field(default_factory=dict)
+    _pending: dict[Hashable, list[Future[Any]]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
 
@@ -86,6 +90,45 @@ class BuildSession:
         with self._lock:
             taken, self._finished = self._finished, []
             return taken
+
+    # -- warm containers ------------------------------------------------------------------------
+
+    def take_idle(self, key: Hashable) -> Any | None:
+        """An idle warm container made for `key`, now busy (None when there is none); one still
+        starting in the background (`add_pending`) is waited for."""
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop()
+            pending = self._pending.get(key)
+            future = pending.pop() if pending else None
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception as exc:  # a failed start in the background: the build starts its own
+            _logger.info("a warm container did not start in the background: %s", exc)
+            return None
+
+    def add_pending(self, key: Hashable, future: Future[Any]) -> None:
+        """A warm container for `key` starting in the background (see `take_idle`)."""
+        with self._lock:
+            self._pending.setdefault(key, []).append(future)
+
+    def ready(self, key: Hashable) -> int:
+        """Warm containers for `key` idle or starting."""
+        with self._lock:
+            return len(self._idle.get(key, ())) + len(self._pending.get(key, ()))
+
+    def give_back(self, key: Hashable, container: Any) -> None:
+        """Make a reset warm container idle again (removed instead once the session ends)."""
+        with self._lock:
+            keep = not (self._cancelled.is_set() or self._closed.is_set())
+            if keep:
+                self._idle.setdefault(key, []).append(container)
+        if not keep:
+            self.unregister(container)
+            remove_container(container)
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -171,6 +214,13 @@ class BuildSession:
     def close(self) -> None:
         """Stop the heartbeat and remove every container of this drill that is still there."""
         self._closed.set()
+        with self._lock:
+            self._idle.clear()
+            pending = [f for futures in self._pending.values() for f in futures]
+            self._pending.clear()
+        for future in pending:  # so none is created after the sweep below
+            with contextlib.suppress(Exception):
+                future.result(timeout=60)
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
@@ -179,8 +229,9 @@ class BuildSession:
         except (docker.errors.APIError, requests.RequestException) as exc:
             _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
             return
-        for container in leftovers:
-            remove_container(container)
+        if leftovers:
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-close") as pool:
+                list(pool.map(remove_container, leftovers))
 
     def __enter__(self) -> BuildSession:
         return self

@@ -1,8 +1,18 @@
 """Culprit search: which variations make build B differ from build A?
 
-Like reprotest's `--auto-build`, each variation is tried alone: build B with the control
-environment plus that one variation, and compare it with the control. Builds run in parallel,
-as many at a time as the machine has CPUs.
+Like reprotest's `--auto-build`, a variation is named only when it alone makes the builds
+differ: build B with the control environment plus that one variation, compared with a fresh
+control. Builds run in parallel, as many at a time as the machine has CPUs.
+
+- **Groups first** (strategy `groups`, with more than `GROUP_MIN` variations): the first round
+  builds a few groups of variations (consecutive in catalogue order), and only the variations of
+  the groups that differ are then built alone. A variation whose whole group matches the control
+  is cleared without a build of its own; the ones finally named were each built alone against a
+  fresh control, as with strategy `singles` (each variation alone from the start). A variation
+  that differs alone but not beside the others of its group (their effects cancel out) would be
+  missed: such pairs are not known on any sample subject.
+- **Chained controls.** A round's closing control, built right before the next round's trials,
+  is that round's opening control.
 
 - **Fresh controls.** Every round of builds starts with a control build and ends with another
   (scheduled last, so it runs after the trials); each trial is compared with its round's first
@@ -35,7 +45,8 @@ from harness.variations import BuildEnv, VariationPlan
 
 _logger = logging.getLogger(__name__)
 
-TrialRound = Literal["single", "confirm", "rest", "clock"]
+TrialRound = Literal["single", "group", "confirm", "rest", "clock"]
+SearchStrategy = Literal["singles", "groups"]
 SearchMode = Literal["shared-control", "paired"]
 SearchOutcome = Literal["culprits", "inconclusive", "time"]
 
@@ -45,6 +56,10 @@ OTHER_PINNED_CLOCK = "@2025-02-03 04:05:06"
 """The other pinned clock: another year, month, day, hour, minute and second."""
 CLOCK_GAP_S = 1.5
 """The second pinned control starts at least this long after the first (a different real time)."""
+GROUP_MIN = 4
+"""With this many applied variations or fewer, each is built alone from the start."""
+GROUPS_PER_WORKER = 2
+"""Groups in the first round per build running at a time (2 workers: 4 groups, 6 builds)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,9 @@ class CulpritTrial:
     """One experiment build of the search, compared with a control.
 
     Attributes:
-        round: single (one variation), confirm (the same again), rest (all but culprits) or
-            clock (a control with the clock pinned, in the self-check).
+        round: single (one variation), group (several, in the first round of strategy
+            groups), confirm (the same again), rest (all but culprits) or clock (a control with
+            the clock pinned, in the self-check).
         variations: what B varied (for clock trials: the pinned clock).
         identical: both built and their digests match.
         a_digest, b_digest: the tree digests compared (None when a build failed).
@@ -127,6 +143,8 @@ class CulpritReport:
             itself, and no variation is blamed (only time, when `clock_shown`).
         clock_shown: the self-check showed the clock decides the output.
         clock_check: what the self-check did, in a few words (empty when it did not run).
+        strategy: singles (each variation alone) or groups (groups first, see the module docs).
+        containers: warm (builder containers reused between builds) or cold (one per build).
     """
 
     culprits: tuple[str, ...]
@@ -141,6 +159,8 @@ class CulpritReport:
     nondeterministic: bool = False
     clock_shown: bool = False
     clock_check: str = ""
+    strategy: SearchStrategy = "singles"
+    containers: Literal["warm", "cold"] = "cold"
 
     @property
     def outcome(self) -> SearchOutcome:
@@ -185,6 +205,8 @@ class CulpritReport:
             "nondeterministic": self.nondeterministic,
             "clock_shown": self.clock_shown,
             "clock_check": self.clock_check,
+            "strategy": self.strategy,
+            "containers": self.containers,
             "builds": self.builds,
             "summary": self.summary(),
             "wall_s": round(self.wall_s, 3),
@@ -203,6 +225,7 @@ class CulpritSearch:
             agree with the search's fresh controls; None when A failed).
         workers: builds run at the same time (default: the CPUs the engine has).
         confirm: build each differing variation a second time.
+        strategy: groups (groups of variations first) or singles (each alone from the start).
     """
 
     spec: BuildSpec
@@ -210,9 +233,32 @@ class CulpritSearch:
     reference_digest: str | None = None
     workers: int | None = None
     confirm: bool = True
+    strategy: SearchStrategy = "groups"
 
 
 _Job = tuple[TrialRound | Literal["control"], tuple[str, ...]]
+
+
+def _first_jobs(search: CulpritSearch, workers: int) -> list[_Job]:
+    """The trials of the search's first round (groups, or each variation alone)."""
+    names = list(search.plan.applied)
+    if search.strategy == "groups" and len(names) > GROUP_MIN:
+        groups = split_groups(names, GROUPS_PER_WORKER * workers)
+        return [("single" if len(g) == 1 else "group", g) for g in groups]
+    return [("single", (n,)) for n in names]
+
+
+def search_workers(search: CulpritSearch) -> int:
+    """Builds the search runs at a time."""
+    return max(1, search.workers or search.spec.image.capabilities.cpus)
+
+
+def first_round_envs(search: CulpritSearch) -> list[BuildEnv]:
+    """The environments of the first round's builds, controls included (to start their
+    containers ahead, `harness.build_warm.prewarm`)."""
+    jobs = _first_jobs(search, search_workers(search))
+    plan = search.plan
+    return [plan.control, *(plan.experiment(varied) for _, varied in jobs), plan.control]
 
 
 class _Runner:
@@ -220,7 +266,7 @@ class _Runner:
         self.search = search
         self.session = session
         self.say = say
-        self.workers = max(1, search.workers or search.spec.image.capabilities.cpus)
+        self.workers = search_workers(search)
         self.builds = 0
 
     def environment(self, job: _Job) -> BuildEnv:
@@ -247,8 +293,14 @@ class _Runner:
         calls = [one(first + i, job) for i, job in enumerate(jobs)]
         return run_parallel(self.session, calls, self.workers)
 
-    def round(self, jobs: Sequence[_Job]) -> tuple[BuildOutput, BuildOutput, list[BuildOutput]]:
-        """A round: a control, the jobs, and a closing control scheduled after them."""
+    def round(
+        self, jobs: Sequence[_Job], opening: BuildOutput | None = None
+    ) -> tuple[BuildOutput, BuildOutput, list[BuildOutput]]:
+        """A round: a control (`opening`: the previous round's closing one), the jobs, and a
+        closing control scheduled after them."""
+        if opening is not None:
+            built = self.builds_of([*jobs, ("control", ())])
+            return opening, built[-1], built[:-1]
         built = self.builds_of([("control", ()), *jobs, ("control", ())])
         return built[0], built[-1], built[1:-1]
 
@@ -262,6 +314,23 @@ class _Runner:
             varied = trial.variations
             name = "+".join(varied) if len(varied) <= 2 else f"{len(varied)} variations"
             self.say(f"  {trial.round} {name}: {outcome} ({trial.wall_s:.1f} s)")
+
+
+def split_groups(names: Sequence[str], parts: int) -> list[tuple[str, ...]]:
+    """`names` in `parts` consecutive groups, the first ones one longer when they don't divide.
+
+    Example:
+        >>> split_groups(["a", "b", "c", "d", "e"], 2)
+        [('a', 'b', 'c'), ('d', 'e')]
+    """
+    parts = max(1, min(parts, len(names)))
+    size, extra = divmod(len(names), parts)
+    groups, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        groups.append(tuple(names[start:end]))
+        start = end
+    return groups
 
 
 def _controls_agree(reference: str | None, controls: Sequence[BuildOutput]) -> bool:
@@ -320,9 +389,13 @@ def find_culprits(
     runner = _Runner(search, session, say)
     names = list(search.plan.applied)
     reference = search.reference_digest
+    grouped = search.strategy == "groups" and len(names) > GROUP_MIN
+    strategy: SearchStrategy = "groups" if grouped else "singles"
+    containers: Literal["warm", "cold"] = "warm" if session.warm else "cold"
     say(
-        f"culprit search: {len(names)} variation(s), each alone beside fresh controls "
-        f"({runner.workers} build(s) at a time)"
+        f"culprit search: {len(names)} variation(s), "
+        + ("in groups first, then " if grouped else "")
+        + f"each alone beside fresh controls ({runner.workers} build(s) at a time)"
     )
     controls: list[BuildOutput] = []
     every: list[CulpritTrial] = []
@@ -348,17 +421,41 @@ def find_culprits(
             nondeterministic=True,
             clock_shown=shown,
             clock_check=check,
+            strategy=strategy,
+            containers=containers,
         )
         say(report.summary())
         return report
 
-    opening, closing, singles = runner.round([("single", (n,)) for n in names])
-    controls += [opening, closing]
-    every += [_compared("single", (n,), opening, b) for n, b in zip(names, singles, strict=True)]
-    if not _controls_agree(reference, controls):
-        return inconclusive()
-    runner.report(every)
-    differing = [t.variations[0] for t in every if not t.identical]
+    candidates = names
+    previous: BuildOutput | None = None
+    if grouped:
+        jobs = _first_jobs(search, runner.workers)
+        groups = [varied for _, varied in jobs]
+        opening, previous, built_groups = runner.round(jobs)
+        controls += [opening, previous]
+        first = [
+            _compared("single" if len(g) == 1 else "group", g, opening, b)
+            for g, b in zip(groups, built_groups, strict=True)
+        ]
+        every += first
+        if not _controls_agree(reference, controls):
+            return inconclusive()
+        runner.report(first)
+        differ = [t.variations for t in first if not t.identical]
+        say(f"groups that differ: {len(differ)} of {len(groups)}; building their variations alone")
+        candidates = [n for g in differ if len(g) > 1 for n in g]
+    if candidates:
+        opening, previous, singles = runner.round([("single", (n,)) for n in candidates], previous)
+        controls += [opening, previous]
+        alone = [
+            _compared("single", (n,), opening, b) for n, b in zip(candidates, singles, strict=True)
+        ]
+        every += alone
+        if not _controls_agree(reference, controls):
+            return inconclusive()
+        runner.report(alone)
+    differing = [t.variations[0] for t in every if t.round == "single" and not t.identical]
     rest = [n for n in names if n not in differing]
     flaky: list[str] = []
     explained: bool | None = None
@@ -373,7 +470,7 @@ def find_culprits(
         sets: list[tuple[TrialRound, tuple[str, ...]]] = [("confirm", (n,)) for n in confirm]
         if differing and rest:
             sets.append(("rest", tuple(rest)))
-        opening, closing, built = runner.round(sets)
+        opening, closing, built = runner.round(sets, previous)
         controls += [opening, closing]
         second = [
             _compared(kind, varied, opening, build)
@@ -400,6 +497,8 @@ def find_culprits(
         trials=tuple(every),
         builds=runner.builds,
         wall_s=time.monotonic() - started,
+        strategy=strategy,
+        containers=containers,
     )
     say(report.summary())
     return report

@@ -54,8 +54,16 @@ from harness.build import (
     dual_build,
     inspect_builder_image,
 )
+from harness.build_warm import prewarm
 from harness.compare import CompareRequest, CompareResult, compare_outputs
-from harness.culprit import CulpritReport, CulpritSearch, find_culprits
+from harness.culprit import (
+    CulpritReport,
+    CulpritSearch,
+    SearchStrategy,
+    find_culprits,
+    first_round_envs,
+    search_workers,
+)
 from harness.errors import ConfigError, InfraError
 from harness.evidence import EvidenceBundle
 from harness.telemetry import ScenarioKind
@@ -370,12 +378,16 @@ class DrillOptions:
         workers: builds run at the same time by the culprit search (default: the CPUs).
         confirm_culprits: build each differing variation a second time.
         keep_workdir: keep the scratch folder (for debugging).
+        culprit_strategy: groups (groups of variations first) or singles (each alone).
+        warm: reuse builder containers between builds (False: one container per build).
     """
 
     image_mode: ImageMode = "offline"
     workers: int | None = None
     confirm_culprits: bool = True
     keep_workdir: bool = False
+    culprit_strategy: SearchStrategy = "groups"
+    warm: bool = True
 
 
 @dataclass(frozen=True)
@@ -465,6 +477,8 @@ class DeterminismResult:
                 nondeterministic=report.nondeterministic,
                 outcome=report.outcome,
                 builds=report.builds,
+                strategy=report.strategy,
+                containers=report.containers,
             )
         if self.compare is not None:
             value["diffoscope"] = (
@@ -571,7 +585,7 @@ def run_determinism(
     bundle.write_json("determinism/scenario.json", scenario.to_json())
     client = client or docker_client()
     workdir = Path(tempfile.mkdtemp(prefix="cihub-determinism-"))
-    session = BuildSession(client, workdir)
+    session = BuildSession(client, workdir, warm=opts.warm)
     if on_session is not None:
         on_session(session)
     try:
@@ -624,6 +638,7 @@ def run_determinism(
                             reference_digest=a.digest.digest if a.digest else None,
                             workers=opts.workers,
                             confirm=opts.confirm_culprits,
+                            strategy=opts.culprit_strategy,
                         ),
                         session,
                         progress,
@@ -639,6 +654,17 @@ def run_determinism(
             _record_builds(bundle, spec, session)
         builds = (built.a, built.b)
         plan = _runtime_plan(plan, builds)
+        search = CulpritSearch(
+            spec,
+            plan,
+            reference_digest=built.a.digest.digest if built.a.digest else None,
+            workers=opts.workers,
+            confirm=opts.confirm_culprits,
+            strategy=opts.culprit_strategy,
+        )
+        if not built.identical and scenario.culprits and plan.applied and session.warm:
+            # the search's containers start while the artifacts are compared
+            prewarm(session, spec, first_round_envs(search), search_workers(search))
         _write_build_evidence(bundle, spec, builds)
         with bundle.step("compare") as step:
             if progress:
@@ -665,17 +691,7 @@ def run_determinism(
         report = None
         if not compared.identical and scenario.culprits and plan.applied:
             with bundle.step("culprits") as step:
-                report = find_culprits(
-                    CulpritSearch(
-                        spec,
-                        plan,
-                        reference_digest=compared.digest_a.digest,
-                        workers=opts.workers,
-                        confirm=opts.confirm_culprits,
-                    ),
-                    session,
-                    progress,
-                )
+                report = find_culprits(search, session, progress)
                 step.detail = report.summary()
             bundle.write_json("determinism/culprits.json", report.to_json())
         _record_builds(bundle, spec, session)

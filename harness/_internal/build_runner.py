@@ -1,4 +1,5 @@
-"""The build runner: the POSIX shell script every build container runs (see `harness.build`)."""
+"""The build runner: the POSIX shell script every build runs (see `harness.build`), and the
+idle script of a warm builder container (`harness.build_warm`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
 chmod 0644 /cihub/config /cihub/env /cihub/build.sh
 unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
 . /cihub/config
-M=/out/meta
-ART=/out/artifacts
+OUT=${OUT:-/out}
+M=$OUT/meta
+ART=$OUT/artifacts
 mkdir -p "$M" "$ART" || exit 90
 note() { printf '%s\n' "$*" >> "$M/notes"; }
 fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
@@ -105,7 +107,28 @@ while [ "$i" -lt "$NGLOBS" ]; do
 done
 cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
-# Lets the driver remove /out whoever it runs as (folder modes are not part of any digest).
-find /out -type d -exec chmod a+rwx {} + 2>/dev/null
+# Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
+find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
+if [ "$RESET" = 1 ]; then
+    # A warm container builds again: end what the build left running and empty every folder
+    # it could write, so the next build starts from nothing. Only `reset-ok` lets the driver
+    # reuse the container.
+    kill -KILL -1 2>/dev/null
+    chmod -R u+rwX /build "$BUILD_HOME" /tmp /var/tmp /dev/shm 2>/dev/null
+    find /build "$BUILD_HOME" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
+        && : > "$M/reset-ok"
+fi
 exit 0
+"""
+
+IDLE = r"""
+# cihub warm builder: waits for builds (run with `docker exec`) and dies with the driver: when
+# its lease is older than LEASE_S (or gone), it exits 95. A build's `kill -1` can't stop it (init
+# only gets the signals it handles) but may stop its sleep, so the loop never relies on sleep.
+while :; do
+    sleep 2
+    [ -n "$LEASE_S" ] || continue
+    beat=$(stat -c %Y /cihub-lease/beat 2>/dev/null || echo 0)
+    [ $(( $(date +%s) - beat )) -gt "$LEASE_S" ] && exit 95
+done
 """

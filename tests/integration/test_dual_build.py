@@ -500,3 +500,41 @@ def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_reco
     assert report.passed, [c.to_json() for c in report.failures]
     (record,) = _records(tmp_path)
     assert record["determinism"]["verdict"] == "reproducible"
+
+
+def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A hostile build leaves files in every writable folder (one read-only), and a process
+    that keeps writing: the next build in the same warm container sees none of it."""
+    from harness.build import BuildSession, BuildSpec, inspect_builder_image, run_build
+    from harness.determinism import prepare_image
+    from harness.variations import VariationSpec, plan_variations
+    from lab.images import default_cache_dir
+
+    build = (
+        'mkdir -p out && ls -A "$HOME" /tmp /var/tmp /dev/shm /build > out/seen && '
+        'echo x > "$HOME/left" && echo x > /tmp/left && echo x > /var/tmp/left && '
+        "echo x > /dev/shm/left && echo x > /build/left && "
+        "mkdir /tmp/ro && touch /tmp/ro/f && chmod 555 /tmp/ro && "
+        "{ nohup sh -c 'while :; do echo x >> /tmp/leak; sleep 0.1; done' >/dev/null 2>&1 & }"
+    )
+    tag = prepare_image(client, "builder-c", "offline", None)
+    with BuildSession(client, tmp_path / "work") as session:
+        image = inspect_builder_image(
+            client,
+            tag,
+            lab_id=session.lab_id,
+            session=session.session,
+            cache_dir=default_cache_dir() / "determinism",
+        )
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"w{i}") for i in range(3)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    containers = {o.container.split(":")[0] for o in outputs}
+    assert len(containers) == 1, containers  # the same warm container ran all three
+    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
+    assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
+    assert len({o.digest.digest for o in outputs if o.digest}) == 1

@@ -76,7 +76,7 @@ def _spec(tmp_path: Path, **changes: Any) -> BuildSpec:
 
 
 def _session(tmp_path: Path, client: Any = None) -> BuildSession:
-    return BuildSession(client or FakeClient(), tmp_path / "work", lease_s=0)
+    return BuildSession(client or FakeClient(), tmp_path / "work", lease_s=0, warm=False)
 
 
 # -- the posture --------------------------------------------------------------------------------

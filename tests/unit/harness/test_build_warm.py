@@ -1,0 +1,176 @@
+"""Warm builder containers without Docker: which builds share a container, and the pool."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness._internal.build_runner import IDLE, RUNNER
+from harness.build import BuildSession, BuildSpec, ImageInfo, build_exec_environment
+from harness.build_warm import can_run_warm, warm_key
+from harness.variations import Capabilities, VariationSpec, plan_variations
+
+CAPS = Capabilities(
+    locales=("C.utf8", "fr_CH.utf8"),
+    faketime_library="/usr/lib/faketime/libfaketime.so.1",
+    disorderfs=True,
+    setarch=True,
+    cpus=2,
+    fuse_device=True,
+)
+PLAN = plan_variations(VariationSpec.parse("+disorderfs"), CAPS)
+PER_CONTAINER = {"user_group", "home", "num_cpus", "domain_host"}
+
+
+def _spec(tmp_path: Path) -> BuildSpec:
+    image = ImageInfo("img", "sha256:" + "0" * 64, {}, CAPS, "img")
+    return BuildSpec(tmp_path, "make", image, ("out",))
+
+
+class FakeContainer:
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+        self.name = ident
+        self.removed = False
+
+    def remove(self, **_: Any) -> None:
+        self.removed = True
+
+
+@pytest.mark.parametrize("name", [n for n in PLAN.applied if n != "disorderfs"])
+def test_only_what_an_exec_cannot_change_needs_another_container(tmp_path: Path, name: str) -> None:
+    spec = _spec(tmp_path)
+    same = warm_key(spec, PLAN.experiment([name])) == warm_key(spec, PLAN.control)
+    assert same is (name not in PER_CONTAINER), name
+
+
+def test_disorderfs_builds_never_run_warm() -> None:
+    assert can_run_warm(PLAN.control)
+    assert not can_run_warm(PLAN.experiment(["disorderfs"]))
+
+
+def test_another_subject_image_or_limit_gets_another_container(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    other = dataclasses.replace(spec, subject=tmp_path / "other")
+    assert warm_key(spec, PLAN.control) != warm_key(other, PLAN.control)
+
+
+def test_a_warm_build_writes_to_its_own_folder_and_resets_the_container(
+    tmp_path: Path,
+) -> None:
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    cold = build_exec_environment(session, _spec(tmp_path), PLAN.control)
+    warm = build_exec_environment(session, _spec(tmp_path), PLAN.control, "/out/007-A")
+    assert "OUT=" not in cold["CIHUB_CONFIG"] and "RESET" not in cold["CIHUB_CONFIG"]
+    assert warm["CIHUB_CONFIG"].endswith("OUT=/out/007-A\nRESET=1\n")
+    assert "M=$OUT/meta" in RUNNER and "reset-ok" in RUNNER
+    # the idle loop must not end when a build's `kill -1` stops its sleep
+    assert "while :; do" in IDLE and "exit 95" in IDLE
+
+
+def test_the_pool_hands_out_idle_containers_once_and_drops_them_after_cancel(
+    tmp_path: Path,
+) -> None:
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    first, second = FakeContainer("1"), FakeContainer("2")
+    assert session.take_idle("k") is None
+    session.give_back("k", first)
+    assert session.take_idle("other") is None
+    assert session.take_idle("k") is first
+    assert session.take_idle("k") is None
+    session.cancel()
+    session.give_back("k", second)
+    assert second.removed and session.take_idle("k") is None
+
+
+def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build_warm
+
+    started: list[Any] = []
+
+    def fake_start(_session: Any, _spec: Any, env: Any) -> tuple[Any, str]:
+        started.append(env)
+        return FakeContainer(str(len(started))), "name"
+
+    monkeypatch.setattr(build_warm, "_start_warm", fake_start)
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    session.give_back(warm_key(spec, PLAN.control), FakeContainer("idle"))
+    envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["home"])]
+    envs.append(PLAN.experiment(["disorderfs"]))  # never warm
+    assert build_warm.prewarm(session, spec, envs, workers=2) == 2  # 1 control + 1 home
+    home = session.take_idle(warm_key(spec, PLAN.experiment(["home"])))
+    assert isinstance(home, FakeContainer) and home.id in {"1", "2"}
+    assert session.ready(warm_key(spec, PLAN.control)) == 2
+    assert build_warm.prewarm(session, spec, envs[:3], workers=2) == 0
+
+
+class FakeApi:
+    """exec calls of the engine: every exec runs until its container is removed."""
+
+    def __init__(self, client: FakeEngine) -> None:
+        self.client = client
+
+    def exec_create(self, container: str, _cmd: Any, **_: Any) -> dict[str, str]:
+        return {"Id": container}
+
+    def exec_start(self, _exec_id: str, detach: bool = False) -> None:
+        assert detach
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        gone = self.client.by_id[exec_id].removed
+        return {"Running": not gone, "ExitCode": 137 if gone else None}
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.by_id: dict[str, FakeContainer] = {}
+        self.containers = self
+        self.api = FakeApi(self)
+
+    def create(self, _image: str, **options: Any) -> Any:
+        container = FakeContainer(f"c{len(self.by_id)}")
+        container.start = lambda: None  # type: ignore[attr-defined]
+        container.options = options  # type: ignore[attr-defined]
+        self.by_id[container.id] = container
+        return container
+
+    def list(self, **_: Any) -> list[Any]:
+        return []
+
+
+def test_cancel_stops_a_warm_build_at_once_and_removes_its_container(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from harness.build import BuildCancelled, run_build
+
+    engine = FakeEngine()
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = dataclasses.replace(_spec(tmp_path), timeout_s=600)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            run_build(session, spec, PLAN.control, "A")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=one)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not engine.by_id and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (container,) = engine.by_id.values()
+    assert container.options["command"][-1] == "cihub-warm"  # an idle warm builder
+    assert container.options["network_mode"] == "none" and container.options["read_only"]
+    session.cancel()
+    thread.join(timeout=10)  # without cancel it would poll for 600 s
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], BuildCancelled)
+    assert container.removed
