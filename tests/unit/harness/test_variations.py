@@ -14,6 +14,7 @@ import pytest
 
 from harness import culprit
 from harness.build import BuildOutput, BuildSpec, ImageInfo
+from harness.build_session import BuildSession
 from harness.compare import TreeDigest, TreeEntry
 from harness.culprit import CulpritSearch, find_culprits
 from harness.errors import ConfigError
@@ -259,8 +260,13 @@ def _search(
     monkeypatch.setattr(culprit, "CLOCK_GAP_S", 0.0)
     reference = _output(plan.control, "A", leak(plan.control, -1)).digest
     spec = BuildSpec(Path("/s"), "make", ImageInfo("i", "sha256:1", {}, caps), ("out",))
+    # These tests hold the one-variation-at-a-time search to its rounds; the grouped search has
+    # its own tests (test_culprit_groups.py).
+    options.setdefault("strategy", "singles")
     search = CulpritSearch(spec, plan, reference.digest if reference else None, **options)
-    return find_culprits(search, session=None)  # type: ignore[arg-type]
+    # The fake builds never reach the engine or the work folder.
+    session = BuildSession(client=None, workdir=Path("unused"), lease_s=0)  # type: ignore[arg-type]
+    return find_culprits(search, session)
 
 
 def test_the_variations_that_change_the_output_are_the_culprits(
@@ -273,8 +279,8 @@ def test_the_variations_that_change_the_output_are_the_culprits(
     rounds = [t.round for t in report.trials]
     assert rounds.count("single") == len(DEFAULT_VARIATIONS)
     assert rounds.count("confirm") == 2 and rounds.count("rest") == 1
-    # each round opens and closes with a fresh control
-    assert report.builds == (1 + len(DEFAULT_VARIATIONS) + 1) + (1 + 2 + 1 + 1)
+    # each round opens and closes with a fresh control; a round's closing control opens the next
+    assert report.builds == (1 + len(DEFAULT_VARIATIONS) + 1) + (2 + 1 + 1)
 
 
 def test_a_variation_that_differs_once_is_flaky_not_a_culprit(
