@@ -16,10 +16,13 @@ setup:
 	@bash scripts/setup.sh
 
 # The lab stays up (a second `make demo` reuses it and its cached images); the release drill
-# ends with its verdict, the gate's reasons and the packed bundle's path and digest.
+# ends with its verdict, the gate's reasons and the packed bundle's path and digest. The release
+# names the lab `lab up` brought up (this checkout's default), so other labs of yours don't matter.
+DEMO_LAB_NAME = $(VENV)/bin/python -c 'from lab.labels import default_lab_name; print(default_lab_name())'
 demo: setup
 	$(VENV)/bin/cihub lab up
-	$(VENV)/bin/cihub run release --scenario $(DEMO_SCENARIO) --evidence-dir $(DEMO_EVIDENCE)
+	$(VENV)/bin/cihub run release --lab "$$($(DEMO_LAB_NAME))" --scenario $(DEMO_SCENARIO) \
+		--evidence-dir $(DEMO_EVIDENCE)
 
 down: setup
 	$(VENV)/bin/cihub lab down
