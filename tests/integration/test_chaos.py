@@ -38,6 +38,18 @@ def _wait_for(what: str, check: Callable[[], bool], within: float = 120.0) -> No
     raise AssertionError(f"{what} did not happen within {within} s")
 
 
+def _ended(process: subprocess.Popen[str]) -> bool:
+    """True never: a drill that ended before its fault was seen fails here, with its output."""
+    if process.poll() is None:
+        return False
+    out, err = process.communicate()
+    raise AssertionError(
+        f"the drill ended (exit {process.returncode}) before its fault was seen:\n"
+        + out[-2000:]
+        + err[-3000:]
+    )
+
+
 def _with_append_timeout(source: Path, folder: Path, seconds: float) -> Path:
     document = yaml.safe_load(source.read_text())
     (append,) = [a for a in document["method"] if a["name"] == "append-times-out"]
@@ -121,7 +133,10 @@ def test_a_signal_mid_method_plays_the_rollbacks_and_leaves_nothing_behind(
     )
     try:
         if faulted == "latency":
-            _wait_for("the latency toxic", lambda: "registry/cihub-latency" in _toxics(lab))
+            _wait_for(
+                "the latency toxic",
+                lambda: "registry/cihub-latency" in _toxics(lab) or _ended(process),
+            )
         else:
             rekor = lab.service_container("rekor")
 
@@ -129,7 +144,7 @@ def test_a_signal_mid_method_plays_the_rollbacks_and_leaves_nothing_behind(
                 rekor.reload()
                 return bool(rekor.attrs["State"]["Status"] == "paused")
 
-            _wait_for("the log paused", paused)
+            _wait_for("the log paused", lambda: paused() or _ended(process))
         process.send_signal(signum)
         out, err = process.communicate(timeout=300)
     finally:
