@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,8 +52,14 @@ def _sign(lab: Lab, payload: bytes, rekor_version: int = 2) -> tuple[str, int]:
         document["signingConfig"]["rekorTlogUrls"] = [
             s for s in document["signingConfig"]["rekorTlogUrls"] if s["majorApiVersion"] == 1
         ]
+        # Written whole under a name of its own, then renamed: signing threads read this file
+        # while others rewrite it (a plain write_text let a reader see it half written).
         trust = trust.with_name(f"v1-{lab.config.lab_id}.json")
-        trust.write_text(json.dumps(document))
+        with tempfile.NamedTemporaryFile(
+            "w", dir=trust.parent, prefix=f".{trust.name}.", delete=False
+        ) as draft:
+            json.dump(document, draft)
+        os.replace(draft.name, trust)
     setup = SigningSetup(trust, lab.mint_token(), lab.config.identity, lab.config.issuer)
     signed = sign_artifact(payload, setup)
     return "sha256:" + hashlib.sha256(payload).hexdigest(), int(signed.log_entry["logIndex"])
