@@ -6,11 +6,9 @@ DEMO_SCENARIO ?= scenarios/release/sample.yaml
 DEMO_EVIDENCE ?= evidence
 # Unit tests run on pytest-xdist workers (no unit test starts a lab or shares a path or port).
 UNIT_WORKERS ?= 2
-# The integration tests and scenarios can run on xdist workers, one lab per worker
-# (INTEGRATION_WORKERS=2: 5-6 min here against ~15 serial), but two workers' labs share the
-# durable trust domain and a test once read its trust config mid-write: serial by default until
-# that is fixed.
-INTEGRATION_WORKERS ?= 0
+# The integration tests and scenarios run on xdist workers, one lab per worker (5-6 min here
+# against ~15 serial); INTEGRATION_WORKERS=0 runs them serially against one lab.
+INTEGRATION_WORKERS ?= 2
 
 .PHONY: setup demo down test unit lint bench bench-tools
 
