@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -54,16 +55,11 @@ class _Relay(BaseRequestHandler):
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         while chunk := source.recv(65536):
             sink.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        try:
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 @pytest.fixture
