@@ -7,10 +7,16 @@ lab start-ups included. Prints drills per hour per worker count and the ratio ag
 first (target on a 2-core machine: -n 2 at least 1.7x -n 1), with the machine's cores and load
 average at the start of each run: a loaded machine makes every figure smaller, and says so.
 
+Then it times `cihub report` over a 100k-record history (target: under 5 s) with
+bench/report.py's own code; `--report-only` runs just that part, without Docker, and
+`--report-records`, `--report-runs`, `--report-first-runs`, `--report-new`, `--report-days`
+are bench/report.py's options. With `--json` each part prints a JSON document of its own.
+
 Timings are never asserted (bench/, not tests/).
 
-Usage: python bench/scale.py [--workers 1 2] [--rounds N] [--json]
-Needs: Docker (labs and builder images are built on first use and cached).
+Usage: python bench/scale.py [--workers 1 2] [--rounds N] [--json] [--report-only]
+Needs: Docker (labs and builder images are built on first use and cached), except for
+`--report-only`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import report as report_bench  # bench/report.py: this script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = "scenarios/test_determinism.py"
@@ -134,5 +142,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main_with_report(argv: Sequence[str] | None = None) -> int:
+    """Drills per hour (`main`, unless `--report-only`), then the `cihub report` time."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--report-only", action="store_true")
+    report_bench.add_arguments(parser, prefix="report-")
+    opts, rest = parser.parse_known_args(argv)
+    code = 0 if opts.report_only else main(rest)
+    if {"-h", "--help"}.intersection(rest):
+        return code
+    report = report_bench.measure(
+        records=opts.report_records,
+        runs=opts.report_runs,
+        first_runs=opts.report_first_runs,
+        new=opts.report_new,
+        days=opts.report_days,
+    )
+    if "--json" in rest:
+        print(json.dumps({"cihub report": report}, indent=2))
+    else:
+        report_bench.print_results(report)
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_with_report())

@@ -129,15 +129,10 @@ def build_report(
         if in_window == 0:
             return Report(tuple(files), records, 0, since, empty)
         how = "reused" if built else _build(space, command, plan, plan_key, build_key)
-        marts = tuple(
-            Mart(
-                spec,
-                tuple(
-                    warehouse.read_table(space.database, spec.relation, spec.columns, spec.order_by)
-                ),
-            )
-            for spec in MARTS
+        tables = warehouse.read_tables(
+            space.database, [(spec.relation, spec.columns, spec.order_by) for spec in MARTS]
         )
+        marts = tuple(Mart(spec, tuple(rows)) for spec, rows in zip(MARTS, tables, strict=True))
     _logger.debug("report: %d records, %d in the window, dbt %s", records, in_window, how)
     return Report(tuple(files), records, in_window, since, marts, how)
 

@@ -134,3 +134,28 @@ def read_table(
             return con.execute(f"select {cols} from {relation} order by {order_by}").fetchall()
     except duckdb.Error as exc:
         raise InfraError(f"{database}: cannot read {relation}") from exc
+
+
+def read_tables(
+    database: Path, queries: Sequence[tuple[str, Sequence[str], str]]
+) -> list[list[tuple[Any, ...]]]:
+    """`read_table` for each (relation, columns, order_by) of `queries`, through one
+    connection (each connection opens the database anew).
+
+    Raises:
+        InfraError: a relation or a column is missing (the models and the report disagree).
+    """
+    rows = []
+    try:
+        with duckdb.connect(str(database), read_only=True) as con:
+            for relation, columns, order_by in queries:
+                cols = ", ".join(f'"{c}"' for c in columns)
+                try:
+                    rows.append(
+                        con.execute(f"select {cols} from {relation} order by {order_by}").fetchall()
+                    )
+                except duckdb.Error as exc:
+                    raise InfraError(f"{database}: cannot read {relation}") from exc
+    except duckdb.Error as exc:
+        raise InfraError(f"{database}: cannot open it") from exc
+    return rows
