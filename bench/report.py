@@ -147,7 +147,8 @@ def measure(
         for i in range(first_runs):
             fresh = {**env, "CIHUB_CACHE_DIR": str(Path(tmp) / f"first-{i}")}
             first.append(time_cihub(args, fresh))
-        results["first report"] = _row(first)
+        if first:
+            results["first report"] = _row(first)
         time_cihub(args, env)  # this workspace's own first report, not timed
         after_new = []
         for i in range(runs):

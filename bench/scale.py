@@ -22,6 +22,7 @@ Needs: Docker (labs and builder images are built on first use and cached), excep
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,9 +31,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import report as report_bench  # bench/report.py: this script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = "scenarios/test_determinism.py"
@@ -142,8 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _report_bench() -> ModuleType:
+    """bench/report.py, loaded from beside this file (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_report", Path(__file__).with_name("report.py")
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit("bench/report.py: cannot load it")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main_with_report(argv: Sequence[str] | None = None) -> int:
     """Drills per hour (`main`, unless `--report-only`), then the `cihub report` time."""
+    report_bench = _report_bench()
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--report-only", action="store_true")
     report_bench.add_arguments(parser, prefix="report-")
