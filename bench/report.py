@@ -3,18 +3,24 @@
 The history is the sample history (`tests/data/history/pipeline_run.ndjson`, records of real
 drill runs) replicated to `--records` lines, each copy with a fresh run id and its times moved
 back so the copies spread over `--days` days. Each run is the whole command in a fresh process
-(`cihub report FILE --json`, stdout discarded): interpreter start, imports, schema check of
-every line, the DuckDB load, dbt and reading the marts. Wall time and CPU time (user + system)
-are both printed: on a shared machine the wall time includes waiting for a core, and
-`cihub --help` gives the start-up floor every cihub command pays. dbt's workspace lives in a
-temporary cache folder, so the first run checks, loads and builds everything from scratch
-("cold"); later runs over the same files ("warm") reuse the check, the loaded table and dbt's
-build, as a user's second report over unchanged history does. "new records" runs append one
-record to the history before each run, so the file is checked and loaded again and dbt runs
-(with its partial parsing): a report after every drill. With `--html`, the warm runs again
-with the HTML page written. Timings are printed, never asserted.
+(`cihub report FILE --json`, stdout discarded): interpreter start, imports, schema check,
+loading into DuckDB, building the marts and reading them. Wall time and CPU time (user +
+system, threads included) are both printed: on a shared machine the wall time includes waiting
+for a core, and `cihub --help` gives the start-up floor every cihub command pays. dbt's
+workspace lives in a temporary cache folder. Three cases:
 
-Usage: python bench/report.py [--records N] [--runs N] [--days N] [--html] [--json]
+- first report: an empty workspace: every line checked, the history loaded, dbt runs (its
+  imports, a full parse and the models). Each run gets a workspace of its own.
+- new records: `--new` records (default 300, a night of drills) appended to the history before
+  each run, as a user's report the morning after: the new lines are checked and loaded, the
+  marts built anew (from the SQL dbt compiled the unchanged models to, or by dbt).
+- unchanged: the same history again: everything of the previous report reused.
+
+`--html` adds the unchanged case with the HTML page written. `bench/scale.py --report-only`
+runs this same code. Timings are printed, never asserted.
+
+Usage: python bench/report.py [--records N] [--runs N] [--first-runs N] [--new N] [--html]
+    [--json]
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +74,7 @@ def _children_cpu() -> float:
 
 def time_cihub(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Wall and CPU seconds (user + system, threads included) of one `cihub ARGS` process,
-    and what `--json` said of dbt ("ran", "reused"; "" without `--json`)."""
+    and what `--json` said of dbt ("ran", "replayed", "reused"; "" without `--json`)."""
     cihub = Path(sys.executable).with_name("cihub")
     cpu = _children_cpu()
     started = time.perf_counter()
@@ -86,73 +92,135 @@ def time_cihub(args: list[str], env: dict[str, str]) -> tuple[float, float, str]
     return took, _children_cpu() - cpu, dbt
 
 
-def _append_one(history: Path, i: int) -> None:
+def append_new(history: Path, count: int, tag: str) -> None:
+    """Append `count` copies of the history's first record, each with a fresh run id and
+    started now: the records of drills that ran since the last report."""
     with history.open("rb") as handle:
-        record = orjson.loads(handle.readline())
-    record["run_id"] = f"{record['run_id']}-new{i:03d}"
+        first = orjson.loads(handle.readline())
+    now = datetime.now(UTC)
     with history.open("ab") as handle:
-        handle.write(orjson.dumps(record) + b"\n")
+        for i in range(count):
+            record = dict(first)
+            record["run_id"] = f"{first['run_id']}-new{tag}-{i:05d}"
+            started = now - timedelta(minutes=count - i)
+            took = timedelta(seconds=float(first.get("duration_s") or 1.0))
+            record["started_at"] = started.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            record["finished_at"] = (
+                (started + took).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            )
+            handle.write(orjson.dumps(record) + b"\n")
+
+
+def _row(runs: list[tuple[float, float, str]]) -> dict[str, Any]:
+    walls = [w for w, _, _ in runs]
+    median = statistics.median(walls)
+    return {
+        "wall_median_s": round(median, 2),
+        "runs_s": [round(w, 2) for w in walls],
+        "cpu_median_s": round(statistics.median(c for _, c, _ in runs), 2),
+        "dbt": sorted({d for _, _, d in runs if d}),
+        "ratio_to_target": round(median / TARGET_S, 2),
+    }
+
+
+def measure(
+    *,
+    records: int = 100_000,
+    runs: int = 3,
+    first_runs: int = 1,
+    new: int = 300,
+    days: int = 30,
+    sample: Path = SAMPLE,
+    html: bool = False,
+) -> dict[str, Any]:
+    """Time `cihub report` over a replicated history of `records` records; see the module."""
+    results: dict[str, Any] = {"records": records, "new": new, "target_s": TARGET_S}
+    with tempfile.TemporaryDirectory(prefix="cihub-bench-report-") as tmp:
+        history = Path(tmp) / "pipeline_run.ndjson"
+        replicate(sample, history, records, days)
+        results["history_mb"] = round(history.stat().st_size / 1e6, 1)
+        env = {**os.environ, "CIHUB_CACHE_DIR": str(Path(tmp) / "cache")}
+        # the floor under any cihub command: interpreter start and the CLI's imports
+        results["cihub --help"] = _row([time_cihub(["--help"], env) for _ in range(runs)])
+        args = ["report", str(history), "--json"]
+        first = []
+        for i in range(first_runs):
+            fresh = {**env, "CIHUB_CACHE_DIR": str(Path(tmp) / f"first-{i}")}
+            first.append(time_cihub(args, fresh))
+        if first:
+            results["first report"] = _row(first)
+        time_cihub(args, env)  # this workspace's own first report, not timed
+        after_new = []
+        for i in range(runs):
+            append_new(history, new, str(i))
+            after_new.append(time_cihub(args, env))
+        results["new records"] = _row(after_new)
+        results["unchanged"] = _row([time_cihub(args, env) for _ in range(runs)])
+        if html:
+            page = ["--html", str(Path(tmp) / "r.html")]
+            time_cihub([*args, *page], env)  # the page's first write imports Altair's caches
+            results["unchanged --html"] = _row(
+                [time_cihub([*args, *page], env) for _ in range(runs)]
+            )
+    return results
+
+
+CASES = ("cihub --help", "first report", "new records", "unchanged", "unchanged --html")
+
+
+def print_results(results: dict[str, Any]) -> None:
+    print(
+        f"cihub report over {results['records']} records ({results['history_mb']} MB NDJSON), "
+        f"new records: {results['new']} per run"
+    )
+    for name in CASES:
+        row = results.get(name)
+        if row is None:
+            continue
+        target = (
+            "the start-up floor of every cihub command"
+            if name == "cihub --help"
+            else f"{row['ratio_to_target']:.2f}x the {TARGET_S:.0f} s target"
+        )
+        print(
+            f"  {name:<16} wall median {row['wall_median_s']:5.2f} s (runs {row['runs_s']}), "
+            f"CPU {row['cpu_median_s']:5.2f} s, dbt {'/'.join(row['dbt']) or '-'}: {target}"
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The options of `measure`, named `--{prefix}records` etc."""
+    parser.add_argument(f"--{prefix}records", type=int, default=100_000)
+    parser.add_argument(f"--{prefix}runs", type=int, default=3, help="runs per case")
+    parser.add_argument(
+        f"--{prefix}first-runs", type=int, default=1, help="first reports (each ~10-30 s)"
+    )
+    parser.add_argument(
+        f"--{prefix}new", type=int, default=300, help="records appended before each run"
+    )
+    parser.add_argument(f"--{prefix}days", type=int, default=30)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3, help="warm runs after the cold one")
-    parser.add_argument("--days", type=int, default=30)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_arguments(parser)
     parser.add_argument("--sample", type=Path, default=SAMPLE)
     parser.add_argument("--html", action="store_true", help="also time with --html")
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
-    results: dict[str, Any] = {"records": opts.records, "target_s": TARGET_S}
-    with tempfile.TemporaryDirectory(prefix="cihub-bench-report-") as tmp:
-        history = Path(tmp) / "pipeline_run.ndjson"
-        replicate(opts.sample, history, opts.records, opts.days)
-        results["history_mb"] = round(history.stat().st_size / 1e6, 1)
-        env = {**os.environ, "CIHUB_CACHE_DIR": str(Path(tmp) / "cache")}
-        # the floor under any cihub command: interpreter start and the CLI's imports
-        floor = [time_cihub(["--help"], env) for _ in range(opts.runs)]
-        results["cihub --help"] = {
-            "wall_median_s": round(statistics.median(w for w, _, _ in floor), 2),
-            "cpu_median_s": round(statistics.median(c for _, c, _ in floor), 2),
-        }
-        variants = [("report", ["--json"]), ("new records", ["--json"])]
-        if opts.html:
-            variants.append(("report --html", ["--json", "--html", str(Path(tmp) / "r.html")]))
-        for name, extra in variants:
-            args = ["report", str(history), *extra]
-            cold = time_cihub(args, env)[0] if name == "report" else None
-            warm = []
-            for i in range(opts.runs):
-                if name == "new records":
-                    _append_one(history, i)
-                warm.append(time_cihub(args, env))
-            median = statistics.median(w for w, _, _ in warm)
-            results[name] = {
-                "cold_s": None if cold is None else round(cold, 2),
-                "warm_median_s": round(median, 2),
-                "warm_runs_s": [round(w, 2) for w, _, _ in warm],
-                "cpu_median_s": round(statistics.median(c for _, c, _ in warm), 2),
-                "dbt": sorted({d for _, _, d in warm}),
-                "ratio_to_target": round(median / TARGET_S, 2),
-            }
+    results = measure(
+        records=opts.records,
+        runs=opts.runs,
+        first_runs=opts.first_runs,
+        new=opts.new,
+        days=opts.days,
+        sample=opts.sample,
+        html=opts.html,
+    )
     if opts.json:
         print(json.dumps(results, indent=2))
-        return 0
-    print(f"cihub report over {opts.records} records ({results['history_mb']} MB NDJSON)")
-    floor_row = results["cihub --help"]
-    print(
-        f"  {'cihub --help':<14} wall median {floor_row['wall_median_s']:.2f} s, "
-        f"CPU {floor_row['cpu_median_s']:.2f} s (the start-up floor of every cihub command)"
-    )
-    for name, _ in variants:
-        row = results[name]
-        first = f"cold {row['cold_s']:.2f} s, " if row["cold_s"] is not None else ""
-        print(
-            f"  {name:<14} {first}warm median {row['warm_median_s']:.2f} s "
-            f"(runs {row['warm_runs_s']}), CPU {row['cpu_median_s']:.2f} s, "
-            f"dbt {'/'.join(row['dbt']) or '-'}: "
-            f"{row['ratio_to_target']:.2f}x the {TARGET_S:.0f} s target"
-        )
+    else:
+        print_results(results)
     return 0
 
 

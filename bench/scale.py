@@ -7,15 +7,22 @@ lab start-ups included. Prints drills per hour per worker count and the ratio ag
 first (target on a 2-core machine: -n 2 at least 1.7x -n 1), with the machine's cores and load
 average at the start of each run: a loaded machine makes every figure smaller, and says so.
 
+Then it times `cihub report` over a 100k-record history (target: under 5 s) with
+bench/report.py's own code; `--report-only` runs just that part, without Docker, and
+`--report-records`, `--report-runs`, `--report-first-runs`, `--report-new`, `--report-days`
+are bench/report.py's options. With `--json` each part prints a JSON document of its own.
+
 Timings are never asserted (bench/, not tests/).
 
-Usage: python bench/scale.py [--workers 1 2] [--rounds N] [--json]
-Needs: Docker (labs and builder images are built on first use and cached).
+Usage: python bench/scale.py [--workers 1 2] [--rounds N] [--json] [--report-only]
+Needs: Docker (labs and builder images are built on first use and cached), except for
+`--report-only`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,5 +142,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _report_bench() -> ModuleType:
+    """bench/report.py, loaded from beside this file (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_report", Path(__file__).with_name("report.py")
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit("bench/report.py: cannot load it")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main_with_report(argv: Sequence[str] | None = None) -> int:
+    """Drills per hour (`main`, unless `--report-only`), then the `cihub report` time."""
+    report_bench = _report_bench()
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--report-only", action="store_true")
+    report_bench.add_arguments(parser, prefix="report-")
+    opts, rest = parser.parse_known_args(argv)
+    code = 0 if opts.report_only else main(rest)
+    if {"-h", "--help"}.intersection(rest):
+        return code
+    report = report_bench.measure(
+        records=opts.report_records,
+        runs=opts.report_runs,
+        first_runs=opts.report_first_runs,
+        new=opts.report_new,
+        days=opts.report_days,
+    )
+    if "--json" in rest:
+        print(json.dumps({"cihub report": report}, indent=2))
+    else:
+        report_bench.print_results(report)
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_with_report())

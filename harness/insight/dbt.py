@@ -38,7 +38,8 @@ def project_dir() -> Path:
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where dbt writes: `profiles/`, `target/`, `logs/` and the database, all in `root`."""
+    """Where dbt writes: `profiles/`, `target/`, `logs/`, the database and the plan, all in
+    `root`."""
 
     root: Path
 
@@ -53,6 +54,11 @@ class Workspace:
     @property
     def profiles_file(self) -> Path:
         return self.profiles / "profiles.yml"
+
+    @property
+    def plan(self) -> Path:
+        """The SQL dbt compiled the models to (see `harness.insight.replay`)."""
+        return self.root / "plan.json"
 
     @property
     def log(self) -> Path:

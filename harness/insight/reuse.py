@@ -1,18 +1,22 @@
 """What a report may take over from the previous one, keyed by sha256 digests of its inputs.
 
-Three results are kept in the report's workspace: which NDJSON files passed the schema check
-(`checked.json`: path, size, mtime and sha256 of each, and its record count; a file that has
-only grown since, its old bytes unchanged and ending a line, has only its new lines checked),
-the loaded `raw.pipeline_run` table, and the marts dbt built from it. The database records
-the key it was loaded with and the key dbt built with (`cihub_state.keys`); a key is removed
-before the work it names starts (a new load starts from an empty database) and written only
-after that work succeeded, so an interrupted or failed load or dbt run is never taken for a
-finished one. The keys:
+Four results are kept in the report's workspace: which NDJSON files passed the schema check
+(`checked.json`: path, size, mtime and sha256 of each, and its record count), the loaded
+history (`raw.pipeline_run_all`), the SQL dbt compiled the models to (`plan.json`, see
+`harness.insight.replay`) and the marts built from the history. A file that has only grown
+since, its old bytes unchanged and ending a line, has only its new lines checked and loaded.
+The database records what it holds (`cihub_state.keys`); a key is removed before the work it
+names starts (a new load starts from an empty database, an append runs in one transaction with
+its key) and written only after that work succeeded, so an interrupted or failed load or build
+is never taken for a finished one. The keys:
 
-- load key: the files' sha256 digests in order, `--since`, the raw columns and DuckDB's version;
-  it determines the table, row for row.
-- build key: the load key, every file of the dbt project (`models/`), the profiles dbt gets,
-  the dbt command and the dbt-core and dbt-duckdb versions.
+- loaded: each file's path, size, sha256 and whether it ended a line, in order, with the raw
+  columns and DuckDB's version: what the history table holds.
+- data key: the files' sha256 digests in order, `--since`, the raw columns and DuckDB's
+  version; it determines the dbt source (`raw.pipeline_run`), row for row.
+- plan key: every file of the dbt project (`models/`), the profiles dbt gets and the dbt-core
+  and dbt-duckdb versions; it determines the SQL dbt compiles.
+- build key: the data key, the plan key and the dbt command.
 """
 
 from __future__ import annotations
@@ -45,31 +49,38 @@ class FileDigest:
     sha256: str
     ends_line: bool = True
     """The file ends with a newline (or is empty): text appended to it starts a new line."""
-    prefix: tuple[int, str] | None = None
-    """(size, sha256) of the file's first bytes, as `digest_file` was asked for them."""
+    heads: tuple[tuple[int, str], ...] = ()
+    """(size, sha256) of the file's first bytes, for each size `digest_file` was asked for
+    that the file reaches."""
+
+    def head(self, size: int) -> str | None:
+        """The sha256 of the first `size` bytes, if `digest_file` was asked for it."""
+        return dict(self.heads).get(size)
 
 
 _CHUNK = 1024 * 1024
 
 
-def digest_file(path: Path, prefix: int | None = None) -> FileDigest:
-    """Stat and hash `path` (hashlib releases the GIL while it hashes), and its first `prefix`
-    bytes in the same pass when it is at least that long.
+def digest_file(path: Path, *prefixes: int | None) -> FileDigest:
+    """Stat and hash `path` (hashlib releases the GIL while it hashes), and its first bytes up
+    to each of `prefixes` (None: none) in the same pass, where it is at least that long.
 
     Raises:
         ConfigError: the file can't be read.
     """
     digest = hashlib.sha256()
+    wanted = sorted({p for p in prefixes if p is not None and p >= 0})
+    heads: list[tuple[int, str]] = []
     done = 0
-    head: tuple[int, str] | None = None
     last = b"\n"
     try:
         with path.open("rb", buffering=0) as handle:
             stat = os.fstat(handle.fileno())
             while True:
-                if prefix is not None and head is None and done == prefix:
-                    head = (prefix, digest.hexdigest())
-                want = _CHUNK if prefix is None or done >= prefix else min(_CHUNK, prefix - done)
+                while wanted and wanted[0] <= done:
+                    if wanted.pop(0) == done:
+                        heads.append((done, digest.hexdigest()))
+                want = min(_CHUNK, wanted[0] - done) if wanted else _CHUNK
                 chunk = handle.read(want)
                 if not chunk:
                     break
@@ -78,7 +89,7 @@ def digest_file(path: Path, prefix: int | None = None) -> FileDigest:
                 last = chunk[-1:]
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    return FileDigest(path, done, stat.st_mtime_ns, digest.hexdigest(), last == b"\n", head)
+    return FileDigest(path, done, stat.st_mtime_ns, digest.hexdigest(), last == b"\n", tuple(heads))
 
 
 class CheckedFiles:
@@ -125,9 +136,9 @@ class CheckedFiles:
         """(bytes, lines) at the start of `file` that passed before: all of a file that passed
         and has since only grown by whole lines, else (0, 0)."""
         entry = self._known(file.path)
-        if entry is None or file.prefix is None or not entry["ends_line"]:
+        if entry is None or not entry["ends_line"] or file.size <= entry["size"]:
             return (0, 0)
-        if file.prefix != (entry["size"], entry["sha256"]) or file.size <= entry["size"]:
+        if file.head(int(entry["size"])) != entry["sha256"]:
             return (0, 0)
         return (int(entry["size"]), int(entry["records"]))
 
@@ -154,11 +165,70 @@ def _sha256(parts: Iterable[str | bytes]) -> str:
     return digest.hexdigest()
 
 
-def load_key(files: Sequence[FileDigest], since: datetime | None, columns: Any) -> str:
-    """The key of the table loaded from `files` with `since` and `columns`."""
+def _columns_key(columns: Any) -> str:
+    return _sha256(["columns", duckdb.__version__, json.dumps(columns, sort_keys=True)])
+
+
+def loaded_state(files: Sequence[FileDigest], columns: Any) -> str:
+    """What the history holds once loaded from `files` with `columns` (the "loaded" key)."""
+    entries = [[str(f.path.resolve()), f.size, f.sha256, f.ends_line] for f in files]
+    return json.dumps({"columns": _columns_key(columns), "files": entries})
+
+
+def _loaded_files(stored: str | None, columns: Any) -> list[tuple[str, int, str, bool]] | None:
+    try:
+        value = json.loads(stored) if stored else None
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("columns") != _columns_key(columns):
+        return None
+    entries = value.get("files")
+    if not isinstance(entries, list):
+        return None
+    files = []
+    for entry in entries:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 4
+            and [type(v) for v in entry] == [str, int, str, bool]
+        ):
+            return None
+        files.append((entry[0], entry[1], entry[2], entry[3]))
+    return files
+
+
+def loaded_sizes(stored: str | None, columns: Any) -> dict[Path, int]:
+    """The size each file had when the history (the "loaded" key `stored`) took it in."""
+    return {Path(path): size for path, size, _, _ in _loaded_files(stored, columns) or ()}
+
+
+def tails_to_load(
+    stored: str | None, files: Sequence[FileDigest], columns: Any
+) -> list[tuple[FileDigest, int]] | None:
+    """What the history (the "loaded" key `stored`) lacks to hold `files`: (file, offset) of
+    each file that only grew by whole lines since it was loaded, [] when it holds them all
+    already; None when it must be loaded anew (another file, order or content, other columns).
+    `files` must have been digested with the loaded sizes as prefixes (`loaded_sizes`)."""
+    loaded = _loaded_files(stored, columns)
+    if loaded is None or len(loaded) != len(files):
+        return None
+    tails = []
+    for (path, size, sha256, ends_line), file in zip(loaded, files, strict=True):
+        if path != str(file.path.resolve()):
+            return None
+        if (file.size, file.sha256) == (size, sha256):
+            continue
+        if not ends_line or file.size <= size or file.head(size) != sha256:
+            return None
+        tails.append((file, size))
+    return tails
+
+
+def data_key(files: Sequence[FileDigest], since: datetime | None, columns: Any) -> str:
+    """The key of the dbt source over `files` with `since` and `columns`."""
     return _sha256(
         [
-            "load",
+            "data",
             duckdb.__version__,
             json.dumps(columns, sort_keys=True),
             since.isoformat() if since else "",
@@ -177,24 +247,32 @@ def project_digest(project: Path) -> str:
     return _sha256(parts)
 
 
-def build_key(load: str, project: Path, profiles: Path, command: str) -> str:
-    """The key of dbt's `command` over the table loaded with key `load`."""
+def plan_key(project: Path, profiles: Path) -> str:
+    """The key of the SQL dbt compiles the project at `project` to with `profiles`."""
     versions = [metadata.version(d) for d in ("dbt-core", "dbt-duckdb")]
-    return _sha256(
-        ["build", load, project_digest(project), profiles.read_bytes(), command, *versions]
-    )
+    return _sha256(["plan", project_digest(project), profiles.read_bytes(), *versions])
+
+
+def build_key(data: str, plan: str, command: str) -> str:
+    """The key of dbt's `command`, with plan key `plan`, over the source with key `data`."""
+    return _sha256(["build", data, plan, command])
+
+
+def stored_keys(database: Path) -> dict[str, str]:
+    """The keys the database holds (none when it has no state or can't be read)."""
+    if not database.exists():
+        return {}
+    try:
+        with duckdb.connect(str(database), read_only=True) as con:
+            rows = con.execute(f"select name, value from {_STATE}").fetchall()
+    except duckdb.Error:  # no state table yet, or a database this DuckDB can't read
+        return {}
+    return {str(name): str(value) for name, value in rows}
 
 
 def stored_key(database: Path, name: str) -> str | None:
-    """The key `name` ("load" or "build") the database holds, None when it has none."""
-    if not database.exists():
-        return None
-    try:
-        with duckdb.connect(str(database), read_only=True) as con:
-            row = con.execute(f"select value from {_STATE} where name = ?", [name]).fetchone()
-    except duckdb.Error:  # no state table yet, or a database this DuckDB can't read
-        return None
-    return str(row[0]) if row else None
+    """The key `name` the database holds, None when it has none."""
+    return stored_keys(database).get(name)
 
 
 def set_key(con: duckdb.DuckDBPyConnection, name: str, value: str | None) -> None:
@@ -210,3 +288,12 @@ def write_key(database: Path, name: str, value: str | None) -> None:
     """`set_key` in a connection of its own."""
     with duckdb.connect(str(database)) as con:
         set_key(con, name, value)
+
+
+def write_keys(database: Path, keys: dict[str, str | None]) -> None:
+    """`set_key` for each of `keys`, in one transaction of a connection of its own."""
+    with duckdb.connect(str(database)) as con:
+        con.execute("begin transaction")
+        for name, value in keys.items():
+            set_key(con, name, value)
+        con.execute("commit")

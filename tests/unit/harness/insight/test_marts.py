@@ -221,7 +221,7 @@ def test_a_failing_model_is_named(tmp_path: Path) -> None:
     with insight_dbt.workspace(tmp_path / "dbt") as space:
         warehouse.load_history(space.fresh_database(), [GOLDEN], None)
         with duckdb.connect(str(space.database)) as con:
-            con.execute("alter table raw.pipeline_run drop column chaos")
+            con.execute(f"alter table {warehouse.ALL_RECORDS} drop column chaos")
         with pytest.raises(InfraError, match=r"dbt run failed: stg_pipeline_runs: error"):
             insight_dbt.run_dbt(space.args("run"))
 
