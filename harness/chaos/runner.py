@@ -15,10 +15,13 @@
 - The lab is given as `configuration` (the lab variables), never through `os.environ`.
 - SIGINT and SIGTERM (chaoslib turns SIGTERM into an interruption of its own) stop the
   hypothesis or method where it is; the rollbacks are played, a second signal waits for them.
+  One process-wide handler (`_dispatch`) hands both to the guard of the run in progress; see
+  `_SignalGuard` for how it is put in place without a `signal.signal` call per run.
 """
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C half of `signal`; see _route
 import functools
 import importlib
 import logging
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
+import chaoslib.exit  # type: ignore[import-untyped]
 import docker.errors
 import requests
 from chaoslib.exceptions import ActivityFailed  # type: ignore[import-untyped]
@@ -199,8 +203,9 @@ class SafeRunner:
         document = experiment.copy()
         self._check_configuration(experiment, document)
         timing = _Timing()
-        guard = _SignalGuard()  # SIGINT: through the sweep too
-        with guard.installed():
+        guard = _SignalGuard()
+        left: tuple[str, ...] = ()
+        with guard.installed():  # SIGINT from here; SIGTERM inside run_experiment
             journal: Mapping[str, Any] = run_experiment(
                 document,
                 settings=dict(SETTINGS),
@@ -208,16 +213,22 @@ class SafeRunner:
                 strategy=Strategy.DEFAULT,
                 event_handlers=[_Events(guard, timing)],
             )
-            if on_journal is not None:
-                on_journal(journal)
-            left: tuple[str, ...] = ()
-            if self._sweep:
-                try:
-                    left = restore_lab(self.configuration)
-                except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
-                    # The journal must still be judged: with the sweep failed.
-                    left = (f"the sweep failed: {exc}",)
+            if on_journal is not None or self._sweep:
+                # chaoslib gave SIGTERM back to the caller: keep it through the hand-off and
+                # the sweep (a no-op run has neither, and skips the two signal.signal calls).
+                with guard.taking(signal.SIGTERM):
+                    if on_journal is not None:
+                        on_journal(journal)
+                    if self._sweep:
+                        left = self._swept()
         return judge(experiment, journal, left_behind=left, signum=guard.received, timing=timing)
+
+    def _swept(self) -> tuple[str, ...]:
+        try:
+            return restore_lab(self.configuration)
+        except (LabError, docker.errors.DockerException, requests.RequestException) as exc:
+            # The journal must still be judged: with the sweep failed.
+            return (f"the sweep failed: {exc}",)
 
     def _check_configuration(self, experiment: Experiment, document: Mapping[str, Any]) -> None:
         declared = document.get("configuration") or {}
@@ -301,29 +312,25 @@ def judge(
     timing: _Timing | None = None,
 ) -> ChaosOutcome:
     """Read what happened from a journal (see `ChaosOutcome`)."""
-    document = experiment.document
-    has_hypothesis = bool((document.get("steady-state-hypothesis") or {}).get("probes"))
+    declared = _declared(experiment)
     states = journal.get("steady_states") or {}
-    before = _phase(states.get("before"), has_hypothesis)
-    after = _phase(states.get("after"), has_hypothesis)
+    before = _phase(states.get("before"), declared.has_hypothesis)
+    after = _phase(states.get("after"), declared.has_hypothesis)
     if before == "not-met":
         after = "not-run"
-    runs: list[Mapping[str, Any]] = list(journal.get("run") or [])
-    declared = list(document.get("method") or [])
+    runs: list[Mapping[str, Any]] = journal.get("run") or []
     failed = next((r for r in runs if r.get("status") != "succeeded"), None)
     method_ran = (
-        len(runs) == len(declared)
+        len(runs) == declared.method
         and failed is None
         and journal.get("status") not in ("interrupted", "aborted")
     )
-    check_names = {a.get("name") for a in declared if _is_fault_check(a)}
-    checks = [r for r in runs if (r.get("activity") or {}).get("name") in check_names]
     verified: bool | None = None
-    if checks:
-        verified = all(r.get("status") == "succeeded" for r in checks)
-    elif check_names:
-        verified = False  # declared but never reached
-    rollbacks = list(journal.get("rollbacks") or [])
+    if declared.fault_checks:
+        checks = [r for r in runs if (r.get("activity") or {}).get("name") in declared.fault_checks]
+        # declared but never reached: not verified
+        verified = bool(checks) and all(r.get("status") == "succeeded" for r in checks)
+    rollbacks: list[Mapping[str, Any]] = journal.get("rollbacks") or []
     return ChaosOutcome(
         experiment=experiment,
         journal=journal,
@@ -331,21 +338,46 @@ def judge(
         hypothesis_after=after,
         fault_verified=verified,
         method_ran=method_ran,
-        rollbacks_declared=len(document.get("rollbacks") or []),
+        rollbacks_declared=declared.rollbacks,
         rollbacks_played=len(rollbacks),
         rollbacks_failed=sum(1 for r in rollbacks if r.get("status") != "succeeded"),
         left_behind=tuple(left_behind),
-        faults=tuple(f for f in (_fault_of(a) for a in declared) if f),
+        faults=declared.faults,
         failed_activity=_describe_failure(failed) if failed is not None else None,
         signal=signum,
         recovery_s=timing.recovery_s if timing is not None else None,
     )
 
 
+@dataclass(frozen=True)
+class _Declared:
+    """What an experiment declares that judging needs (the same for each of its runs)."""
+
+    has_hypothesis: bool
+    method: int
+    rollbacks: int
+    fault_checks: frozenset[str]
+    faults: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _declared(experiment: Experiment) -> _Declared:
+    # Keyed by the experiment: equal experiments (same file, document and expectation) share it.
+    document = experiment.document
+    method = list(document.get("method") or [])
+    return _Declared(
+        has_hypothesis=bool((document.get("steady-state-hypothesis") or {}).get("probes")),
+        method=len(method),
+        rollbacks=len(document.get("rollbacks") or []),
+        fault_checks=frozenset(str(a.get("name")) for a in method if _is_fault_check(a)),
+        faults=tuple(f for f in (_fault_of(a) for a in method) if f),
+    )
+
+
 def _phase(state: Any, declared: bool) -> Phase:
     if not declared:
         return "skipped"
-    if not isinstance(state, Mapping):
+    if not isinstance(state, (dict, Mapping)):  # a dict (chaoslib's) is the cheap check
         return "not-run"
     return "met" if state.get("steady_state_met") else "not-met"
 
@@ -410,9 +442,22 @@ class _Timing:
 
 
 class _SignalGuard:
-    """SIGINT/SIGTERM while the hypotheses or the method run: raise KeyboardInterrupt there
-    (chaoslib then plays the rollbacks); any other time, and for a second signal, only note it
-    so the rollbacks finish."""
+    """One run's signals. SIGINT/SIGTERM while the hypotheses or the method run: raise
+    KeyboardInterrupt there (chaoslib then plays the rollbacks); any other time, and for a
+    second signal, only note it so the rollbacks (and the sweep) finish.
+
+    The guard does not install itself as a handler: `_dispatch` is the handler, process-wide,
+    and hands the signal to the guard in `_routing` (the run in progress). How it gets there
+    without a signal.signal call per run (each costs about as much as a no-op activity):
+    - SIGINT: `installed` routes it to `_dispatch`. Where the caller had Python's default
+      handler, `_dispatch` stays after the run and stands in for it (KeyboardInterrupt when no
+      run is in progress), so the next run finds it in place; any other handler of the caller
+      (the drill runner's) is put back when the run ends.
+    - SIGTERM: chaoslib's `exit_signals` installs `chaoslib.exit._terminate_now` for the run
+      and puts the caller's handler back after it; that name is pointed at `_dispatch`
+      (`_route_chaoslib_sigterm`), which falls back to chaoslib's own handler outside our
+      runs. After chaoslib returns, `taking(SIGTERM)` holds it for the sweep.
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -430,25 +475,85 @@ class _SignalGuard:
         if fire:
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    def take_sigterm(self) -> None:
-        """chaoslib installs its own SIGTERM handler inside the run: take it back."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.handler)
-
     @contextmanager
     def installed(self) -> Iterator[None]:
-        """SIGINT here; SIGTERM from `take_sigterm`, inside chaoslib's own SIGTERM scope, which
-        puts the caller's handler back when the run ends (a signal.signal call costs more than
-        a no-op activity)."""
+        """This guard takes the signals `_dispatch` gets while the block runs: SIGINT from
+        here, SIGTERM within chaoslib's scope. Only the main thread can take signals."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self.handler)
+        _route_chaoslib_sigterm()
+        outer, _routing.guard = _routing.guard, self
+        restore = _route(signal.SIGINT)  # `taking`, inlined: one generator less per run
         try:
             yield
         finally:
             self.armed = False
-            signal.signal(signal.SIGINT, previous)
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+            _routing.guard = outer
+
+    @contextmanager
+    def taking(self, signum: int) -> Iterator[None]:
+        """`signum` goes to `_dispatch` (so to the routed guard) while the block runs."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        restore = _route(signum)
+        try:
+            yield
+        finally:
+            if restore is not None:
+                signal.signal(signum, restore)
+
+
+class _Routing:
+    """Which guard `_dispatch` hands signals to. Signal handlers belong to the process, so
+    this does too: the runner's one piece of module state."""
+
+    guard: _SignalGuard | None = None
+
+
+_routing = _Routing()
+_CHAOSLIB_TERMINATE: Callable[[int, FrameType | None], None] = chaoslib.exit._terminate_now
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _dispatch(signum: int, frame: FrameType | None) -> None:
+    """The process's SIGINT (and, inside chaoslib's runs, SIGTERM) handler: the run in
+    progress gets the signal; with none, what would have got it without us."""
+    guard = _routing.guard
+    if guard is not None:
+        guard.handler(signum, frame)
+    elif signum == signal.SIGTERM:
+        _CHAOSLIB_TERMINATE(signum, frame)  # a chaoslib run not ours: chaoslib's behaviour
+    else:
+        signal.default_int_handler(signum, frame)
+
+
+def _route(signum: int) -> _SignalHandler:
+    """Send `signum` to `_dispatch`; return the handler to put back after, or None.
+
+    None when `_dispatch` was there already, or when SIGINT had Python's default handler:
+    `_dispatch` stays and stands in for it (a handler set outside Python is left alone).
+    The current handler is read from `_signal`: `signal.getsignal` converts it to an enum
+    member first, which for a function costs a ValueError raised and caught inside `enum`
+    (about as long as a no-op activity).
+    """
+    current: _SignalHandler = _signal.getsignal(signum)
+    if current is _dispatch or current is None:
+        return None  # None: a handler set outside Python, which could not be put back
+    signal.signal(signum, _dispatch)
+    if signum == signal.SIGINT and current is signal.default_int_handler:
+        return None
+    return current
+
+
+def _route_chaoslib_sigterm() -> None:
+    """Have chaoslib's `exit_signals` (chaostoolkit-lib 1.44, pinned) install `_dispatch` for
+    SIGTERM: it looks `_terminate_now` up when a run starts."""
+    if chaoslib.exit._terminate_now is not _dispatch:
+        chaoslib.exit._terminate_now = _dispatch
 
 
 class _Events(RunEventHandler):  # type: ignore[misc]
@@ -464,7 +569,6 @@ class _Events(RunEventHandler):  # type: ignore[misc]
     def running(self, experiment: Any, journal: Any, *args: Any, **kwargs: Any) -> None:
         self._journal = journal
         self._method = list(experiment.get("method") or [])
-        self._guard.take_sigterm()
         self._guard.armed = self._guard.received is None
 
     def activity_completed(self, activity: Any, run: Any) -> None:

@@ -217,9 +217,7 @@ class DrDrill:
             "seconds_since_backup": round(since_backup, 3),
             "lost": lost,
         }
-        dr: dict[str, Any] = {
-            "drill": s.drill,
-            "target": s.target,
+        facts: dict[str, Any] = {
             "rpo": rpo,
             "rto_s": round(rto, 3),
             "replay": {
@@ -228,11 +226,8 @@ class DrDrill:
             },
             "rollback_detected": None,
             "consistent": None,
-            "report": REPORT,
         }
-        report = {
-            "scenario": s.name,
-            **{k: v for k, v in dr.items() if k != "report"},
+        details = {
             "restore": s.restore,
             "backup": backup.to_json(),
             "items": {
@@ -248,7 +243,7 @@ class DrDrill:
             f"{len(lost_required)} of {len(before) + len(on_record)} digests on record missing; "
             f"RPO {len(lost)} items ({since_backup:.1f} s), RTO {rto:.2f} s"
         )
-        return self._finish(bundle, observed, checks, problems, detail, dr, report)
+        return self._finish(bundle, observed, checks, problems, detail, facts, details)
 
     # -- log-rollback ---------------------------------------------------------------------
 
@@ -328,9 +323,7 @@ class DrDrill:
                 f"not consistent after restoring the current logs: {final.alarms or final.sizes}"
             )
         lost = [*later.v1, *(f"v2:{i}={d}" for i, d in sorted(later.v2.items()))]
-        dr: dict[str, Any] = {
-            "drill": s.drill,
-            "target": s.target,
+        facts: dict[str, Any] = {
             "rpo": {
                 "items_lost": later.count(),
                 "seconds_since_backup": round(since_backup, 3),
@@ -339,11 +332,8 @@ class DrDrill:
             "rto_s": round(rto, 3),
             "rollback_detected": detected,
             "consistent": consistent,
-            "report": REPORT,
         }
-        report = {
-            "scenario": s.name,
-            **{k: v for k, v in dr.items() if k != "report"},
+        details = {
             "monitor": s.monitor,
             "verified": {"baseline": dict(baseline.sizes), "before_rollback": dict(grown.sizes)},
             "alarms": dict(watched.alarms) if watched is not None else None,
@@ -355,7 +345,7 @@ class DrDrill:
         else:
             detail = f"ROLLBACK NOT detected: {rollback_detail}"
         detail += "; consistent again after the restore" if consistent else "; NOT consistent"
-        return self._finish(bundle, observed, checks, problems, detail, dr, report)
+        return self._finish(bundle, observed, checks, problems, detail, facts, details)
 
     # -- log-key-rotation -----------------------------------------------------------------
 
@@ -407,16 +397,8 @@ class DrDrill:
         problems = [] if distinct else ["the entry after the rotation names the old log id"]
         if alarm is not None:
             problems.append(f"the log is not consistent across the rotation: {alarm}")
-        dr: dict[str, Any] = {
-            "drill": s.drill,
-            "target": s.target,
-            "rto_s": round(rto, 3),
-            "consistent": alarm is None,
-            "report": REPORT,
-        }
-        report = {
-            "scenario": s.name,
-            **{k: v for k, v in dr.items() if k != "report"},
+        facts = {"rto_s": round(rto, 3), "consistent": alarm is None}
+        details = {
             "keep_old_key": s.keep_old_key,
             "rotated_at": retired.end.isoformat().replace("+00:00", "Z"),
             "old_key_valid_for": {
@@ -434,7 +416,7 @@ class DrDrill:
             f"{'verifies' if old_problem is None else 'does NOT verify'} (old key), the one "
             f"after {'verifies' if new_problem is None else 'does NOT verify'} (new key)"
         )
-        return self._finish(bundle, observed, checks, problems, detail, dr, report)
+        return self._finish(bundle, observed, checks, problems, detail, facts, details)
 
     # -- cache-poisoning ------------------------------------------------------------------
 
@@ -515,11 +497,7 @@ class DrDrill:
                 f"installed: {result.origin or 'nothing'}",
             ),
         ]
-        dr: dict[str, Any] = {"drill": s.drill, "target": s.target, "report": REPORT}
-        report = {
-            "scenario": s.name,
-            "drill": s.drill,
-            "target": s.target,
+        details = {
             "poisoned": wheel if s.poison else None,
             "sentinel": s.sentinel,
             "cache": cache_record,
@@ -530,10 +508,10 @@ class DrDrill:
             f"{'ran' if result.ran else 'blocked'}, installed {result.origin or 'nothing'}"
         )
         return self._finish(
-            bundle, observed, checks, [], detail, dr, report, extra={"cache": cache_record}
+            bundle, observed, checks, [], detail, {}, details, record={"cache": cache_record}
         )
 
-    # -- both -----------------------------------------------------------------------------
+    # -- every drill ----------------------------------------------------------------------
 
     def _finish(
         self,
@@ -542,31 +520,43 @@ class DrDrill:
         checks: list[dict[str, Any]],
         problems: list[str],
         detail: str,
-        dr: dict[str, Any],
-        report: dict[str, Any],
-        extra: dict[str, Any] | None = None,
+        facts: dict[str, Any],
+        details: dict[str, Any],
+        record: dict[str, Any] | None = None,
     ) -> DrillFinding:
-        expected = self.scenario.expect
-        if observed != expected:
-            problems.insert(0, f"observed {observed}, expected {expected}")
+        """Judge `observed` against the scenario, write `dr/report.json` and make the finding.
+
+        Args:
+            facts: what the record's `dr` object carries besides the drill, target and report
+                path (RPO, RTO, ...); the report carries them too.
+            details: what only the report carries.
+            record: more objects for the pipeline_run record (e.g. `cache`).
+        """
+        s = self.scenario
+        if observed != s.expect:
+            problems.insert(0, f"observed {observed}, expected {s.expect}")
         met = not problems
+        named = {"drill": s.drill, "target": s.target}
         report = {
             "passed": met,
             "verdict": "pass" if met else "fail",
             "observed": observed,
-            "expected": expected,
+            "expected": s.expect,
             "checks": checks,
-            **report,
+            "scenario": s.name,
+            **named,
+            **facts,
+            **details,
         }
         self.report = report
         bundle.write_json(REPORT, report)
         return DrillFinding(
             observed=observed,
-            expected=expected,
+            expected=s.expect,
             met=met,
-            detail=detail + (" (as expected)" if met else f"; expected {expected}"),
+            detail=detail + (" (as expected)" if met else f"; expected {s.expect}"),
             lines=tuple(problems),
-            record={"dr": dr, **(extra or {})},
+            record={"dr": {**named, **facts, "report": REPORT}, **(record or {})},
             problems=tuple(problems),
         )
 

@@ -22,6 +22,27 @@ pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parents[2] / "scenarios" / "dr"
 
 
+def _run_dr(tmp_path: Path, scenario: str, *extra: str) -> list[str]:
+    """`cihub run dr --scenario SCENARIOS/<scenario>.yaml` on a lab of its own, evidence in
+    `tmp_path/evidence`, signed with a fresh key."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(KeySigner.generate().private_key_pem)
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "dr",
+        "--scenario",
+        str(SCENARIOS / f"{scenario}.yaml"),
+        "--sign",
+        f"key:{key}",
+        "--evidence-dir",
+        str(tmp_path / "evidence"),
+        *extra,
+    ]
+
+
 def test_an_interrupt_after_the_destruction_puts_the_registry_back(
     lab: Lab, tmp_path: Path
 ) -> None:
@@ -47,22 +68,7 @@ def test_an_interrupt_after_the_destruction_puts_the_registry_back(
 
 
 def test_cli_runs_a_scenario_on_a_lab_of_its_own(tmp_path: Path) -> None:
-    key = tmp_path / "key.pem"
-    key.write_bytes(KeySigner.generate().private_key_pem)
-    command = [
-        sys.executable,
-        "-m",
-        "harness",
-        "run",
-        "dr",
-        "--scenario",
-        str(SCENARIOS / "registry-restore-skipped.yaml"),
-        "--sign",
-        f"key:{key}",
-        "--evidence-dir",
-        str(tmp_path / "evidence"),
-        "--json",
-    ]
+    command = _run_dr(tmp_path, "registry-restore-skipped", "--json")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr  # the negative twin: not as expected
     result = json.loads(done.stdout)
@@ -113,23 +119,10 @@ def test_sigint_mid_drill_cancels_cleanly_and_leaves_no_container(tmp_path: Path
 
     import docker
 
-    key = tmp_path / "key.pem"
-    key.write_bytes(KeySigner.generate().private_key_pem)
     evidence = tmp_path / "evidence"
-    command = [
-        sys.executable,
-        "-m",
-        "harness",
-        "run",
-        "dr",
-        "--scenario",
-        str(SCENARIOS / "registry-restore.yaml"),
-        "--sign",
-        f"key:{key}",
-        "--evidence-dir",
-        str(evidence),
-    ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _run_dr(tmp_path, "registry-restore"), stderr=subprocess.PIPE, text=True
+    )
     assert process.stderr is not None
     lab_id = None
     deadline = time.monotonic() + 300

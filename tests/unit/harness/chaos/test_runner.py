@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +171,73 @@ def test_a_signal_mid_method_plays_the_rollbacks(log: Path, name: str) -> None:
     assert lines == ["fault", f"signal {name}", "rollback"]  # the method stopped there
     assert outcome.observed == "cancelled" and not outcome.met
     assert outcome.rollbacks_played == 1
+
+
+def test_a_second_signal_waits_for_every_rollback(log: Path) -> None:
+    rollbacks = [
+        activity("undo-1", "signal_now", signame="SIGTERM", tag="r1"),
+        activity("undo-2", "signal_now", signame="SIGINT", tag="r2"),
+        activity("undo-3", "record", tag="r3"),
+    ]
+    exp = experiment(
+        [FAULT, activity("signal", "send_signal", signame="SIGINT"), CHECK], rollbacks=rollbacks
+    )
+    outcome, lines = run(exp, log)
+    assert lines == ["fault", "signal SIGINT", "r1", "r2", "r3"]
+    assert outcome.signal == signal.SIGINT  # the first one
+    assert (outcome.rollbacks_played, outcome.rollbacks_failed) == (3, 0)
+
+
+@contextmanager
+def sigint_handler(handler: Any) -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_after_a_run_ctrl_c_still_interrupts_the_caller(log: Path) -> None:
+    with sigint_handler(signal.default_int_handler):
+        outcome, _ = run(experiment([FAULT, CHECK]), log)
+        assert outcome.met and outcome.signal is None
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises at the next bytecode
+        assert run(experiment([FAULT, CHECK]), log)[0].signal is None  # nothing was held
+
+
+def test_the_callers_own_handlers_are_put_back_and_not_called_during_a_run(log: Path) -> None:
+    seen: list[int] = []
+
+    def callers(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    sigterm = signal.getsignal(signal.SIGTERM)
+    with sigint_handler(callers):
+        exp = experiment([FAULT, activity("signal", "send_signal", signame="SIGINT"), CHECK])
+        outcome, _ = run(exp, log)
+        assert outcome.signal == signal.SIGINT and seen == []  # the run took it
+        assert signal.getsignal(signal.SIGINT) is callers
+        assert signal.getsignal(signal.SIGTERM) is sigterm
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert seen == [signal.SIGINT]  # between runs: the caller's
+
+
+def test_a_callers_handler_around_a_run_leaves_ctrl_c_working_after_it(log: Path) -> None:
+    # A run with Python's default handler keeps the runner's in its place; a caller that
+    # then installs its own around another run (the drill runner) and puts the runner's back
+    # must get KeyboardInterrupt again, not its own stale handler.
+    with sigint_handler(signal.default_int_handler):
+        run(experiment([FAULT, CHECK]), log)
+        calls: list[int] = []
+        with sigint_handler(lambda signum, frame: calls.append(signum)):
+            run(experiment([FAULT, CHECK]), log)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        assert calls == []
 
 
 def test_the_drill_keeps_the_journal_and_records_the_chaos_object(
