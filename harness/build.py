@@ -539,19 +539,21 @@ def collect_output(
     out_dir: Path,
     keep: bool,
     root: str = "/out",
+    archive: IO[bytes] | None = None,
 ) -> tuple[BuildOutput, frozenset[str]]:
-    """The build whose runner wrote to `root` in `container`, and the names of its meta files."""
+    """The build whose runner wrote to `root` in `container`, and the names of its meta files.
+
+    `archive`: `root` as a tar archive the runner already sent (a warm build's stream); else
+    it is read from the container."""
     digest: TreeDigest | None = None
     top = PurePosixPath(root).name
-    with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as spool:
-        try:
-            stream, _ = container.get_archive(root)
-            for chunk in stream:
-                spool.write(chunk)
-        except docker.errors.NotFound:
-            spool.truncate(0)
-        except (docker.errors.APIError, requests.RequestException) as exc:
-            raise InfraError(f"container {name}: could not read the build output") from exc
+    with contextlib.ExitStack() as stack:
+        spool: IO[bytes]
+        if archive is not None:
+            spool = archive
+        else:
+            spool = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024))
+            _read_archive(container, name, root, spool)
         meta: dict[str, bytes] = {}
         if spool.tell():
             spool.seek(0)
@@ -586,6 +588,17 @@ def collect_output(
         container=name,
     )
     return output, frozenset(meta)
+
+
+def _read_archive(container: Any, name: str, root: str, spool: IO[bytes]) -> None:
+    try:
+        stream, _ = container.get_archive(root)
+        for chunk in stream:
+            spool.write(chunk)
+    except docker.errors.NotFound:
+        spool.truncate(0)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise InfraError(f"container {name}: could not read the build output") from exc
 
 
 def _read_meta(handle: IO[bytes], top: str = "out") -> dict[str, bytes]:

@@ -5,9 +5,16 @@ many builds take, and the culprit search runs a dozen builds. A warm container i
 exactly a cold build's options (`harness.build.container_options`: the same hardening, mounts,
 limits and tmpfs folders) but idles (`IDLE`) instead of building; each build is one `docker
 exec` of the build runner as the build user, with its own output folder `/out/<n>`. The runner
-copies the subject afresh into the build path and, after collecting, ends the processes the
-build left and empties every folder it could write (`/build`, HOME, /tmp, /var/tmp, /dev/shm);
-only a container whose reset succeeded goes back to the session's pool.
+copies the subject afresh into the build path and, after collecting, writes the output folder
+as a tar archive on the exec's stdout, then ends the processes the build left and empties every
+folder it could write (`/build`, HOME, /tmp, /var/tmp, /dev/shm); only a container whose reset
+succeeded goes back to the session's pool.
+
+One build is two engine calls: create the exec and start it attached. The driver reads the
+exec's multiplexed stream until it ends (the runner exited): stdout is the output archive,
+the last stderr line says whether the reset succeeded. No polling, so no latency between the
+end of a build and the driver seeing it, and no archive request afterwards (one is made only
+when the stream carried none: the runner stopped before collecting).
 
 What an exec can't change decides which container a build goes to (`warm_key`): the hostname
 and domain name (domain_host), the cpuset (num_cpus), the build user and its identity files
@@ -22,15 +29,19 @@ containers die with their driver too; `BuildSession.close()` removes them.
 from __future__ import annotations
 
 import contextlib
+import select
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 import docker
 import docker.errors
+import docker.utils.socket
 import requests
 
 from harness._internal.build_runner import IDLE, RUNNER
@@ -43,8 +54,10 @@ if TYPE_CHECKING:
 
 RESET_OK = "reset-ok"
 """The runner's mark that it emptied the container after the build (see the module docs)."""
-_POLL_FIRST_S = 0.02
-_POLL_MAX_S = 0.25
+_WAKE_S = 0.25
+"""How often a driver waiting on a build's stream checks for cancellation and the timeout."""
+_STDOUT, _STDERR = 1, 2
+_STDERR_KEPT = 4096
 
 
 def can_run_warm(env: BuildEnv) -> bool:
@@ -144,19 +157,30 @@ def run_warm_build(
         started = time.monotonic()
         environment = build_exec_environment(session, spec, env, out)
         user = f"{env.uid}:{env.gid}"
-        timed_out = _exec_runner(session, spec, container, name, user, environment)
-        duration = time.monotonic() - started
-        out_dir = session.workdir / label
-        if out_dir.exists():
-            out_dir = session.workdir / f"{number}-{label}"
-        try:
-            output, meta = collect_output(
-                container, name, label, env, duration, timed_out, out_dir, keep, root=out
-            )
-        except InfraError:
-            session.check_cancelled()
-            raise
-        reusable = RESET_OK in meta and not timed_out
+        with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as archive:
+            ran = _exec_runner(session, spec, container, name, user, environment, archive)
+            duration = time.monotonic() - started
+            out_dir = session.workdir / label
+            if out_dir.exists():
+                out_dir = session.workdir / f"{number}-{label}"
+            streamed = archive if archive.tell() else None
+            try:
+                output, meta = collect_output(
+                    container,
+                    name,
+                    label,
+                    env,
+                    duration,
+                    ran.timed_out,
+                    out_dir,
+                    keep,
+                    root=out,
+                    archive=streamed,
+                )
+            except InfraError:
+                session.check_cancelled()
+                raise
+        reusable = (ran.reset or RESET_OK in meta) and not ran.timed_out
         session.add_finished(output)
         return output
     finally:
@@ -167,6 +191,42 @@ def run_warm_build(
             remove_container(container)
 
 
+@dataclass(frozen=True)
+class _Ran:
+    """How a warm build's exec ended."""
+
+    timed_out: bool
+    reset: bool
+    """The runner's last stderr line said it emptied the container (see the module docs)."""
+
+
+class _Frames:
+    """The exec's multiplexed stream (8-byte headers: stream, 0, 0, 0, size), split as it comes:
+    stdout into `stdout`, the tail of stderr kept."""
+
+    def __init__(self, stdout: IO[bytes]) -> None:
+        self._stdout = stdout
+        self._pending = bytearray()
+        self.stderr = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        offset = 0
+        while len(self._pending) - offset >= 8:
+            kind = self._pending[offset]
+            size = int.from_bytes(self._pending[offset + 4 : offset + 8], "big")
+            end = offset + 8 + size
+            if len(self._pending) < end:
+                break
+            payload = self._pending[offset + 8 : end]
+            if kind == _STDOUT:
+                self._stdout.write(payload)
+            elif kind == _STDERR:
+                self.stderr = (self.stderr + payload)[-_STDERR_KEPT:]
+            offset = end
+        del self._pending[:offset]
+
+
 def _exec_runner(
     session: BuildSession,
     spec: BuildSpec,
@@ -174,8 +234,10 @@ def _exec_runner(
     name: str,
     user: str,
     environment: dict[str, str],
-) -> bool:
-    """Run the build runner in `container` until it ends; True when it hit the build timeout."""
+    archive: IO[bytes],
+) -> _Ran:
+    """Run the build runner in `container` until it ends, its stdout (the output archive) into
+    `archive`. A build past its timeout is killed with its container."""
     api = session.client.api
     try:
         exec_id = api.exec_create(
@@ -184,21 +246,38 @@ def _exec_runner(
             user=user,
             environment=environment,
             workdir="/",
+            stdout=True,
+            stderr=True,
         )["Id"]
-        api.exec_start(exec_id, detach=True)
-        started = time.monotonic()
-        delay = _POLL_FIRST_S
-        while True:
-            state = api.exec_inspect(exec_id)
-            if not state.get("Running") and state.get("ExitCode") is not None:
-                return False
-            if time.monotonic() - started > spec.timeout_s:
-                with contextlib.suppress(docker.errors.APIError, requests.RequestException):
-                    container.kill()
-                return True
-            if session.wait_cancelled(delay):
-                session.check_cancelled()
-            delay = min(delay * 1.5, _POLL_MAX_S)
+        stream = api.exec_start(exec_id, socket=True)
     except (docker.errors.APIError, requests.RequestException) as exc:
         session.check_cancelled()
         raise InfraError(f"container {name}: lost the engine while building") from exc
+    frames = _Frames(archive)
+    deadline = time.monotonic() + spec.timeout_s
+    try:
+        while True:
+            session.check_cancelled()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                    container.kill()
+                return _Ran(timed_out=True, reset=False)
+            readable, _, _ = select.select([stream], [], [], min(_WAKE_S, left))
+            if not readable:
+                continue
+            data = docker.utils.socket.read(stream, 256 * 1024)
+            if data is None:  # interrupted (EINTR, EAGAIN): wait again
+                continue
+            if not data:  # the runner and everything it started are gone
+                break
+            frames.feed(data)
+    except OSError as exc:
+        session.check_cancelled()
+        raise InfraError(f"container {name}: lost the engine while building") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
+    session.check_cancelled()
+    last = frames.stderr.rstrip().rsplit(b"\n", 1)[-1]
+    return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode())
