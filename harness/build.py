@@ -68,6 +68,7 @@ from harness.build_warm import can_run_warm, run_warm_build
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
+from harness.builder_image import session_builder_image as session_builder_image
 from harness.compare.tree import TreeDigest, extract_and_digest
 from harness.errors import CihubError, ConfigError, InfraError
 from harness.variations import BuildEnv, build_environment

@@ -88,6 +88,7 @@ def prewarm(session: BuildSession, spec: BuildSpec, envs: Iterable[BuildEnv], wo
     `workers` per key, less those idle or already starting: work that would otherwise wait
     (e.g. the culprit search's containers while diffoscope runs). Returns how many it starts.
     """
+    session.start_heartbeat()  # the containers mount the lease folder it makes
     wanted = Counter(warm_key(spec, env) for env in envs if can_run_warm(env))
     first = {warm_key(spec, env): env for env in envs if can_run_warm(env)}
     started = 0

@@ -312,7 +312,7 @@ def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
         BuildSpec,
         DualBuildRequest,
         dual_build,
-        inspect_builder_image,
+        session_builder_image,
     )
     from harness.compare import CompareRequest, compare_outputs
     from harness.compare.tree import display_name
@@ -325,7 +325,7 @@ def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
         '{ [ "$(hostname)" = cihub-build-a ] || printf 3 > "out/$(printf \'\\377\')"; }'
     )
     with BuildSession(client, tmp_path) as session:
-        image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+        image = session_builder_image(session, tag)
         plan = plan_variations(VariationSpec.parse("-all,domain_host"), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         built = dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
@@ -370,7 +370,7 @@ _DRIVER = """
 import sys, tempfile
 from pathlib import Path
 from harness.build import BuildSession, BuildSpec, DualBuildRequest, dual_build
-from harness.build import inspect_builder_image
+from harness.build import session_builder_image
 from harness.determinism import prepare_image
 from harness.variations import VariationSpec, plan_variations
 from lab._internal.docker import docker_client
@@ -379,7 +379,7 @@ client = docker_client()
 tag = prepare_image(client, "builder-python", "offline", None)
 with tempfile.TemporaryDirectory() as tmp:
     session = BuildSession(client, Path(tmp))
-    image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+    image = session_builder_image(session, tag)
     plan = plan_variations(VariationSpec(), image.capabilities)
     spec = BuildSpec(Path(sys.argv[1]), "sleep 600; echo x > o", image, ("o",), timeout_s=900)
     try:
@@ -507,10 +507,9 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
 ) -> None:
     """A hostile build leaves files in every writable folder (one read-only), and a process
     that keeps writing: the next build in the same warm container sees none of it."""
-    from harness.build import BuildSession, BuildSpec, inspect_builder_image, run_build
+    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
     from harness.determinism import prepare_image
     from harness.variations import VariationSpec, plan_variations
-    from lab.images import default_cache_dir
 
     build = (
         'mkdir -p out && ls -A "$HOME" /tmp /var/tmp /dev/shm /build > out/seen && '
@@ -521,13 +520,7 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     )
     tag = prepare_image(client, "builder-c", "offline", None)
     with BuildSession(client, tmp_path / "work") as session:
-        image = inspect_builder_image(
-            client,
-            tag,
-            lab_id=session.lab_id,
-            session=session.session,
-            cache_dir=default_cache_dir() / "determinism",
-        )
+        image = session_builder_image(session, tag)
         plan = plan_variations(VariationSpec(), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         outputs = [run_build(session, spec, plan.control, f"w{i}") for i in range(3)]

@@ -102,7 +102,8 @@ def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
         return FakeContainer(str(len(started))), "name"
 
     monkeypatch.setattr(build_warm, "_start_warm", fake_start)
-    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    monkeypatch.setenv("CIHUB_REAP_STALE_BUILDS", "0")  # no engine to ask
+    session = BuildSession(client=None, workdir=tmp_path, lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     session.give_back(warm_key(spec, PLAN.control), FakeContainer("idle"))
     envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["home"])]
