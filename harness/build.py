@@ -64,7 +64,7 @@ from harness.build_session import BuildCancelled as BuildCancelled
 from harness.build_session import BuildSession as BuildSession
 from harness.build_session import reap_stale_builds as reap_stale_builds
 from harness.build_session import remove_container, run_parallel
-from harness.build_warm import can_run_warm, run_warm_build
+from harness.build_warm import can_run_warm, home_root, run_warm_build
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
@@ -366,8 +366,10 @@ def build_environment_for(spec: BuildSpec, env: BuildEnv) -> dict[str, str]:
     )
 
 
-def _identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
-    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user."""
+def write_identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
+    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user.
+
+    Rewritten in place when they exist (a warm container's bind mounts keep showing them)."""
     passwd = folder / "passwd"
     group = folder / "group"
     passwd.write_text(
@@ -389,7 +391,7 @@ def build_exec_environment(
     container after collecting, see `harness.build_warm`)."""
     config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
     if out is not None:
-        config += f"OUT={shlex.quote(out)}\nRESET=1\n"
+        config += f"OUT={shlex.quote(out)}\nRESET=1\nHOME_ROOT={shlex.quote(home_root(env))}\n"
     return {
         "CIHUB_CONFIG": config,
         "CIHUB_BUILD_ENV": _env_text(build_environment_for(spec, env)),
@@ -408,7 +410,7 @@ def container_options(
     out = mounts / "out"
     out.mkdir(parents=True)
     os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
-    passwd, group = _identity_files(env, mounts)
+    passwd, group = write_identity_files(env, mounts)
     owner = f"uid={env.uid},gid={env.gid}"
     as_root = env.disorderfs
     tmpfs = {

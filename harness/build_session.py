@@ -76,6 +76,7 @@ class BuildSession:
     _heartbeat: threading.Thread | None = None
     _started: bool = False
     _releasing: list[threading.Thread] = field(default_factory=list)
+    _cpusets: dict[str, str] = field(default_factory=dict)
 
     def next_name(self, label: str) -> str:
         with self._lock:
@@ -130,6 +131,15 @@ class BuildSession:
         if not keep:
             self.unregister(container)
             remove_container(container)
+
+    def cpuset_of(self, container: Any) -> str | None:
+        """The cpuset a warm container was last given (`set_cpuset`)."""
+        with self._lock:
+            return self._cpusets.get(container.id)
+
+    def set_cpuset(self, container: Any, cpuset: str) -> None:
+        with self._lock:
+            self._cpusets[container.id] = cpuset
 
     def release(self) -> None:
         """No build follows for now: remove the idle warm containers in the background, while

@@ -17,10 +17,13 @@ end of a build and the driver seeing it, and no archive request afterwards (one 
 when the stream carried none: the runner stopped before collecting).
 
 What an exec can't change decides which container a build goes to (`warm_key`): the hostname
-and domain name (domain_host), the cpuset (num_cpus), the build user and its identity files
-(user_group), the HOME tmpfs (home), the seccomp profile (aslr). Everything else (build path,
-file order, clock, umask, environment, locale, time zone) is set per build. disorderfs builds
-(root, FUSE) always get a container of their own (`harness.build.run_build`).
+and domain name (domain_host), the build user (user_group: the writable tmpfs folders are its
+own), the seccomp profile (aslr). Everything else is set per build: build path, file order,
+clock, umask, environment, locale and time zone by the runner; HOME (home) by the runner too, in
+a tmpfs mounted at its parent folder (`/home`), with the build user's `/etc/passwd` line
+rewritten in place before the exec; the cpuset (num_cpus) with one `docker update` when it
+differs from the container's. disorderfs builds (root, FUSE) always get a container of their
+own (`harness.build.run_build`).
 
 The idle script exits when the driver's lease goes stale, as a build's watchdog does, so warm
 containers die with their driver too; `BuildSession.close()` removes them.
@@ -37,6 +40,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 import docker
@@ -73,14 +77,26 @@ def warm_key(spec: BuildSpec, env: BuildEnv) -> Hashable:
         spec.limits,
         env.hostname,
         env.domainname,
-        env.cpuset,
         env.user,
         env.group,
         env.uid,
         env.gid,
-        env.home,
+        home_root(env),
         env.aslr,
     )
+
+
+def home_root(env: BuildEnv) -> str:
+    """The folder a warm container mounts its HOME tmpfs at: HOME's parent (`/home`), or HOME
+    itself when that parent is `/` (the reset empties this folder)."""
+    parent = PurePosixPath(env.home).parent
+    return env.home if str(parent) == "/" else str(parent)
+
+
+def all_cpus(spec: BuildSpec) -> str:
+    """The cpuset of a build that may use every CPU (warm containers always have one set)."""
+    cpus = spec.image.capabilities.cpus
+    return "0" if cpus <= 1 else f"0-{cpus - 1}"
 
 
 def prewarm(session: BuildSession, spec: BuildSpec, envs: Iterable[BuildEnv], workers: int) -> int:
@@ -122,6 +138,12 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
     lease = str(session.lease_s) if session.lease_s > 0 and session.lease_dir.is_dir() else ""
     options["command"] = ["/bin/sh", "-c", IDLE, "cihub-warm"]
     options["environment"] = {"LEASE_S": lease}
+    # HOME is made per build inside a tmpfs at its parent; the cpuset is set per build
+    options["tmpfs"] = {
+        (home_root(env) if path == env.home else path): flags
+        for path, flags in options["tmpfs"].items()
+    }
+    options["cpuset_cpus"] = env.cpuset or all_cpus(spec)
     try:
         container = session.client.containers.create(spec.image.image_id, **options)
         session.register(container)
@@ -129,7 +151,25 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
     except (docker.errors.APIError, requests.RequestException) as exc:
         session.check_cancelled()
         raise InfraError(f"container {name}: could not start a warm builder") from exc
+    session.set_cpuset(container, options["cpuset_cpus"])
     return container, name
+
+
+def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, base: str) -> None:
+    """Give `container` what build `env` varies that an exec can't: its cpuset (one engine call
+    when it differs) and the build user's passwd line (HOME), rewritten in place (same inode,
+    so the read-only bind mount shows it)."""
+    from harness.build import write_identity_files
+
+    wanted = env.cpuset or all_cpus(spec)
+    if session.cpuset_of(container) != wanted:
+        try:
+            session.client.api.update_container(container.id, cpuset_cpus=wanted)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            session.check_cancelled()
+            raise InfraError(f"container {base}: could not set its cpuset to {wanted}") from exc
+        session.set_cpuset(container, wanted)
+    write_identity_files(env, session.workdir / ".mounts" / base)
 
 
 def run_warm_build(
@@ -150,10 +190,16 @@ def run_warm_build(
     container, base = (taken, str(taken.name).lstrip("/")) if taken is not None else (None, "")
     if container is None:
         container, base = _start_warm(session, spec, env)
+    reusable = False
+    try:
+        _fit(session, spec, env, container, base)
+    except BaseException:
+        session.unregister(container)
+        remove_container(container)
+        raise
     number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]
     out = f"/out/{number}-{label}"
     name = f"{base}:{number}-{label}"
-    reusable = False
     try:
         started = time.monotonic()
         environment = build_exec_environment(session, spec, env, out)

@@ -51,6 +51,9 @@ if [ -n "$LEASE_S" ] && [ -e /cihub-lease/beat ]; then
     WATCHDOG=$!
 fi
 
+# HOME is a tmpfs of its own in a one-off container, a folder in a tmpfs at its parent in a
+# warm one (see harness.build_warm)
+mkdir -p "$BUILD_HOME" || fail "cannot create HOME $BUILD_HOME"
 SRC_DIR="$BUILD_PATH"
 [ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
 mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
@@ -112,7 +115,7 @@ cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
 # Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
 find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
-if [ "$RESET" = 1 ]; then
+if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
     # The output goes to the driver on stdout, in the exec's own stream: no archive request
     # after the build (the driver falls back to one when this stream carried nothing).
     tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null
@@ -120,8 +123,8 @@ if [ "$RESET" = 1 ]; then
     # it could write, so the next build starts from nothing. Only `reset-ok` (a file, and the
     # last line on stderr, which the driver reads as the exec ends) lets it reuse the container.
     kill -KILL -1 2>/dev/null
-    chmod -R u+rwX /build "$BUILD_HOME" /tmp /var/tmp /dev/shm 2>/dev/null
-    find /build "$BUILD_HOME" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
+    chmod -R u+rwX /build "$HOME_ROOT" /tmp /var/tmp /dev/shm 2>/dev/null
+    find /build "$HOME_ROOT" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
         && : > "$M/reset-ok" && echo reset-ok >&2
 fi
 exit 0

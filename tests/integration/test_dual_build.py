@@ -531,3 +531,39 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
     assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
     assert len({o.digest.digest for o in outputs if o.digest}) == 1
+
+
+def test_one_warm_container_runs_home_and_num_cpus_builds_as_their_own_containers_would(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """HOME and the cpuset are set per build in a warm container (see `harness.build_warm`):
+    each build sees its own HOME (made, writable, in its passwd line) and its own CPUs."""
+    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
+    from harness.determinism import prepare_image
+    from harness.variations import VariationSpec, plan_variations
+
+    build = (
+        'mkdir -p out && touch "$HOME/mine" && '
+        'echo "$HOME $(nproc) $(grep "^$(id -un):" /etc/passwd | cut -d: -f6) '
+        '$(ls -A "${HOME%/*}" | tr "\\n" ,)" > out/seen'
+    )
+    tag = prepare_image(client, "builder-c", "offline", None)
+    with BuildSession(client, tmp_path / "work") as session:
+        image = session_builder_image(session, tag)
+        if image.capabilities.cpus < 2:
+            pytest.skip("one CPU: num_cpus does not apply")
+        plan = plan_variations(VariationSpec.parse("-all,home,num_cpus"), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        envs = [plan.control, plan.experiment(["num_cpus"]), plan.experiment(["home"])]
+        outputs = [run_build(session, spec, env, f"f{i}") for i, env in enumerate(envs)]
+        outputs.append(run_build(session, spec, plan.control, "f3"))
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1
+    seen = [(o.out_dir / "out" / "seen").read_text().split() for o in outputs if o.out_dir]
+    cpus = str(image.capabilities.cpus)
+    assert seen == [
+        ["/home/builder", cpus, "/home/builder", "builder,"],
+        ["/home/builder", "1", "/home/builder", "builder,"],
+        ["/home/second-home", cpus, "/home/second-home", "second-home,"],
+        ["/home/builder", cpus, "/home/builder", "builder,"],
+    ]

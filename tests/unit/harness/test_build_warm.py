@@ -23,7 +23,8 @@ CAPS = Capabilities(
     fuse_device=True,
 )
 PLAN = plan_variations(VariationSpec.parse("+disorderfs"), CAPS)
-PER_CONTAINER = {"user_group", "home", "num_cpus", "domain_host"}
+PER_CONTAINER = {"user_group", "domain_host"}
+"""What an exec can't change (HOME and the cpuset are set per build)."""
 
 
 def _spec(tmp_path: Path) -> BuildSpec:
@@ -69,7 +70,7 @@ def test_a_warm_build_writes_to_its_own_folder_and_resets_the_container(
     cold = build_exec_environment(session, _spec(tmp_path), PLAN.control)
     warm = build_exec_environment(session, _spec(tmp_path), PLAN.control, "/out/007-A")
     assert "OUT=" not in cold["CIHUB_CONFIG"] and "RESET" not in cold["CIHUB_CONFIG"]
-    assert warm["CIHUB_CONFIG"].endswith("OUT=/out/007-A\nRESET=1\n")
+    assert warm["CIHUB_CONFIG"].endswith("OUT=/out/007-A\nRESET=1\nHOME_ROOT=/home\n")
     assert "M=$OUT/meta" in RUNNER and "reset-ok" in RUNNER
     # the idle loop must not end when a build's `kill -1` stops its sleep
     assert "while :; do" in IDLE and "exit 95" in IDLE
@@ -106,11 +107,11 @@ def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
     session = BuildSession(client=None, workdir=tmp_path, lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     session.give_back(warm_key(spec, PLAN.control), FakeContainer("idle"))
-    envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["home"])]
+    envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["domain_host"])]
     envs.append(PLAN.experiment(["disorderfs"]))  # never warm
-    assert build_warm.prewarm(session, spec, envs, workers=2) == 2  # 1 control + 1 home
-    home = session.take_idle(warm_key(spec, PLAN.experiment(["home"])))
-    assert isinstance(home, FakeContainer) and home.id in {"1", "2"}
+    assert build_warm.prewarm(session, spec, envs, workers=2) == 2  # 1 control + 1 host
+    host = session.take_idle(warm_key(spec, PLAN.experiment(["domain_host"])))
+    assert isinstance(host, FakeContainer) and host.id in {"1", "2"}
     assert session.ready(warm_key(spec, PLAN.control)) == 2
     assert build_warm.prewarm(session, spec, envs[:3], workers=2) == 0
 
@@ -125,6 +126,9 @@ class FakeApi:
     def exec_create(self, container: str, _cmd: Any, **_: Any) -> dict[str, str]:
         return {"Id": container}
 
+    def update_container(self, container: str, cpuset_cpus: str) -> None:
+        self.client.updates.append((container, cpuset_cpus))
+
     def exec_start(self, exec_id: str, socket: bool = False) -> Any:
         assert socket  # attached: the driver reads the stream, it never polls
         ours, engine = pysocket.socketpair()
@@ -135,11 +139,13 @@ class FakeApi:
 class FakeEngine:
     def __init__(self) -> None:
         self.by_id: dict[str, FakeContainer] = {}
+        self.updates: list[tuple[str, str]] = []
         self.containers = self
         self.api = FakeApi(self)
 
     def create(self, _image: str, **options: Any) -> Any:
         container = FakeContainer(f"c{len(self.by_id)}")
+        container.name = options.get("name", container.id)
         container.start = lambda: None  # type: ignore[attr-defined]
         container.options = options  # type: ignore[attr-defined]
         self.by_id[container.id] = container
@@ -265,3 +271,34 @@ def test_the_stream_splitter_keeps_stdout_whole_and_the_tail_of_stderr() -> None
         frames.feed(data[i : i + 1])
     assert out.getvalue() == b"abcdef"
     assert frames.stderr.endswith(b"xend\n") and len(frames.stderr) == 4096
+
+
+def test_one_warm_container_serves_home_and_cpus_builds_fitted_per_build(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    envs = [PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.experiment(["home"]), PLAN.control]
+    inodes, homes = [], []
+    for i, env in enumerate(envs):
+        assert run_build(session, spec, env, f"b{i}").ok
+        (container,) = engine.by_id.values()  # the same container all along
+        passwd = tmp_path / "work" / ".mounts" / container.name / "passwd"
+        inodes.append(passwd.stat().st_ino)
+        homes.append(next(x for x in passwd.read_text().splitlines() if x.startswith("builder:")))
+    (container,) = engine.by_id.values()
+    assert container.options["cpuset_cpus"] == "0-1"  # every CPU, said explicitly
+    assert (
+        "/home" in container.options["tmpfs"] and "/home/builder" not in container.options["tmpfs"]
+    )
+    # the cpuset changes only when a build wants another one
+    assert engine.updates == [(container.id, "0"), (container.id, "0-1")]
+    assert len(set(inodes)) == 1  # rewritten in place: the bind mount keeps showing it
+    assert [h.split(":")[5] for h in homes] == [
+        "/home/builder",
+        "/home/builder",
+        "/home/second-home",
+        "/home/builder",
+    ]
