@@ -26,8 +26,10 @@ next session reaps the containers of drivers that are gone (`reap_stale_builds`)
 builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
 By default a build runs in a warm container of its session (`harness.build_warm`): the same
-container options, started once and reused through `docker exec`, emptied after each build;
-disorderfs builds and sessions with `warm=False` get a container of their own, as above.
+container options (but HOME made per build in a tmpfs at its parent, and an explicit cpuset),
+started once and reused through `docker exec`, its output streamed back on the exec's stdout,
+emptied after each build; disorderfs builds and sessions with `warm=False` get a container of
+their own, as above.
 
 Split by job: `harness.build_session` (session, lease, cancellation, reaping),
 `harness.builder_image` (finding and probing the image), `harness._internal.build_runner` (the
