@@ -5,7 +5,9 @@ Used by `cihub run determinism` and by the pytest scenario `scenarios/test_deter
 1. `load_scenario(path)` (or `DeterminismScenario(...)`) says what to build;
 2. `run_determinism(scenario, bundle)` prepares the builder image, builds A and B in parallel
    (`harness.build`), compares their artifacts (`harness.compare`), searches the culprits when
-   they differ (`harness.culprit`), and writes `determinism/` into the evidence bundle:
+   they differ (`harness.culprit`), and writes `determinism/` into the evidence bundle. The
+   verdict stands on the tree digests; diffoscope only explains a difference, so it runs beside
+   the culprit search (and the idle build containers are removed while it finishes):
 
    - `build-A/`, `build-B/`: the collected artifacts of each build;
    - `diff.txt`: empty when the tree digests are equal; else the differing entries and
