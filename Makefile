@@ -44,8 +44,9 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # The peers the benches compare against: reprotest (with disorderfs and faketime for its
-# variations) from Debian, on the host PATH where bench/dual_build.py runs it.
-BENCH_APT = reprotest disorderfs faketime
+# variations) from Debian, on the host PATH where bench/dual_build.py runs it, and the sample
+# subjects' toolchains it builds them with there.
+BENCH_APT = reprotest disorderfs faketime python3-build python3-setuptools python3-wheel gcc make
 bench-tools:
 	@missing=""; for p in $(BENCH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

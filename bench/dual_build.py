@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.build import BuildSession, BuildSpec, inspect_builder_image, run_build, run_pair
+from harness.build import BuildSession, BuildSpec, run_build, run_pair, session_builder_image
 from harness.determinism import (
     DeterminismScenario,
     DrillOptions,
@@ -52,7 +52,6 @@ from harness.determinism import (
 from harness.evidence import EvidenceBundle
 from harness.variations import DEFAULT_VARIATIONS, VariationSpec, plan_variations
 from lab._internal.docker import docker_client
-from lab.images import default_cache_dir
 from lab.resources import resource_path
 
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -176,13 +175,7 @@ def bench_subject(
     with tempfile.TemporaryDirectory(prefix="bench-dual-") as tmp:
         session = BuildSession(client, Path(tmp))
         try:
-            image = inspect_builder_image(
-                client,
-                tag,
-                lab_id=session.lab_id,
-                session=session.session,
-                cache_dir=default_cache_dir() / "determinism",
-            )
+            image = session_builder_image(session, tag)
             plan = plan_variations(spec_variations, image.capabilities)
             spec = BuildSpec(
                 scenario.subject.resolve(), scenario.build, image, scenario.artifacts, sde

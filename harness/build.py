@@ -26,8 +26,10 @@ next session reaps the containers of drivers that are gone (`reap_stale_builds`)
 builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
 By default a build runs in a warm container of its session (`harness.build_warm`): the same
-container options, started once and reused through `docker exec`, emptied after each build;
-disorderfs builds and sessions with `warm=False` get a container of their own, as above.
+container options (but HOME made per build in a tmpfs at its parent, and an explicit cpuset),
+started once and reused through `docker exec`, its output streamed back on the exec's stdout,
+emptied after each build; disorderfs builds and sessions with `warm=False` get a container of
+their own, as above.
 
 Split by job: `harness.build_session` (session, lease, cancellation, reaping),
 `harness.builder_image` (finding and probing the image), `harness._internal.build_runner` (the
@@ -64,10 +66,11 @@ from harness.build_session import BuildCancelled as BuildCancelled
 from harness.build_session import BuildSession as BuildSession
 from harness.build_session import reap_stale_builds as reap_stale_builds
 from harness.build_session import remove_container, run_parallel
-from harness.build_warm import can_run_warm, run_warm_build
+from harness.build_warm import can_run_warm, home_root, run_warm_build
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
+from harness.builder_image import session_builder_image as session_builder_image
 from harness.compare.tree import TreeDigest, extract_and_digest
 from harness.errors import CihubError, ConfigError, InfraError
 from harness.variations import BuildEnv, build_environment
@@ -365,8 +368,10 @@ def build_environment_for(spec: BuildSpec, env: BuildEnv) -> dict[str, str]:
     )
 
 
-def _identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
-    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user."""
+def write_identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
+    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user.
+
+    Rewritten in place when they exist (a warm container's bind mounts keep showing them)."""
     passwd = folder / "passwd"
     group = folder / "group"
     passwd.write_text(
@@ -388,7 +393,7 @@ def build_exec_environment(
     container after collecting, see `harness.build_warm`)."""
     config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
     if out is not None:
-        config += f"OUT={shlex.quote(out)}\nRESET=1\n"
+        config += f"OUT={shlex.quote(out)}\nRESET=1\nHOME_ROOT={shlex.quote(home_root(env))}\n"
     return {
         "CIHUB_CONFIG": config,
         "CIHUB_BUILD_ENV": _env_text(build_environment_for(spec, env)),
@@ -407,7 +412,7 @@ def container_options(
     out = mounts / "out"
     out.mkdir(parents=True)
     os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
-    passwd, group = _identity_files(env, mounts)
+    passwd, group = write_identity_files(env, mounts)
     owner = f"uid={env.uid},gid={env.gid}"
     as_root = env.disorderfs
     tmpfs = {
@@ -539,19 +544,21 @@ def collect_output(
     out_dir: Path,
     keep: bool,
     root: str = "/out",
+    archive: IO[bytes] | None = None,
 ) -> tuple[BuildOutput, frozenset[str]]:
-    """The build whose runner wrote to `root` in `container`, and the names of its meta files."""
+    """The build whose runner wrote to `root` in `container`, and the names of its meta files.
+
+    `archive`: `root` as a tar archive the runner already sent (a warm build's stream); else
+    it is read from the container."""
     digest: TreeDigest | None = None
     top = PurePosixPath(root).name
-    with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as spool:
-        try:
-            stream, _ = container.get_archive(root)
-            for chunk in stream:
-                spool.write(chunk)
-        except docker.errors.NotFound:
-            spool.truncate(0)
-        except (docker.errors.APIError, requests.RequestException) as exc:
-            raise InfraError(f"container {name}: could not read the build output") from exc
+    with contextlib.ExitStack() as stack:
+        spool: IO[bytes]
+        if archive is not None:
+            spool = archive
+        else:
+            spool = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024))
+            _read_archive(container, name, root, spool)
         meta: dict[str, bytes] = {}
         if spool.tell():
             spool.seek(0)
@@ -586,6 +593,17 @@ def collect_output(
         container=name,
     )
     return output, frozenset(meta)
+
+
+def _read_archive(container: Any, name: str, root: str, spool: IO[bytes]) -> None:
+    try:
+        stream, _ = container.get_archive(root)
+        for chunk in stream:
+            spool.write(chunk)
+    except docker.errors.NotFound:
+        spool.truncate(0)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise InfraError(f"container {name}: could not read the build output") from exc
 
 
 def _read_meta(handle: IO[bytes], top: str = "out") -> dict[str, bytes]:

@@ -75,6 +75,8 @@ class BuildSession:
     _pending: dict[Hashable, list[Future[Any]]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
+    _releasing: list[threading.Thread] = field(default_factory=list)
+    _cpusets: dict[str, str] = field(default_factory=dict)
 
     def next_name(self, label: str) -> str:
         with self._lock:
@@ -129,6 +131,32 @@ class BuildSession:
         if not keep:
             self.unregister(container)
             remove_container(container)
+
+    def cpuset_of(self, container: Any) -> str | None:
+        """The cpuset a warm container was last given (`set_cpuset`)."""
+        with self._lock:
+            return self._cpusets.get(container.id)
+
+    def set_cpuset(self, container: Any, cpuset: str) -> None:
+        with self._lock:
+            self._cpusets[container.id] = cpuset
+
+    def release(self) -> None:
+        """No build follows for now: remove the idle warm containers in the background, while
+        the caller goes on (diffoscope, evidence); `close()` waits for it. A later build starts
+        a container of its own."""
+        with self._lock:
+            idle = [container for pool in self._idle.values() for container in pool]
+            self._idle.clear()
+        for container in idle:
+            self.unregister(container)
+        if idle:
+            thread = threading.Thread(
+                target=_remove_all, args=(idle,), name="cihub-release", daemon=True
+            )
+            thread.start()
+            with self._lock:
+                self._releasing.append(thread)
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -221,6 +249,10 @@ class BuildSession:
         for future in pending:  # so none is created after the sweep below
             with contextlib.suppress(Exception):
                 future.result(timeout=60)
+        with self._lock:
+            releasing, self._releasing = self._releasing, []
+        for thread in releasing:  # removals under way are not raced by the sweep
+            thread.join(timeout=60)
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
@@ -229,15 +261,21 @@ class BuildSession:
         except (docker.errors.APIError, requests.RequestException) as exc:
             _logger.warning("could not list the containers of %s: %s", self.lab_id, exc)
             return
-        if leftovers:
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-close") as pool:
-                list(pool.map(remove_container, leftovers))
+        _remove_all(leftovers)
 
     def __enter__(self) -> BuildSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove_all(containers: Sequence[Any]) -> None:
+    if len(containers) == 1:
+        remove_container(containers[0])
+    elif containers:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-remove") as pool:
+            list(pool.map(remove_container, containers))
 
 
 def remove_container(container: Any) -> None:

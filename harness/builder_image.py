@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -24,6 +24,10 @@ import requests
 from harness.errors import ConfigError, InfraError
 from harness.variations import Capabilities
 from lab import labels
+from lab.images import default_cache_dir
+
+if TYPE_CHECKING:
+    from harness.build_session import BuildSession
 
 _logger = logging.getLogger(__name__)
 
@@ -134,6 +138,27 @@ def inspect_builder_image(
         fuse_device=os.path.exists("/dev/fuse"),
     )
     return ImageInfo(ref, str(image.id), env, caps, lab_image)
+
+
+PROBE_CACHE = "determinism"
+"""The folder of the shared cache (`lab.images.default_cache_dir()`) keeping probe answers."""
+
+
+def session_builder_image(session: BuildSession, ref: str) -> ImageInfo:
+    """`inspect_builder_image` for the containers of `session`, its probe answer kept in the
+    shared cache (`default_cache_dir() / PROBE_CACHE`): what the drill, the bench and the
+    tests all use.
+
+    Raises:
+        ConfigError, InfraError: as `inspect_builder_image`.
+    """
+    return inspect_builder_image(
+        session.client,
+        ref,
+        lab_id=session.lab_id,
+        session=session.session,
+        cache_dir=default_cache_dir() / PROBE_CACHE,
+    )
 
 
 def _cached_probe(

@@ -5,7 +5,9 @@ Used by `cihub run determinism` and by the pytest scenario `scenarios/test_deter
 1. `load_scenario(path)` (or `DeterminismScenario(...)`) says what to build;
 2. `run_determinism(scenario, bundle)` prepares the builder image, builds A and B in parallel
    (`harness.build`), compares their artifacts (`harness.compare`), searches the culprits when
-   they differ (`harness.culprit`), and writes `determinism/` into the evidence bundle:
+   they differ (`harness.culprit`), and writes `determinism/` into the evidence bundle. The
+   verdict stands on the tree digests; diffoscope only explains a difference, so it runs beside
+   the culprit search (and the idle build containers are removed while it finishes):
 
    - `build-A/`, `build-B/`: the collected artifacts of each build;
    - `diff.txt`: empty when the tree digests are equal; else the differing entries and
@@ -20,6 +22,8 @@ command failed, so reproducibility could not be judged; never reported as not re
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -27,8 +31,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -52,9 +58,9 @@ from harness.build import (
     build_environment_for,
     check_matches,
     dual_build,
-    inspect_builder_image,
 )
 from harness.build_warm import prewarm
+from harness.builder_image import session_builder_image
 from harness.compare import CompareRequest, CompareResult, compare_outputs
 from harness.culprit import (
     CulpritReport,
@@ -65,7 +71,7 @@ from harness.culprit import (
     search_workers,
 )
 from harness.errors import ConfigError, InfraError
-from harness.evidence import EvidenceBundle
+from harness.evidence import EvidenceBundle, StepOutcome, now_rfc3339
 from harness.telemetry import ScenarioKind
 from harness.variations import VariationPlan, VariationSpec, plan_variations
 from lab._internal.docker import docker_client
@@ -75,7 +81,6 @@ from lab.images import (
     LAB_IMAGES,
     ImageBuilder,
     ImageMode,
-    default_cache_dir,
 )
 
 _logger = logging.getLogger(__name__)
@@ -591,26 +596,22 @@ def run_determinism(
     try:
         with bundle.step("prepare") as step:
             tag = prepare_image(client, scenario.image, opts.image_mode, progress)
-            image = inspect_builder_image(
-                client,
-                tag,
-                lab_id=session.lab_id,
-                session=session.session,
-                cache_dir=default_cache_dir() / "determinism",
-            )
+            image = session_builder_image(session, tag)
             plan = plan_variations(scenario.variations, image.capabilities)
+            spec = BuildSpec(
+                subject=subject,
+                command=scenario.build,
+                image=image,
+                artifacts=scenario.artifacts,
+                timeout_s=scenario.timeout_s,
+                limits=scenario.limits,
+            )
+            if session.warm:  # A's and B's containers start while the rest is prepared
+                prewarm(session, spec, [plan.control, plan.experiment()], workers=1)
             sde, origin, sde_dirty = source_date_epoch(subject, scenario.source_date_epoch)
+            spec = dataclasses.replace(spec, source_date_epoch=sde)
             step.detail = f"{image.ref}; {len(plan.applied)} variation(s) applied"
         _record_tools(bundle, client, image)
-        spec = BuildSpec(
-            subject=subject,
-            command=scenario.build,
-            image=image,
-            artifacts=scenario.artifacts,
-            source_date_epoch=sde,
-            timeout_s=scenario.timeout_s,
-            limits=scenario.limits,
-        )
         if progress:
             not_applied = ", ".join(n.name for n in plan.not_applied) or "none"
             progress(
@@ -662,38 +663,48 @@ def run_determinism(
             confirm=opts.confirm_culprits,
             strategy=opts.culprit_strategy,
         )
-        if not built.identical and scenario.culprits and plan.applied and session.warm:
-            # the search's containers start while the artifacts are compared
+        searching = not built.identical and scenario.culprits and bool(plan.applied)
+        if searching and session.warm:
+            # the search's containers start while the evidence is written
             prewarm(session, spec, first_round_envs(search), search_workers(search))
+        elif not searching:
+            session.release()  # no build follows: containers go while the drill goes on
         _write_build_evidence(bundle, spec, builds)
-        with bundle.step("compare") as step:
-            if progress:
-                progress("comparing the artifacts (tree digests; diffoscope only if they differ)")
-            compared = compare_outputs(
-                CompareRequest(
-                    a=_relative(built.a.out_dir, workdir),
-                    b=_relative(built.b.out_dir, workdir),
-                    workdir=workdir,
-                    digest_a=built.a.digest,
-                    digest_b=built.b.digest,
-                    diffoscope_timeout_s=scenario.diffoscope_timeout_s,
-                    max_report_bytes=scenario.max_report_bytes,
-                    max_diff_block_lines_saved=scenario.max_diff_block_lines_saved,
-                ),
-                bundle.audit,
-            )
-            step.detail = _compare_detail(compared)
+        if progress:
+            progress("comparing the artifacts (tree digests; diffoscope only if they differ)")
+        # diffoscope only explains a difference (the verdict stands on the tree digests), so
+        # it runs beside the culprit search
+        comparing = _Comparing(
+            CompareRequest(
+                a=_relative(built.a.out_dir, workdir),
+                b=_relative(built.b.out_dir, workdir),
+                workdir=workdir,
+                digest_a=built.a.digest,
+                digest_b=built.b.digest,
+                diffoscope_timeout_s=scenario.diffoscope_timeout_s,
+                max_report_bytes=scenario.max_report_bytes,
+                max_diff_block_lines_saved=scenario.max_diff_block_lines_saved,
+                stop=threading.Event(),
+            ),
+            bundle,
+        )
+        report = None
+        try:
+            if searching:
+                with bundle.step("culprits") as step:
+                    report = find_culprits(search, session, progress)
+                    step.detail = report.summary()
+                bundle.write_json("determinism/culprits.json", report.to_json())
+                session.release()
+        except BaseException as exc:
+            comparing.abandon(exc)  # diffoscope dies before the work folder goes
+            raise
+        compared = comparing.result()
         bundle.write_text("determinism/diff.txt", compared.diff_text)
         if compared.html_report is not None:
             bundle.add_file("determinism/report.html", compared.html_report)
         if compared.diffoscope is not None and compared.diffoscope.version:
             bundle.set_tool_version("diffoscope", compared.diffoscope.version)
-        report = None
-        if not compared.identical and scenario.culprits and plan.applied:
-            with bundle.step("culprits") as step:
-                report = find_culprits(search, session, progress)
-                step.detail = report.summary()
-            bundle.write_json("determinism/culprits.json", report.to_json())
         _record_builds(bundle, spec, session)
         if compared.identical:
             verdict: Verdict = "reproducible"
@@ -732,6 +743,51 @@ def run_determinism(
             _logger.info("scratch folder kept: %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Comparing:
+    """The compare step running in a thread, recorded in the bundle when it is waited for
+    (`result()`), or stopped and waited for when the drill fails meanwhile (`abandon()`)."""
+
+    def __init__(self, request: CompareRequest, bundle: EvidenceBundle) -> None:
+        self._request = request
+        self._bundle = bundle
+        self._started_at = now_rfc3339()
+        self._start = time.monotonic()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cihub-compare")
+        self._future = self._pool.submit(compare_outputs, request, bundle.audit)
+        self._pool.shutdown(wait=False)
+
+    def result(self) -> CompareResult:
+        try:
+            compared = self._future.result()
+        except BaseException as exc:
+            self._record("error", _first_line(exc))
+            raise
+        self._record("success", _compare_detail(compared))
+        return compared
+
+    def abandon(self, why: BaseException) -> None:
+        if self._request.stop is not None:
+            self._request.stop.set()
+        with contextlib.suppress(BaseException):
+            self._future.result()
+        outcome: StepOutcome = "cancellation" if isinstance(why, KeyboardInterrupt) else "error"
+        self._record(outcome, f"stopped: {_first_line(why)}")
+
+    def _record(self, outcome: StepOutcome, detail: str) -> None:
+        self._bundle.record_step(
+            "compare",
+            outcome,
+            time.monotonic() - self._start,
+            started_at=self._started_at,
+            detail=detail,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _relative(path: Path | None, base: Path) -> Path:

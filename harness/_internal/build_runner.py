@@ -19,6 +19,9 @@ printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
 chmod 0644 /cihub/config /cihub/env /cihub/build.sh
 unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
 . /cihub/config
+# A warm build streams its output archive on stdout (fd 3, see the end): nothing else may write
+# there, and nothing the build starts may hold it open (the driver reads it to its end).
+[ "$RESET" = 1 ] && exec 3>&1 >/dev/null
 OUT=${OUT:-/out}
 M=$OUT/meta
 ART=$OUT/artifacts
@@ -44,10 +47,13 @@ if [ -n "$LEASE_S" ] && [ -e /cihub-lease/beat ]; then
                 exit 0
             fi
         done
-    ) &
+    ) 3>&- &
     WATCHDOG=$!
 fi
 
+# HOME is a tmpfs of its own in a one-off container, a folder in a tmpfs at its parent in a
+# warm one (see harness.build_warm)
+mkdir -p "$BUILD_HOME" || fail "cannot create HOME $BUILD_HOME"
 SRC_DIR="$BUILD_PATH"
 [ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
 mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
@@ -88,7 +94,7 @@ DROP=""
 
 cd "$BUILD_PATH" || fail "cannot enter $BUILD_PATH"
 $SETARCH $DROP env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub/build.sh' \
-    cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1
+    cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1 3>&-
 echo "$?" > "$M/exit-code"
 [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
 [ -e /cihub/abandoned ] && exit 95
@@ -109,14 +115,17 @@ cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
 # Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
 find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
-if [ "$RESET" = 1 ]; then
+if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
+    # The output goes to the driver on stdout, in the exec's own stream: no archive request
+    # after the build (the driver falls back to one when this stream carried nothing).
+    tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null
     # A warm container builds again: end what the build left running and empty every folder
-    # it could write, so the next build starts from nothing. Only `reset-ok` lets the driver
-    # reuse the container.
+    # it could write, so the next build starts from nothing. Only `reset-ok` (a file, and the
+    # last line on stderr, which the driver reads as the exec ends) lets it reuse the container.
     kill -KILL -1 2>/dev/null
-    chmod -R u+rwX /build "$BUILD_HOME" /tmp /var/tmp /dev/shm 2>/dev/null
-    find /build "$BUILD_HOME" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
-        && : > "$M/reset-ok"
+    chmod -R u+rwX /build "$HOME_ROOT" /tmp /var/tmp /dev/shm 2>/dev/null
+    find /build "$HOME_ROOT" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
+        && : > "$M/reset-ok" && echo reset-ok >&2
 fi
 exit 0
 """

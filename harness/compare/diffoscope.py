@@ -2,8 +2,10 @@
 
 diffoscope's memory and report size explode on large binary diffs unless bounded, so every run
 passes `--max-diff-block-lines-saved` and report-size limits, runs in its own process group and
-is killed (with its helpers: readelf, zipinfo, ...) when its wall-clock limit passes or the
-caller is interrupted (KeyboardInterrupt), and waited for before the exception goes on. A crash,
+is killed (with its helpers: readelf, zipinfo, ...) when its wall-clock limit passes, when the
+caller is interrupted (KeyboardInterrupt), or when the request's `stop` event is set (a caller
+running it in the background, e.g. beside the culprit search, that is itself interrupted), and
+waited for before the exception goes on. A crash,
 a timeout or a missing diffoscope is a result, not an exception: the verdict stands on the tree
 digests, and the result says what happened.
 """
@@ -16,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +30,9 @@ from harness.evidence.audit import AuditLog
 _logger = logging.getLogger(__name__)
 
 DiffoscopeStatus = Literal["same", "different", "error", "timeout", "missing"]
+
+_STOP_CHECK_S = 0.25
+"""How often a run with a `stop` event looks at it."""
 
 INSTALL_HINT = "install diffoscope-minimal with its helpers (`make setup`, or apt-get)"
 _TRUNCATED = "\n[cihub: report truncated at {limit} bytes of {size}]\n"
@@ -50,6 +56,7 @@ class DiffoscopeRequest:
         max_report_bytes: cap of each report; a longer one is cut (text) or replaced (HTML).
         max_diff_block_lines_saved: diffoscope's bound on the lines kept per diff block.
         executable: the diffoscope program (default: found on PATH).
+        stop: when set, diffoscope is killed at once and the result says it was stopped.
     """
 
     a: Path
@@ -61,6 +68,7 @@ class DiffoscopeRequest:
     max_report_bytes: int = 4 * 1024 * 1024
     max_diff_block_lines_saved: int = 200
     executable: str | None = None
+    stop: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,7 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
     ]
     env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.monotonic()
-    timed_out = False
+    timed_out = stopped = False
     with subprocess.Popen(
         argv,
         cwd=request.cwd,
@@ -159,11 +167,7 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         start_new_session=True,
     ) as proc:
         try:
-            stdout, stderr = proc.communicate(timeout=request.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            stdout, stderr = proc.communicate()
+            stdout, stderr, timed_out, stopped = _communicate(proc, request, started)
         except BaseException:
             # Ctrl-C (or SIGTERM turned into it): diffoscope runs in its own session, so the
             # terminal's signal never reached it. Kill its group and wait until it is gone, so
@@ -176,9 +180,10 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
     version = asked.result()
     if audit is not None:
         note = f"killed after {request.timeout_s:g} s (wall-clock limit)" if timed_out else None
+        note = "stopped: the drill was interrupted" if stopped else note
         audit.record(
             argv,
-            exit_code=None if timed_out else code,
+            exit_code=None if timed_out or stopped else code,
             duration_s=duration,
             stdout=stdout,
             stderr=stderr,
@@ -187,6 +192,9 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         )
     truncated = _cap_text(request.text_report, cap) | _cap_html(request.html_report, cap)
     last = _last_line(stderr)
+    if stopped:
+        detail = "diffoscope stopped: the drill was interrupted"
+        return DiffoscopeResult("error", code, duration, detail, version, truncated, tuple(argv))
     if timed_out:
         return DiffoscopeResult(
             "timeout",
@@ -206,6 +214,25 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         status = "error"
         detail = f"diffoscope exited {code}" + (f": {last}" if last else "")
     return DiffoscopeResult(status, code, duration, detail, version, truncated, tuple(argv))
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], request: DiffoscopeRequest, started: float
+) -> tuple[bytes, bytes, bool, bool]:
+    """diffoscope's stdout and stderr, and whether it was killed at its limit or stopped."""
+    deadline = started + request.timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        wait = left if request.stop is None else min(left, _STOP_CHECK_S)
+        try:
+            stdout, stderr = proc.communicate(timeout=max(0.0, wait))
+            return stdout, stderr, False, False
+        except subprocess.TimeoutExpired:
+            stopped = request.stop is not None and request.stop.is_set()
+            if stopped or time.monotonic() >= deadline:
+                _kill_group(proc)
+                stdout, stderr = proc.communicate()  # retrying loses no output
+                return stdout, stderr, not stopped, stopped
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class CompareRequest:
         diffoscope_timeout_s: wall-clock limit of diffoscope.
         max_report_bytes: cap of each diffoscope report.
         max_diff_block_lines_saved: diffoscope's bound on lines kept per diff block.
+        stop: set it to kill a running diffoscope at once (see `run_diffoscope`).
     """
 
     a: Path
@@ -39,6 +41,7 @@ class CompareRequest:
     max_report_bytes: int = 4 * 1024 * 1024
     max_diff_block_lines_saved: int = 200
     diffoscope_executable: str | None = None
+    stop: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def compare_outputs(request: CompareRequest, audit: AuditLog | None = None) -> C
             max_report_bytes=request.max_report_bytes,
             max_diff_block_lines_saved=request.max_diff_block_lines_saved,
             executable=request.diffoscope_executable,
+            stop=request.stop,
         ),
         audit,
     )

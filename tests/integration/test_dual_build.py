@@ -312,7 +312,7 @@ def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
         BuildSpec,
         DualBuildRequest,
         dual_build,
-        inspect_builder_image,
+        session_builder_image,
     )
     from harness.compare import CompareRequest, compare_outputs
     from harness.compare.tree import display_name
@@ -325,7 +325,7 @@ def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
         '{ [ "$(hostname)" = cihub-build-a ] || printf 3 > "out/$(printf \'\\377\')"; }'
     )
     with BuildSession(client, tmp_path) as session:
-        image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+        image = session_builder_image(session, tag)
         plan = plan_variations(VariationSpec.parse("-all,domain_host"), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         built = dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
@@ -370,7 +370,7 @@ _DRIVER = """
 import sys, tempfile
 from pathlib import Path
 from harness.build import BuildSession, BuildSpec, DualBuildRequest, dual_build
-from harness.build import inspect_builder_image
+from harness.build import session_builder_image
 from harness.determinism import prepare_image
 from harness.variations import VariationSpec, plan_variations
 from lab._internal.docker import docker_client
@@ -379,7 +379,7 @@ client = docker_client()
 tag = prepare_image(client, "builder-python", "offline", None)
 with tempfile.TemporaryDirectory() as tmp:
     session = BuildSession(client, Path(tmp))
-    image = inspect_builder_image(client, tag, lab_id=session.lab_id, session=session.session)
+    image = session_builder_image(session, tag)
     plan = plan_variations(VariationSpec(), image.capabilities)
     spec = BuildSpec(Path(sys.argv[1]), "sleep 600; echo x > o", image, ("o",), timeout_s=900)
     try:
@@ -507,10 +507,9 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
 ) -> None:
     """A hostile build leaves files in every writable folder (one read-only), and a process
     that keeps writing: the next build in the same warm container sees none of it."""
-    from harness.build import BuildSession, BuildSpec, inspect_builder_image, run_build
+    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
     from harness.determinism import prepare_image
     from harness.variations import VariationSpec, plan_variations
-    from lab.images import default_cache_dir
 
     build = (
         'mkdir -p out && ls -A "$HOME" /tmp /var/tmp /dev/shm /build > out/seen && '
@@ -521,13 +520,7 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     )
     tag = prepare_image(client, "builder-c", "offline", None)
     with BuildSession(client, tmp_path / "work") as session:
-        image = inspect_builder_image(
-            client,
-            tag,
-            lab_id=session.lab_id,
-            session=session.session,
-            cache_dir=default_cache_dir() / "determinism",
-        )
+        image = session_builder_image(session, tag)
         plan = plan_variations(VariationSpec(), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         outputs = [run_build(session, spec, plan.control, f"w{i}") for i in range(3)]
@@ -538,3 +531,39 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
     assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
     assert len({o.digest.digest for o in outputs if o.digest}) == 1
+
+
+def test_one_warm_container_runs_home_and_num_cpus_builds_as_their_own_containers_would(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """HOME and the cpuset are set per build in a warm container (see `harness.build_warm`):
+    each build sees its own HOME (made, writable, in its passwd line) and its own CPUs."""
+    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
+    from harness.determinism import prepare_image
+    from harness.variations import VariationSpec, plan_variations
+
+    build = (
+        'mkdir -p out && touch "$HOME/mine" && '
+        'echo "$HOME $(nproc) $(grep "^$(id -un):" /etc/passwd | cut -d: -f6) '
+        '$(ls -A "${HOME%/*}" | tr "\\n" ,)" > out/seen'
+    )
+    tag = prepare_image(client, "builder-c", "offline", None)
+    with BuildSession(client, tmp_path / "work") as session:
+        image = session_builder_image(session, tag)
+        if image.capabilities.cpus < 2:
+            pytest.skip("one CPU: num_cpus does not apply")
+        plan = plan_variations(VariationSpec.parse("-all,home,num_cpus"), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        envs = [plan.control, plan.experiment(["num_cpus"]), plan.experiment(["home"])]
+        outputs = [run_build(session, spec, env, f"f{i}") for i, env in enumerate(envs)]
+        outputs.append(run_build(session, spec, plan.control, "f3"))
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1
+    seen = [(o.out_dir / "out" / "seen").read_text().split() for o in outputs if o.out_dir]
+    cpus = str(image.capabilities.cpus)
+    assert seen == [
+        ["/home/builder", cpus, "/home/builder", "builder,"],
+        ["/home/builder", "1", "/home/builder", "builder,"],
+        ["/home/second-home", cpus, "/home/second-home", "second-home,"],
+        ["/home/builder", cpus, "/home/builder", "builder,"],
+    ]
