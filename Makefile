@@ -24,8 +24,12 @@ demo: setup
 	$(VENV)/bin/cihub run release --lab "$$($(DEMO_LAB_NAME))" --scenario $(DEMO_SCENARIO) \
 		--evidence-dir $(DEMO_EVIDENCE)
 
+# Removes this checkout's demo lab only (`cihub lab down` removes every lab you brought up).
 down: setup
-	$(VENV)/bin/cihub lab down
+	@lab="$$($(DEMO_LAB_NAME))"; \
+	if $(VENV)/bin/cihub lab status --json | grep -q "\"$$lab\""; then \
+	  $(VENV)/bin/cihub lab down --lab "$$lab"; \
+	else echo "down: no lab $$lab to remove" >&2; fi
 
 # Everything: the unit tests on UNIT_WORKERS xdist workers, then the scenarios and integration
 # tests on INTEGRATION_WORKERS, each worker with its own lab (the CLI/pytest record comparison

@@ -248,7 +248,7 @@ def _down(args: argparse.Namespace) -> int:
         remove_lab(client, summary.lab_id)
         _err.print(f"removed lab {summary.lab_id}" + (" (stale)" if summary.stale else ""))
     skipped = [lab.lab_id for lab in labs if lab not in chosen]
-    if skipped:
+    if skipped and not args.lab:  # with --lab the others were never in question
         _err.print(
             f"left {len(skipped)} lab(s) of live test runs or other owners alone: "
             f"{', '.join(skipped)} (`--lab ID` or `--all` removes them)"
