@@ -762,7 +762,12 @@ class _Comparing:
         try:
             compared = self._future.result()
         except BaseException as exc:
-            self._record("error", _first_line(exc))
+            if self._future.done() and self._future.exception() is exc:
+                self._record("error", _first_line(exc))  # the compare itself failed
+            else:
+                # Interrupted while waiting (Ctrl-C, SIGTERM, a cancelled drill): diffoscope
+                # runs in a session of its own and would outlive the work folder.
+                self.abandon(exc)
             raise
         self._record("success", _compare_detail(compared))
         return compared

@@ -483,9 +483,12 @@ class _SignalGuard:
             yield
             return
         _route_chaoslib_sigterm()
-        outer, _routing.guard = _routing.guard, self
-        restore = _route(signal.SIGINT)  # `taking`, inlined: one generator less per run
+        outer = _routing.guard
+        restore = None
         try:
+            # In the try: a signal landing between these two lines still restores the routing.
+            _routing.guard = self
+            restore = _route(signal.SIGINT)  # `taking`, inlined: one generator less per run
             yield
         finally:
             self.armed = False
@@ -565,11 +568,26 @@ class _Events(RunEventHandler):  # type: ignore[misc]
         self._timing = timing
         self._journal: dict[str, Any] | None = None
         self._method: list[Any] = []
+        self._pending: int | None = None
 
     def running(self, experiment: Any, journal: Any, *args: Any, **kwargs: Any) -> None:
         self._journal = journal
         self._method = list(experiment.get("method") or [])
-        self._guard.armed = self._guard.received is None
+        # A signal noted before the run was armed stops it before its hypothesis or method
+        # (chaoslib catches the KeyboardInterrupt from these events and plays the rollbacks).
+        self._pending = self._guard.received
+        self._guard.armed = self._pending is None
+
+    def start_hypothesis_before(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_signalled()
+
+    def start_method(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_signalled()
+
+    def _stop_if_signalled(self) -> None:
+        signum, self._pending = self._pending, None
+        if signum is not None:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def activity_completed(self, activity: Any, run: Any) -> None:
         # chaoslib's loop ends when the journal says interrupted; hypothesis probes and

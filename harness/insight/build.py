@@ -143,15 +143,27 @@ def _load_all(
     since: datetime | None,
     checked: reuse.CheckedFiles,
 ) -> int:
-    """Load the history anew (in a thread) while its files are checked; return the records."""
-    with ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as pool:
-        database = space.fresh_database()
-        loading = pool.submit(warehouse.load_history, database, [d.path for d in digests], since)
-        try:
-            records = _check(digests, checked)
-        finally:
-            loading.exception()  # wait for it: DuckDB never writes on behind an error
-        loading.result()
+    """Load the history anew (in a thread) while its files are checked; return the records.
+
+    Both read each file only up to the size it was digested at (DuckDB from a copy of that
+    much): a record a drill appends meanwhile is left for the next report's tail, never loaded
+    twice or unchecked.
+    """
+    scratch = space.root / "snapshot"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        copies = [_copy_tail(d, 0, scratch / f"{i}.ndjson") for i, d in enumerate(digests)]
+        with ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as pool:
+            database = space.fresh_database()
+            loading = pool.submit(warehouse.load_history, database, copies, since)
+            try:
+                records = _check(digests, checked)
+            finally:
+                loading.exception()  # wait for it: DuckDB never writes on behind an error
+            loading.result()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return records
 
 
@@ -237,7 +249,7 @@ def _check(files: Sequence[reuse.FileDigest], checked: reuse.CheckedFiles) -> in
     for file in files:
         records = checked.records(file)
         if records is None:
-            records = check_history([file.path], skip=checked.checked_part(file))
+            records = check_history([file.path], skip=checked.checked_part(file), limit=file.size)
             checked.remember(file, records)
         total += records
     return total

@@ -9,7 +9,7 @@ the file, the line and the field.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,13 +37,17 @@ class _FirstError(Exception):
         self.error = error
 
 
-def check_history(files: Sequence[Path], *, skip: tuple[int, int] = (0, 0)) -> int:
+def check_history(
+    files: Sequence[Path], *, skip: tuple[int, int] = (0, 0), limit: int | None = None
+) -> int:
     """Check that every line of `files` is a valid pipeline_run record; return the count.
 
     Args:
         files: the NDJSON files.
         skip: (bytes, lines) at the start of each file already checked (an appended file's
             old part): checking starts after them, the count and line numbers include them.
+        limit: check each file only up to this size in bytes (the size it was digested and
+            loaded at: lines a drill appends meanwhile wait for the next report).
 
     Raises:
         ConfigError: a file can't be read, or a line is not a valid record: the message is
@@ -59,7 +63,8 @@ def check_history(files: Sequence[Path], *, skip: tuple[int, int] = (0, 0)) -> i
         try:
             with path.open("rb", buffering=1024 * 1024) as handle:
                 handle.seek(offset)
-                total += lines_before + telemetry.validate_lines(handle, stop)[0]
+                lines = handle if limit is None else _lines_upto(handle, limit - offset)
+                total += lines_before + telemetry.validate_lines(lines, stop)[0]
         except _FirstError as exc:
             err = exc.error
             line = lines_before + err.line
@@ -67,6 +72,15 @@ def check_history(files: Sequence[Path], *, skip: tuple[int, int] = (0, 0)) -> i
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     return total
+
+
+def _lines_upto(handle: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The lines of `handle` within its next `size` bytes (a line cut there is cut short)."""
+    for line in handle:
+        if size <= 0:
+            return
+        yield line[:size]
+        size -= len(line)
 
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:

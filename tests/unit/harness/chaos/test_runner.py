@@ -304,3 +304,21 @@ def test_the_journal_is_kept_before_the_sweep_whatever_the_sweep_meets(
         run_drill(drill, RunSettings(tmp_path / "evidence", KeySigner.from_secret(7)))
     (bundle,) = (tmp_path / "evidence").glob("chaos-*")
     assert json.loads((bundle / JOURNAL).read_text())["status"] == "completed"
+
+
+def test_a_signal_noted_before_the_run_was_armed_stops_it_before_the_method() -> None:
+    from harness.chaos.runner import _Events, _SignalGuard, _Timing
+
+    guard = _SignalGuard()
+    guard.received = signal.SIGTERM  # arrived between entering the runner and `running`
+    events = _Events(guard, _Timing())
+    events.running({"method": []}, {"status": "running"})
+    assert guard.armed is False
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        events.start_hypothesis_before({})
+    events.start_method({})  # raised once: the rollbacks follow undisturbed
+
+    calm = _Events(_SignalGuard(), _Timing())
+    calm.running({"method": []}, {"status": "running"})
+    calm.start_hypothesis_before({})
+    calm.start_method({})

@@ -145,11 +145,11 @@ def test_replayed_marts_are_the_marts_dbt_builds(tmp_path: Path) -> None:
 def test_appended_lines_are_added_to_the_history_not_loaded_anew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads: list[list[Path]] = []
+    loads: list[list[bytes]] = []
     real = warehouse.load_history
 
     def spy(database: Path, files: list[Path], since: datetime | None) -> int:
-        loads.append(list(files))
+        loads.append([file.read_bytes() for file in files])
         return real(database, files, since)
 
     monkeypatch.setattr(warehouse, "load_history", spy)
@@ -186,7 +186,35 @@ def test_appended_lines_are_added_to_the_history_not_loaded_anew(
 
     # another file order is another history: loaded anew
     assert build_report([other, history], workspace_root=space).dbt == "replayed"
-    assert loads == [[other, history]]
+    assert loads == [[other.read_bytes(), history.read_bytes()]]
+
+
+@pytest.mark.slow
+def test_a_record_appended_while_the_history_loads_is_loaded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _history()
+    history = write_ndjson(tmp_path / "h.ndjson", records[:-1])
+    real = warehouse.load_history
+
+    appended: list[bool] = []
+
+    def drill_appends_meanwhile(database: Path, files: list[Path], since: datetime | None) -> int:
+        if not appended:  # after the digest, before DuckDB reads
+            with history.open("a") as handle:
+                handle.write(json.dumps(records[-1]) + "\n")
+            appended.append(True)
+        return real(database, files, since)
+
+    monkeypatch.setattr(warehouse, "load_history", drill_appends_meanwhile)
+    space = tmp_path / "dbt"
+    first = build_report([history], workspace_root=space)
+    assert first.records == len(records) - 1, "the record appended meanwhile waits its turn"
+    second = build_report([history], workspace_root=space)
+    assert second.records == len(records)
+    with duckdb.connect(str(space / "insight.duckdb"), read_only=True) as con:
+        rows = con.execute(f"select count(*) from {warehouse.ALL_RECORDS}").fetchone()
+    assert rows == (len(records),), "loaded once, not again as a tail"
 
 
 @pytest.mark.slow
