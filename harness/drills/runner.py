@@ -251,8 +251,11 @@ def _run(drill: Drill, settings: RunSettings, signals: _DrillSignals) -> DrillRu
         with signals.cancelling():
             finding = drill.run(bundle, settings.progress)
     except KeyboardInterrupt as exc:
-        _stop_early(drill, bundle, settings, started, exc, "cancellation")
-        raise
+        stopped = signals.cancellation(exc)
+        _stop_early(drill, bundle, settings, started, stopped, "cancellation")
+        if stopped is exc:
+            raise
+        raise stopped from exc
     except (CihubError, LabError) as exc:
         _stop_early(drill, bundle, settings, started, exc, "error")
         raise
@@ -416,6 +419,14 @@ class _DrillSignals:
             yield
         finally:
             self._live = False
+
+    def cancellation(self, exc: KeyboardInterrupt) -> KeyboardInterrupt:
+        """What stopped the drill: the signal taken, whichever KeyboardInterrupt carried it
+        out (code unwinding from `DrillCancelled` may raise its own, e.g. a cancelled build's).
+        """
+        if self._held is None or isinstance(exc, DrillCancelled):
+            return exc
+        return DrillCancelled(self._held)
 
     def raise_held(self) -> None:
         """Raise `DrillCancelled` for a signal held until now."""

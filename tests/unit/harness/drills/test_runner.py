@@ -268,6 +268,28 @@ def test_a_signal_while_the_bundle_is_created_cancels_before_the_steps(
     assert manifest.predicate.outcome.observed == "cancelled"
 
 
+def test_a_signal_is_named_even_when_another_interrupt_carries_it_out(
+    settings: RunSettings,
+) -> None:
+    from harness.build_session import BuildCancelled
+
+    def steps(bundle: EvidenceBundle) -> DrillFinding:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:  # a build unwinding from the cancellation raises its own
+            raise BuildCancelled("the builds were cancelled")
+
+    drill = FakeDrill(steps)
+    with pytest.raises(KeyboardInterrupt) as caught:  # any, so a wrong one fails the test
+        run_drill(drill, settings)
+    assert isinstance(caught.value, DrillCancelled), repr(caught.value)
+    assert caught.value.signum == signal.SIGTERM and drill.cancelled == 1
+    record = _record(settings)
+    assert record["result"] == "cancellation"
+    assert record["errors"][0]["message"] == "cancelled by SIGTERM"
+
+
 class _SignalWhileSigning(KeySigner):
     """The test key, sent SIGINT while it signs."""
 
