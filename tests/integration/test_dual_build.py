@@ -307,25 +307,16 @@ def test_non_utf8_and_backslash_names_are_collected_and_compared_as_bytes(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
     # the compare side only; the evidence bundle's handling of such names is another branch's
-    from harness.build import (
-        BuildSession,
-        BuildSpec,
-        DualBuildRequest,
-        dual_build,
-        session_builder_image,
-    )
+    from harness.build import BuildSpec, DualBuildRequest, dual_build
     from harness.compare import CompareRequest, compare_outputs
     from harness.compare.tree import display_name
-    from harness.determinism import prepare_image
     from harness.variations import VariationSpec, plan_variations
 
-    tag = prepare_image(client, "builder-python", "offline", None)
     build = (
         "mkdir -p out && printf 1 > \"out/$(printf 'caf\\351')\" && printf 2 > 'out/a\\b' && "
         '{ [ "$(hostname)" = cihub-build-a ] || printf 3 > "out/$(printf \'\\377\')"; }'
     )
-    with BuildSession(client, tmp_path) as session:
-        image = session_builder_image(session, tag)
+    with _builder_session(client, tmp_path, "builder-python") as (session, image):
         plan = plan_variations(VariationSpec.parse("-all,domain_host"), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         built = dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
@@ -502,13 +493,25 @@ def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_reco
     assert record["determinism"]["verdict"] == "reproducible"
 
 
+@contextlib.contextmanager
+def _builder_session(
+    client: docker.DockerClient, workdir: Path, builder: str = "builder-c"
+) -> Iterator[tuple[Any, Any]]:
+    """A build session on an offline lab builder image: (session, image)."""
+    from harness.build import BuildSession, session_builder_image
+    from harness.determinism import prepare_image
+
+    tag = prepare_image(client, builder, "offline", None)
+    with BuildSession(client, workdir) as session:
+        yield session, session_builder_image(session, tag)
+
+
 def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
     """A hostile build leaves files in every writable folder (one read-only), and a process
     that keeps writing: the next build in the same warm container sees none of it."""
-    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
-    from harness.determinism import prepare_image
+    from harness.build import BuildSpec, run_build
     from harness.variations import VariationSpec, plan_variations
 
     build = (
@@ -518,9 +521,7 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
         "mkdir /tmp/ro && touch /tmp/ro/f && chmod 555 /tmp/ro && "
         "{ nohup sh -c 'while :; do echo x >> /tmp/leak; sleep 0.1; done' >/dev/null 2>&1 & }"
     )
-    tag = prepare_image(client, "builder-c", "offline", None)
-    with BuildSession(client, tmp_path / "work") as session:
-        image = session_builder_image(session, tag)
+    with _builder_session(client, tmp_path / "work") as (session, image):
         plan = plan_variations(VariationSpec(), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         outputs = [run_build(session, spec, plan.control, f"w{i}") for i in range(3)]
@@ -538,8 +539,7 @@ def test_one_warm_container_runs_home_and_num_cpus_builds_as_their_own_container
 ) -> None:
     """HOME and the cpuset are set per build in a warm container (see `harness.build_warm`):
     each build sees its own HOME (made, writable, in its passwd line) and its own CPUs."""
-    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
-    from harness.determinism import prepare_image
+    from harness.build import BuildSpec, run_build
     from harness.variations import VariationSpec, plan_variations
 
     build = (
@@ -547,9 +547,7 @@ def test_one_warm_container_runs_home_and_num_cpus_builds_as_their_own_container
         'echo "$HOME $(nproc) $(grep "^$(id -un):" /etc/passwd | cut -d: -f6) '
         '$(ls -A "${HOME%/*}" | tr "\\n" ,)" > out/seen'
     )
-    tag = prepare_image(client, "builder-c", "offline", None)
-    with BuildSession(client, tmp_path / "work") as session:
-        image = session_builder_image(session, tag)
+    with _builder_session(client, tmp_path / "work") as (session, image):
         if image.capabilities.cpus < 2:
             pytest.skip("one CPU: num_cpus does not apply")
         plan = plan_variations(VariationSpec.parse("-all,home,num_cpus"), image.capabilities)

@@ -21,16 +21,8 @@ from harness.build import (
     run_parallel,
 )
 from harness.errors import ConfigError
-from harness.variations import CONTROL, Capabilities, VariationSpec, plan_variations
-
-CAPS = Capabilities(
-    locales=("C.utf8", "fr_CH.utf8"),
-    faketime_library="/usr/lib/faketime/libfaketime.so.1",
-    disorderfs=True,
-    setarch=True,
-    cpus=2,
-    fuse_device=True,
-)
+from harness.variations import CONTROL, VariationSpec, plan_variations
+from tests.support.builds import FULL_BUILDER as CAPS
 
 
 class FakeContainer:

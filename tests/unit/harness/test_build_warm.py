@@ -12,16 +12,9 @@ import pytest
 from harness._internal.build_runner import IDLE, RUNNER
 from harness.build import BuildSession, BuildSpec, ImageInfo, build_exec_environment
 from harness.build_warm import can_run_warm, warm_key
-from harness.variations import Capabilities, VariationSpec, plan_variations
+from harness.variations import VariationSpec, plan_variations
+from tests.support.builds import FULL_BUILDER as CAPS
 
-CAPS = Capabilities(
-    locales=("C.utf8", "fr_CH.utf8"),
-    faketime_library="/usr/lib/faketime/libfaketime.so.1",
-    disorderfs=True,
-    setarch=True,
-    cpus=2,
-    fuse_device=True,
-)
 PLAN = plan_variations(VariationSpec.parse("+disorderfs"), CAPS)
 PER_CONTAINER = {"user_group", "domain_host"}
 """What an exec can't change (HOME and the cpuset are set per build)."""
