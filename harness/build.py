@@ -20,16 +20,19 @@ capabilities it needs and drops to the build user with `setpriv`.
    on the way.
 
 Builds die with their driver: the session touches a lease file every `HEARTBEAT_S` seconds;
-a watchdog in each container kills the build when the lease is older than `LEASE_S`, and the
-next session reaps the containers of drivers that are gone (`reap_stale_builds`).
+a watchdog in each container kills the build when the lease is older than `LEASE_S` (a warm
+container ends with the stream its driver holds instead), and the next session reaps the
+containers of drivers that are gone (`reap_stale_builds`).
 `BuildSession.cancel()` (thread-safe) stops every build at once; a KeyboardInterrupt while
 builds run calls it, so Ctrl-C (or SIGTERM turned into it) stops the containers within seconds.
 
 By default a build runs in a warm container of its session (`harness.build_warm`): the same
-container options (but HOME made per build in a tmpfs at its parent, and an explicit cpuset),
-started once and reused through `docker exec`, its output streamed back on the exec's stdout,
-emptied after each build; disorderfs builds and sessions with `warm=False` get a container of
-their own, as above.
+hardening (`hardened_options`), started once and reused through `docker exec`, with no folder
+of this machine mounted (the subject comes on the exec's stdin, the output goes back on its
+stdout, `/out` and `/etc` are the container's own), so the engine may be on another host;
+emptied after each build. disorderfs builds and sessions with `warm=False` get a container of
+their own, as above, bind mounts included: `check_host_paths` refuses them, up front, on an
+engine that can't see this machine's folders.
 
 Split by job: `harness.build_session` (session, lease, cancellation, reaping),
 `harness.builder_image` (finding and probing the image), `harness._internal.build_runner` (the
@@ -50,6 +53,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -57,6 +61,7 @@ from typing import IO, Any
 
 import docker
 import docker.errors
+import docker.types
 import requests
 
 from harness._internal.build_runner import RUNNER
@@ -368,32 +373,42 @@ def build_environment_for(spec: BuildSpec, env: BuildEnv) -> dict[str, str]:
     )
 
 
-def write_identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
-    """`/etc/passwd` and `/etc/group` for a build: root, nobody and the build user.
-
-    Rewritten in place when they exist (a warm container's bind mounts keep showing them)."""
-    passwd = folder / "passwd"
-    group = folder / "group"
-    passwd.write_text(
+def identity_files(env: BuildEnv) -> dict[str, bytes]:
+    """`/etc/passwd` and `/etc/group` of a build (by name): root, nobody and the build user."""
+    passwd = (
         "root:x:0:0:root:/root:/bin/sh\n"
         f"{env.user}:x:{env.uid}:{env.gid}:cihub build user:{env.home}:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        encoding="utf-8",
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     )
-    group.write_text(f"root:x:0:\n{env.group}:x:{env.gid}:\nnogroup:x:65534:\n", encoding="utf-8")
-    for path in (passwd, group):
+    group = f"root:x:0:\n{env.group}:x:{env.gid}:\nnogroup:x:65534:\n"
+    return {"passwd": passwd.encode(), "group": group.encode()}
+
+
+def write_identity_files(env: BuildEnv, folder: Path) -> tuple[Path, Path]:
+    """`identity_files` in `folder`, for a one-off build's read-only bind mounts."""
+    paths = []
+    for name, data in identity_files(env).items():
+        path = folder / name
+        path.write_bytes(data)
         os.chmod(path, 0o644)
-    return passwd, group
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def build_exec_environment(
     session: BuildSession, spec: BuildSpec, env: BuildEnv, out: str | None = None
 ) -> dict[str, str]:
-    """The build runner's inputs; `out`: a warm build's own output folder (it then resets the
-    container after collecting, see `harness.build_warm`)."""
-    config = _config_text(spec, env) + f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\n"
-    if out is not None:
-        config += f"OUT={shlex.quote(out)}\nRESET=1\nHOME_ROOT={shlex.quote(home_root(env))}\n"
+    """The build runner's inputs; `out`: a warm build's own output folder. A warm build reads
+    the subject on its stdin and resets the container after collecting, and has no watchdog:
+    its container dies with the driver (see `harness.build_warm`)."""
+    config = _config_text(spec, env)
+    if out is None:
+        config += f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\nSUBJECT=\n"
+    else:
+        config += (
+            f"LEASE_S=\nSUBJECT=stdin\nOUT={shlex.quote(out)}\nRESET=1\n"
+            f"HOME_ROOT={shlex.quote(home_root(env))}\n"
+        )
     return {
         "CIHUB_CONFIG": config,
         "CIHUB_BUILD_ENV": _env_text(build_environment_for(spec, env)),
@@ -401,20 +416,12 @@ def build_exec_environment(
     }
 
 
-def container_options(
-    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, name: str, mounts: Path
+def hardened_options(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, name: str
 ) -> dict[str, Any]:
-    """The `containers.create` options of one build: hardened, with its mounts and limits.
-
-    `mounts` is the build's host folder: `out/` (mounted at /out) and the identity files are
-    made in it.
-    """
-    out = mounts / "out"
-    out.mkdir(parents=True)
-    os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
-    passwd, group = write_identity_files(env, mounts)
+    """The `containers.create` options every build container gets, one-off or warm: hardened,
+    with its limits and tmpfs folders, and no mount of this machine's folders."""
     owner = f"uid={env.uid},gid={env.gid}"
-    as_root = env.disorderfs
     tmpfs = {
         "/build": f"rw,exec,nosuid,nodev,mode=0755,{owner}",
         "/cihub": f"rw,nosuid,nodev,noexec,mode=0755,{owner}",
@@ -422,23 +429,14 @@ def container_options(
         "/tmp": "rw,exec,nosuid,nodev,mode=1777",
         "/var/tmp": "rw,exec,nosuid,nodev,mode=1777",
     }
-    volumes = {
-        str(spec.subject): {"bind": "/src", "mode": "ro"},
-        str(out): {"bind": "/out", "mode": "rw"},
-        str(passwd): {"bind": "/etc/passwd", "mode": "ro"},
-        str(group): {"bind": "/etc/group", "mode": "ro"},
-    }
-    if session.lease_s > 0 and session.lease_dir.is_dir():
-        volumes[str(session.lease_dir)] = {"bind": "/cihub-lease", "mode": "ro"}
     options: dict[str, Any] = {
         **HARDENED,
         "command": ["/bin/sh", "-c", RUNNER, "cihub-runner"],
         "environment": build_exec_environment(session, spec, env),
-        "user": "0:0" if as_root else f"{env.uid}:{env.gid}",
+        "user": "0:0" if env.disorderfs else f"{env.uid}:{env.gid}",
         "hostname": env.hostname,
         "domainname": env.domainname,
         "working_dir": "/",
-        "volumes": volumes,
         "tmpfs": tmpfs,
         "mem_limit": spec.limits.memory,
         "memswap_limit": spec.limits.memory,
@@ -461,6 +459,91 @@ def container_options(
     return options
 
 
+def container_options(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, name: str, mounts: Path
+) -> dict[str, Any]:
+    """The `containers.create` options of a one-off build: `hardened_options` and the folders of
+    this machine it bind-mounts (so its engine must see them, see `check_host_paths`).
+
+    `mounts` is the build's host folder: `out/` (mounted at /out) and the identity files are
+    made in it.
+    """
+    out = mounts / "out"
+    out.mkdir(parents=True)
+    os.chmod(out, 0o777)  # the build user, whatever its uid, writes its output there
+    passwd, group = write_identity_files(env, mounts)
+    volumes = {
+        str(spec.subject): {"bind": "/src", "mode": "ro"},
+        str(out): {"bind": "/out", "mode": "rw"},
+        str(passwd): {"bind": "/etc/passwd", "mode": "ro"},
+        str(group): {"bind": "/etc/group", "mode": "ro"},
+    }
+    if session.lease_s > 0 and session.lease_dir.is_dir():
+        volumes[str(session.lease_dir)] = {"bind": "/cihub-lease", "mode": "ro"}
+    return {**hardened_options(session, spec, env, label, name), "volumes": volumes}
+
+
+def check_host_paths(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> None:
+    """Make sure the engine sees this machine's folders before a one-off build bind-mounts them
+    (once per session): a container is created, never started, with the subject and a fresh
+    folder of the session mounted, and a file written there is read back through the engine.
+    An engine on another host (`DOCKER_HOST=ssh://...`, or a forwarded socket) fails this: one
+    clear error, up front (`harness.build_warm.prewarm` checks before any build starts).
+
+    Raises:
+        ConfigError: the engine does not see this machine's folders (the message says which
+            build needed them and what to do).
+        InfraError: the engine failed.
+    """
+    if session.host_paths_seen:
+        return
+    probe = session.workdir / ".mounts" / f".host-{uuid.uuid4().hex[:12]}"
+    probe.mkdir(parents=True)
+    token = uuid.uuid4().hex
+    (probe / "token").write_text(token, encoding="utf-8")
+    os.chmod(probe, 0o755)
+    container = None
+    seen = b""
+    try:
+        container = session.client.containers.create(
+            spec.image.image_id,
+            ["true"],
+            mounts=[
+                docker.types.Mount("/cihub-host", str(probe), type="bind", read_only=True),
+                docker.types.Mount("/src", str(spec.subject), type="bind", read_only=True),
+            ],
+            labels=labels.resource_labels(
+                session.lab_id, session.session, persistent=False, service="build-probe"
+            ),
+            name=session.next_name("host-paths"),
+            **HARDENED,
+        )
+        stream, _ = container.get_archive("/cihub-host/token")
+        seen = b"".join(stream)
+    except docker.errors.APIError as exc:
+        if exc.status_code is not None and exc.status_code >= 500 and "mount" not in str(exc):
+            raise InfraError("the engine failed while checking it sees this machine") from exc
+    except requests.RequestException as exc:
+        raise InfraError("the engine failed while checking it sees this machine") from exc
+    finally:
+        if container is not None:
+            remove_container(container)
+        _remove_tree(probe)
+    if token.encode() not in seen:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        why = (
+            "the disorderfs variation (root and a FUSE mount per build)"
+            if env.disorderfs
+            else "one-off build containers"
+        )
+        raise ConfigError(
+            f"{why} bind-mount folders of this machine, but the Docker engine at {where} does "
+            "not see them (it runs on another host): leave disorderfs out, or run the drill on "
+            "the engine's host"
+        )
+    session.host_paths_seen = True
+
+
 def run_build(
     session: BuildSession, spec: BuildSpec, env: BuildEnv, label: str, *, keep: bool = True
 ) -> BuildOutput:
@@ -480,6 +563,7 @@ def run_build(
     if session.warm and can_run_warm(env):
         return run_warm_build(session, spec, env, label, keep=keep)
     session.check_cancelled()
+    check_host_paths(session, spec, env)
     session.start_heartbeat()
     name = session.next_name(label)
     mounts = session.workdir / ".mounts" / name

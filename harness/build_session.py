@@ -1,9 +1,11 @@
 """A build session: labels, names, scratch space, the driver's lease, and cancellation.
 
-Every container a drill starts belongs to one `BuildSession`. While builds may run, the session
-touches a lease file every `HEARTBEAT_S` seconds; the watchdog in each build container stops the
-build when the lease is older than `LEASE_S` (the driver was killed), and `reap_stale_builds`,
-run before a session's first build, removes what such drivers left. `cancel()` stops every
+Every container a drill starts belongs to one `BuildSession`, and dies with the driver:
+a warm container's idle process exits when the stdin stream the session holds open ends
+(`hold_lease`: the driver's process ended, killed too); for one-off builds the session touches a
+lease file every `HEARTBEAT_S` seconds and the watchdog in each container stops the build when
+the lease is older than `LEASE_S`. `reap_stale_builds`, run before a session's first build,
+removes what such drivers left. `cancel()` stops every
 container of the session at once, from any thread; `run_parallel` calls it when Ctrl-C (or
 SIGTERM turned into KeyboardInterrupt) arrives while builds run.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Sequence
@@ -76,7 +79,13 @@ class BuildSession:
     _heartbeat: threading.Thread | None = None
     _started: bool = False
     _releasing: list[threading.Thread] = field(default_factory=list)
-    _cpusets: dict[str, str] = field(default_factory=dict)
+    _fitted: dict[tuple[str, str], str] = field(default_factory=dict)
+    _leases: dict[str, Any] = field(default_factory=dict)
+    _cpus_witness: Any = None
+    engine_cpus: str | None = None
+    host_paths_seen: bool = False
+    """The engine sees this machine's folders (`harness.build.check_host_paths`)."""
+    """Every CPU of the engine as a cpuset, once known (`harness.build_warm.engine_cpus`)."""
 
     def next_name(self, label: str) -> str:
         with self._lock:
@@ -132,14 +141,31 @@ class BuildSession:
             self.unregister(container)
             remove_container(container)
 
-    def cpuset_of(self, container: Any) -> str | None:
-        """The cpuset a warm container was last given (`set_cpuset`)."""
+    def fitted(self, container: Any, aspect: str) -> str | None:
+        """What a warm container was last given for `aspect` (its cpuset, HOME: `set_fitted`)."""
         with self._lock:
-            return self._cpusets.get(container.id)
+            return self._fitted.get((container.id, aspect))
 
-    def set_cpuset(self, container: Any, cpuset: str) -> None:
+    def set_fitted(self, container: Any, aspect: str, value: str) -> None:
         with self._lock:
-            self._cpusets[container.id] = cpuset
+            self._fitted[(container.id, aspect)] = value
+
+    def offer_cpus_witness(self, container: Any) -> None:
+        """A warm container started with no cpuset: its idle process says which CPUs are
+        every CPU (`harness.build_warm.engine_cpus`); the first one offered is kept."""
+        with self._lock:
+            if self._cpus_witness is None:
+                self._cpus_witness = container
+
+    def cpus_witness(self) -> Any | None:
+        with self._lock:
+            return self._cpus_witness
+
+    def hold_lease(self, container: Any, stream: Any) -> None:
+        """Keep a warm container's attached stdin open: it ends when this process does, and the
+        container with it (`harness.build_warm`). Closed when the container is unregistered."""
+        with self._lock:
+            self._leases[container.id] = stream
 
     def release(self) -> None:
         """No build follows for now: remove the idle warm containers in the background, while
@@ -224,6 +250,9 @@ class BuildSession:
     def unregister(self, container: Any) -> None:
         with self._lock:
             self._containers.pop(container.id, None)
+            lease = self._leases.pop(container.id, None)
+        if lease is not None:
+            close_stream(lease)
 
     def cancel(self) -> None:
         """Stop and remove every build container of the session now (any thread, any time).
@@ -253,6 +282,10 @@ class BuildSession:
             releasing, self._releasing = self._releasing, []
         for thread in releasing:  # removals under way are not raced by the sweep
             thread.join(timeout=60)
+        with self._lock:
+            leases, self._leases = list(self._leases.values()), {}
+        for lease in leases:  # their containers stop (the sweep below removes them)
+            close_stream(lease)
         selector: dict[str, str | list[str] | bool] = {
             "label": [f"{labels.MANAGED}=true", f"{labels.LAB}={self.lab_id}"]
         }
@@ -276,6 +309,17 @@ def _remove_all(containers: Sequence[Any]) -> None:
     elif containers:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="cihub-remove") as pool:
             list(pool.map(remove_container, containers))
+
+
+def close_stream(raw: Any) -> None:
+    """Close an attached connection for good: its socket is shut down, so the engine sees the
+    end even while another object still holds the file descriptor."""
+    sock = getattr(raw, "_sock", raw)
+    with contextlib.suppress(OSError, AttributeError):
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        raw.close()
 
 
 def remove_container(container: Any) -> None:

@@ -2,37 +2,49 @@
 
 Starting a container costs about 0.35 s on this engine (0.7 s with create and remove), more than
 many builds take, and the culprit search runs a dozen builds. A warm container is created with
-exactly a cold build's options (`harness.build.container_options`: the same hardening, mounts,
-limits and tmpfs folders) but idles (`IDLE`) instead of building; each build is one `docker
-exec` of the build runner as the build user, with its own output folder `/out/<n>`. The runner
-copies the subject afresh into the build path and, after collecting, writes the output folder
-as a tar archive on the exec's stdout, then ends the processes the build left and empties every
-folder it could write (`/build`, HOME, /tmp, /var/tmp, /dev/shm); only a container whose reset
-succeeded goes back to the session's pool.
+a one-off build's hardening, limits and tmpfs folders (`harness.build.hardened_options`) but
+idles (`IDLE`) instead of building; each build is one `docker exec` of the build runner as the
+build user, with its own output folder `/out/<n>`. After collecting, the runner writes that
+folder as a tar archive on the exec's stdout, then ends the processes the build left and
+empties every folder it could write (`/build`, HOME, /tmp, /var/tmp, /dev/shm, /out); only a
+container whose reset succeeded goes back to the session's pool.
 
-One build is two engine calls: create the exec and start it attached. The driver reads the
-exec's multiplexed stream until it ends (the runner exited): stdout is the output archive,
-the last stderr line says whether the reset succeeded. No polling, so no latency between the
-end of a build and the driver seeing it, and no archive request afterwards (one is made only
-when the stream carried none: the runner stopped before collecting).
+No folder of the driver's machine is mounted, so the engine may be on another host
+(`DOCKER_HOST=ssh://...`): everything goes over the engine's API.
+
+- the subject: the driver sends it as a tar archive on the exec's stdin, in the order the file
+  order variation asks for (`harness.build_subject`); the runner unpacks it in the build path;
+- the output: `/out` is a tmpfs; the archive comes back on the exec's stdout;
+- the identity files: `/etc` is an anonymous volume of the container (the engine fills it from
+  the image), where the driver writes `passwd` and `group` (`put_archive`, root's, read-only to
+  the build user) after the start and again when a build's HOME differs;
+- the lease: the idle process reads its stdin, a stream the driver attaches before the start
+  and holds open; when the driver's process ends (killed too), the stream ends, the idle
+  process exits and the container stops with every build in it.
+
+One build is two engine calls: create the exec and start it attached. The driver writes the
+subject and reads the exec's multiplexed stream until it ends (the runner exited): stdout is
+the output archive, the last stderr line says whether the reset succeeded. No polling, so no
+latency between the end of a build and the driver seeing it.
 
 What an exec can't change decides which container a build goes to (`warm_key`): the hostname
 and domain name (domain_host), the build user (user_group: the writable tmpfs folders are its
 own), the seccomp profile (aslr). Everything else is set per build: build path, file order,
 clock, umask, environment, locale and time zone by the runner; HOME (home) by the runner too, in
 a tmpfs mounted at its parent folder (`/home`), with the build user's `/etc/passwd` line
-rewritten in place before the exec; the cpuset (num_cpus) with one `docker update` when it
-differs from the container's. disorderfs builds (root, FUSE) always get a container of their
-own (`harness.build.run_build`).
-
-The idle script exits when the driver's lease goes stale, as a build's watchdog does, so warm
-containers die with their driver too; `BuildSession.close()` removes them.
+rewritten before the exec; the cpuset (num_cpus) with one `docker update` when it differs from
+the container's. A container started for a build without a cpuset has none (every CPU the
+engine gives it, whatever their numbers); its idle process says which CPUs those are, and that
+list is what a narrowed container is widened back to. disorderfs builds (root, FUSE) always get
+a container of their own (`harness.build.run_build`), with bind mounts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import select
+import tarfile
 import tempfile
 import threading
 import time
@@ -45,11 +57,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import docker
 import docker.errors
+import docker.types
 import docker.utils.socket
 import requests
 
 from harness._internal.build_runner import IDLE, RUNNER
-from harness.build_session import BuildSession, remove_container
+from harness.build_session import BuildSession, close_stream, remove_container
+from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
 from harness.variations import BuildEnv
 
@@ -57,11 +71,16 @@ if TYPE_CHECKING:
     from harness.build import BuildOutput, BuildSpec
 
 RESET_OK = "reset-ok"
-"""The runner's mark that it emptied the container after the build (see the module docs)."""
+"""The runner's last stderr line when it emptied the container after the build."""
 _WAKE_S = 0.25
 """How often a driver waiting on a build's stream checks for cancellation and the timeout."""
 _STDOUT, _STDERR = 1, 2
 _STDERR_KEPT = 4096
+_SPOOL_BYTES = 32 * 1024 * 1024
+_CPUS, _HOME = "cpuset", "home"
+"""What `_fit` sets per build (`BuildSession.fitted`); a cpuset of "" is none (every CPU)."""
+_CPUS_WAIT_S = 5.0
+"""How long the driver waits for a fresh idle process to say which CPUs it has."""
 
 
 def can_run_warm(env: BuildEnv) -> bool:
@@ -93,18 +112,22 @@ def home_root(env: BuildEnv) -> str:
     return env.home if str(parent) == "/" else str(parent)
 
 
-def all_cpus(spec: BuildSpec) -> str:
-    """The cpuset of a build that may use every CPU (warm containers always have one set)."""
-    cpus = spec.image.capabilities.cpus
-    return "0" if cpus <= 1 else f"0-{cpus - 1}"
-
-
 def prewarm(session: BuildSession, spec: BuildSpec, envs: Iterable[BuildEnv], workers: int) -> int:
     """Start, in the background, the warm containers builds in `envs` will want, at most
     `workers` per key, less those idle or already starting: work that would otherwise wait
     (e.g. the culprit search's containers while diffoscope runs). Returns how many it starts.
+
+    Raises:
+        ConfigError: a build in `envs` needs a one-off container with bind mounts (disorderfs)
+            and the engine can't see this machine's folders (`harness.build.check_host_paths`).
     """
-    session.start_heartbeat()  # the containers mount the lease folder it makes
+    from harness.build import check_host_paths
+
+    envs = list(envs)
+    for env in envs:
+        if not can_run_warm(env):
+            check_host_paths(session, spec, env)
+    session.start_heartbeat()
     wanted = Counter(warm_key(spec, env) for env in envs if can_run_warm(env))
     first = {warm_key(spec, env): env for env in envs if can_run_warm(env)}
     started = 0
@@ -129,47 +152,145 @@ def _start_into(session: BuildSession, spec: BuildSpec, env: BuildEnv, future: F
         future.set_exception(exc)
 
 
-def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
-    from harness.build import container_options
+def warm_options(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, name: str
+) -> dict[str, Any]:
+    """The `containers.create` options of a warm container: a one-off build's, idle, with no
+    folder of this machine mounted (see the module docs)."""
+    from harness.build import hardened_options
 
-    name = session.next_name("warm")
-    mounts = session.workdir / ".mounts" / name
-    options = container_options(session, spec, env, "warm", name, mounts)
-    lease = str(session.lease_s) if session.lease_s > 0 and session.lease_dir.is_dir() else ""
+    options = hardened_options(session, spec, env, "warm", name)
     options["command"] = ["/bin/sh", "-c", IDLE, "cihub-warm"]
-    options["environment"] = {"LEASE_S": lease}
-    # HOME is made per build inside a tmpfs at its parent; the cpuset is set per build
+    options["environment"] = {}
+    options["stdin_open"] = True  # the driver's stream, which ends with it (the lease)
+    owner = f"uid={env.uid},gid={env.gid}"
+    # HOME is made per build inside a tmpfs at its parent; each build's output in /out
     options["tmpfs"] = {
-        (home_root(env) if path == env.home else path): flags
-        for path, flags in options["tmpfs"].items()
+        **{
+            (home_root(env) if path == env.home else path): flags
+            for path, flags in options["tmpfs"].items()
+        },
+        "/out": f"rw,nosuid,nodev,noexec,mode=0755,{owner}",
     }
-    options["cpuset_cpus"] = env.cpuset or all_cpus(spec)
+    options["mounts"] = [docker.types.Mount("/etc", None, type="volume")]
+    return options
+
+
+def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
+    name = session.next_name("warm")
+    options = warm_options(session, spec, env, name)
+    api = session.client.api
+    container = None
     try:
         container = session.client.containers.create(spec.image.image_id, **options)
         session.register(container)
+        # attached before the start: a driver that dies before this leaves a container that
+        # never ran (reaped), never one that idles with nobody to end it
+        if session.lease_s > 0:
+            lease = api.attach_socket(str(container.id), {"stdin": 1, "stream": 1})
+            session.hold_lease(container, lease)
         container.start()
-    except (docker.errors.APIError, requests.RequestException) as exc:
+        _put_identity(session, container, env)
+    except (docker.errors.APIError, requests.RequestException, OSError, InfraError) as exc:
+        if container is not None:
+            session.unregister(container)
+            remove_container(container)
         session.check_cancelled()
         raise InfraError(f"container {name}: could not start a warm builder") from exc
-    session.set_cpuset(container, options["cpuset_cpus"])
+    session.set_fitted(container, _CPUS, env.cpuset or "")
+    if env.cpuset is None:
+        session.offer_cpus_witness(container)
     return container, name
+
+
+def _put_identity(session: BuildSession, container: Any, env: BuildEnv) -> None:
+    """The build user's `/etc/passwd` and `/etc/group` (root's, mode 0644) in the container's
+    own `/etc` volume."""
+    from harness.build import identity_files
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in identity_files(env).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive("/etc", buffer.getvalue()):
+        raise InfraError(f"container {container.name}: could not write its /etc/passwd")
+    session.set_fitted(container, _HOME, env.home)
+
+
+def engine_cpus(session: BuildSession) -> str | None:
+    """Every CPU a build may use on this engine, as a cpuset (`0-3`, or `2-3` on an engine
+    confined to those): what the idle process of a container started without a cpuset said it
+    has. None when no such container is left to ask."""
+    known = session.engine_cpus
+    if known is not None:
+        return known
+    witness = session.cpus_witness()
+    deadline = time.monotonic() + _CPUS_WAIT_S
+    while witness is not None:
+        try:
+            logs = bytes(witness.logs(stdout=True, stderr=False))
+        except (docker.errors.APIError, requests.RequestException):
+            return None
+        for line in logs.decode(errors="replace").splitlines():
+            if line.startswith("cpus=") and line[5:].strip():
+                session.engine_cpus = line[5:].strip()
+                return session.engine_cpus
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)  # the idle process starts with the container: it says it at once
+    return None
+
+
+class _Unfit(Exception):
+    """A warm container can't be given what a build wants (see `_fit`)."""
 
 
 def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, base: str) -> None:
     """Give `container` what build `env` varies that an exec can't: its cpuset (one engine call
-    when it differs) and the build user's passwd line (HOME), rewritten in place (same inode,
-    so the read-only bind mount shows it)."""
-    from harness.build import write_identity_files
+    when it differs) and the build user's passwd line (HOME, one call when it differs).
 
-    wanted = env.cpuset or all_cpus(spec)
-    if session.cpuset_of(container) != wanted:
+    Raises:
+        _Unfit: it must be widened to every CPU, and which CPUs those are is not known.
+    """
+    wanted = env.cpuset or ""
+    if session.fitted(container, _CPUS) != wanted:
+        cpus = wanted or engine_cpus(session)
+        if not cpus:
+            raise _Unfit(base)
         try:
-            session.client.api.update_container(container.id, cpuset_cpus=wanted)
+            session.client.api.update_container(container.id, cpuset_cpus=cpus)
         except (docker.errors.APIError, requests.RequestException) as exc:
             session.check_cancelled()
-            raise InfraError(f"container {base}: could not set its cpuset to {wanted}") from exc
-        session.set_cpuset(container, wanted)
-    write_identity_files(env, session.workdir / ".mounts" / base)
+            raise InfraError(f"container {base}: could not set its cpuset to {cpus}") from exc
+        session.set_fitted(container, _CPUS, wanted)
+    if session.fitted(container, _HOME) != env.home:
+        try:
+            _put_identity(session, container, env)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            session.check_cancelled()
+            raise InfraError(f"container {base}: could not write its /etc/passwd") from exc
+
+
+def _take_fitted(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, key: Hashable
+) -> tuple[Any, str]:
+    """A warm container fitted for build `env`: an idle one, else a new one."""
+    taken = session.take_idle(key)
+    if taken is not None:
+        base = str(taken.name).lstrip("/")
+        try:
+            _fit(session, spec, env, taken, base)
+            return taken, base
+        except _Unfit:  # a container of its own, with no cpuset, instead
+            session.unregister(taken)
+            remove_container(taken)
+        except BaseException:
+            session.unregister(taken)
+            remove_container(taken)
+            raise
+    return _start_warm(session, spec, env)
 
 
 def run_warm_build(
@@ -179,6 +300,7 @@ def run_warm_build(
 
     Raises:
         BuildCancelled: the session was cancelled before or while the build ran.
+        ConfigError: the subject can't be read.
         InfraError: the engine failed.
     """
     from harness.build import build_exec_environment, collect_output
@@ -186,56 +308,56 @@ def run_warm_build(
     session.check_cancelled()
     session.start_heartbeat()
     key = warm_key(spec, env)
-    taken = session.take_idle(key)
-    container, base = (taken, str(taken.name).lstrip("/")) if taken is not None else (None, "")
-    if container is None:
-        container, base = _start_warm(session, spec, env)
-    reusable = False
-    try:
-        _fit(session, spec, env, container, base)
-    except BaseException:
-        session.unregister(container)
-        remove_container(container)
-        raise
-    number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]
-    out = f"/out/{number}-{label}"
-    name = f"{base}:{number}-{label}"
-    try:
-        started = time.monotonic()
-        environment = build_exec_environment(session, spec, env, out)
-        user = f"{env.uid}:{env.gid}"
-        with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as archive:
-            ran = _exec_runner(session, spec, container, name, user, environment, archive)
-            duration = time.monotonic() - started
-            out_dir = session.workdir / label
-            if out_dir.exists():
-                out_dir = session.workdir / f"{number}-{label}"
-            streamed = archive if archive.tell() else None
-            try:
-                output, meta = collect_output(
-                    container,
-                    name,
-                    label,
-                    env,
-                    duration,
-                    ran.timed_out,
-                    out_dir,
-                    keep,
-                    root=out,
-                    archive=streamed,
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as subject:
+        # read before any container is taken: an unreadable subject is the user's error
+        write_subject_archive(spec.subject, subject, reverse=env.file_order == "reverse")
+        subject.seek(0)
+        container, base = _take_fitted(session, spec, env, key)
+        reusable = False
+        number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]
+        out = f"/out/{number}-{label}"
+        name = f"{base}:{number}-{label}"
+        try:
+            started = time.monotonic()
+            environment = build_exec_environment(session, spec, env, out)
+            user = f"{env.uid}:{env.gid}"
+            with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as archive:
+                ran = _exec_runner(
+                    session, spec, container, name, user, environment, subject, archive
                 )
-            except InfraError:
-                session.check_cancelled()
-                raise
-        reusable = (ran.reset or RESET_OK in meta) and not ran.timed_out
-        session.add_finished(output)
-        return output
-    finally:
-        if reusable:
-            session.give_back(key, container)
-        else:
-            session.unregister(container)
-            remove_container(container)
+                duration = time.monotonic() - started
+                out_dir = session.workdir / label
+                if out_dir.exists():
+                    out_dir = session.workdir / f"{number}-{label}"
+                if ran.timed_out:
+                    # killed mid-build or mid-stream: whatever came is not the output
+                    archive.seek(0)
+                    archive.truncate()
+                try:
+                    output, _ = collect_output(
+                        container,
+                        name,
+                        label,
+                        env,
+                        duration,
+                        ran.timed_out,
+                        out_dir,
+                        keep,
+                        root=out,
+                        archive=archive,
+                    )
+                except InfraError:
+                    session.check_cancelled()
+                    raise
+            reusable = ran.reset and not ran.timed_out
+            session.add_finished(output)
+            return output
+        finally:
+            if reusable:
+                session.give_back(key, container)
+            else:
+                session.unregister(container)
+                remove_container(container)
 
 
 @dataclass(frozen=True)
@@ -274,6 +396,36 @@ class _Frames:
         del self._pending[:offset]
 
 
+class _Stream:
+    """An attached exec's connection, whatever carries it: a socket (unix, tcp, tls), or the
+    pipes of an `ssh` process (`DOCKER_HOST=ssh://`, docker's `use_ssh_client`)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        proc = getattr(raw, "proc", None)
+        self._pipe = proc.stdout if proc is not None else None
+        self._writer: Any = getattr(raw, "_sock", raw)
+
+    def fileno(self) -> int:
+        return int(self._pipe.fileno() if self._pipe is not None else self.raw.fileno())
+
+    def read(self, size: int) -> bytes | None:
+        """What came (b"" at the end; None: nothing yet, wait again)."""
+        if self._pipe is not None:
+            return bytes(self._pipe.read1(size))
+        data = docker.utils.socket.read(self.raw, size)
+        return None if data is None else bytes(data)
+
+    def send_all(self, source: IO[bytes]) -> None:
+        """`source` to the exec's stdin; the connection's end is left open (tar stops at the
+        archive's end, and a TLS socket can't be half-closed)."""
+        while chunk := source.read(256 * 1024):
+            self._writer.sendall(chunk)
+
+    def close(self) -> None:
+        close_stream(self.raw)
+
+
 def _exec_runner(
     session: BuildSession,
     spec: BuildSpec,
@@ -281,10 +433,12 @@ def _exec_runner(
     name: str,
     user: str,
     environment: dict[str, str],
+    subject: IO[bytes],
     archive: IO[bytes],
 ) -> _Ran:
-    """Run the build runner in `container` until it ends, its stdout (the output archive) into
-    `archive`. A build past its timeout is killed with its container."""
+    """Run the build runner in `container` until it ends, `subject` on its stdin, its stdout
+    (the output archive) into `archive`. A build past its timeout is killed with its
+    container."""
     api = session.client.api
     try:
         exec_id = api.exec_create(
@@ -293,13 +447,20 @@ def _exec_runner(
             user=user,
             environment=environment,
             workdir="/",
+            stdin=True,
             stdout=True,
             stderr=True,
         )["Id"]
-        stream = api.exec_start(exec_id, socket=True)
+        stream = _Stream(api.exec_start(exec_id, socket=True))
     except (docker.errors.APIError, requests.RequestException) as exc:
         session.check_cancelled()
         raise InfraError(f"container {name}: lost the engine while building") from exc
+    # A thread of its own: the runner may end (or fail) before it read everything, and the
+    # driver must keep reading the stream and watching the clock meanwhile.
+    sender = threading.Thread(
+        target=_send_quietly, args=(stream, subject), name="cihub-subject", daemon=True
+    )
+    sender.start()
     frames = _Frames(archive)
     deadline = time.monotonic() + spec.timeout_s
     try:
@@ -313,7 +474,7 @@ def _exec_runner(
             readable, _, _ = select.select([stream], [], [], min(_WAKE_S, left))
             if not readable:
                 continue
-            data = docker.utils.socket.read(stream, 256 * 1024)
+            data = stream.read(256 * 1024)
             if data is None:  # interrupted (EINTR, EAGAIN): wait again
                 continue
             if not data:  # the runner and everything it started are gone
@@ -323,8 +484,14 @@ def _exec_runner(
         session.check_cancelled()
         raise InfraError(f"container {name}: lost the engine while building") from exc
     finally:
-        with contextlib.suppress(OSError):
-            stream.close()
+        stream.close()
+        sender.join(timeout=5)
     session.check_cancelled()
     last = frames.stderr.rstrip().rsplit(b"\n", 1)[-1]
     return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode())
+
+
+def _send_quietly(stream: _Stream, subject: IO[bytes]) -> None:
+    # a runner that stopped reading ends the exec: what it did is in the stream
+    with contextlib.suppress(OSError, ValueError):
+        stream.send_all(subject)

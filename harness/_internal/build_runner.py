@@ -27,7 +27,9 @@ M=$OUT/meta
 ART=$OUT/artifacts
 mkdir -p "$M" "$ART" || exit 90
 note() { printf '%s\n' "$*" >> "$M/notes"; }
-fail() { printf '%s\n' "$*" > "$M/setup-error"; exit 91; }
+# The output of a warm build (its meta folder at least) goes back on stdout, even after a failure.
+send_out() { [ "$RESET" = 1 ] && tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null; }
+fail() { printf '%s\n' "$*" > "$M/setup-error"; send_out; exit 91; }
 AS_ROOT=0
 [ "$(id -u)" = 0 ] && AS_ROOT=1
 for tool in find sort tar touch cp xargs env stat date; do
@@ -57,11 +59,20 @@ mkdir -p "$BUILD_HOME" || fail "cannot create HOME $BUILD_HOME"
 SRC_DIR="$BUILD_PATH"
 [ "$DISORDERFS" = 1 ] && SRC_DIR=/build/.disorderfs-backing
 mkdir -p "$SRC_DIR" || fail "cannot create $SRC_DIR"
-UNREADABLE="the build runs as a non-root user, which must be able to read every file"
-(cd /src && find . -mindepth 1 -print0 | sort -z $SORT_FLAGS \
-    | tar --null --no-recursion -T - -cf -) 2> "$M/copy.log" | tar -C "$SRC_DIR" -xpf - \
-    || fail "cannot copy the subject to $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
-[ -s "$M/copy.log" ] && fail "cannot copy the subject: $UNREADABLE ($(tail -n 1 "$M/copy.log"))"
+if [ "$SUBJECT" = stdin ]; then
+    # A warm build: the driver sends the subject as a tar archive, already in the file order
+    # asked for, on stdin (no folder of the driver's machine is mounted: the engine may be
+    # remote); tar stops at the archive's end, so the driver need not close its side.
+    tar -C "$SRC_DIR" -xpf - 2> "$M/copy.log" \
+        || fail "cannot unpack the subject in $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
+    exec < /dev/null
+else
+    UNREADABLE="the build runs as a non-root user, which must be able to read every file"
+    (cd /src && find . -mindepth 1 -print0 | sort -z $SORT_FLAGS \
+        | tar --null --no-recursion -T - -cf -) 2> "$M/copy.log" | tar -C "$SRC_DIR" -xpf - \
+        || fail "cannot copy the subject to $SRC_DIR ($(tail -n 1 "$M/copy.log"))"
+    [ -s "$M/copy.log" ] && fail "cannot copy the subject: $UNREADABLE ($(tail -n 1 "$M/copy.log"))"
+fi
 if [ "$AS_ROOT" = 1 ]; then
     chown -R "$BUILD_UID:$BUILD_GID" "$SRC_DIR" || fail "cannot hand the source to the build user"
 fi
@@ -116,28 +127,30 @@ cd /
 # Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
 find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
 if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
-    # The output goes to the driver on stdout, in the exec's own stream: no archive request
-    # after the build (the driver falls back to one when this stream carried nothing).
-    tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null
+    # The output goes to the driver on stdout, in the exec's own stream (/out is a tmpfs of
+    # the container: nothing is read back after the build).
+    send_out
     # A warm container builds again: end what the build left running and empty every folder
-    # it could write, so the next build starts from nothing. Only `reset-ok` (a file, and the
-    # last line on stderr, which the driver reads as the exec ends) lets it reuse the container.
+    # it could write, so the next build starts from nothing. Only `reset-ok`, the last line on
+    # stderr (the driver reads it as the exec ends), lets it reuse the container.
     kill -KILL -1 2>/dev/null
-    chmod -R u+rwX /build "$HOME_ROOT" /tmp /var/tmp /dev/shm 2>/dev/null
-    find /build "$HOME_ROOT" /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null \
-        && : > "$M/reset-ok" && echo reset-ok >&2
+    chmod -R u+rwX /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out 2>/dev/null
+    find /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out -mindepth 1 -delete 2>/dev/null \
+        && echo reset-ok >&2
 fi
 exit 0
 """
 
 IDLE = r"""
-# cihub warm builder: waits for builds (run with `docker exec`) and dies with the driver: when
-# its lease is older than LEASE_S (or gone), it exits 95. A build's `kill -1` can't stop it (init
-# only gets the signals it handles) but may stop its sleep, so the loop never relies on sleep.
-while :; do
-    sleep 2
-    [ -n "$LEASE_S" ] || continue
-    beat=$(stat -c %Y /cihub-lease/beat 2>/dev/null || echo 0)
-    [ $(( $(date +%s) - beat )) -gt "$LEASE_S" ] && exit 95
-done
+# cihub warm builder: waits for builds (run with `docker exec`) and dies with the driver: its
+# stdin is a stream the driver holds open, which ends when the driver's process does (killed
+# too); then it exits 95, and every build in the container dies with it. Shell builtins only:
+# a build's `kill -1` can't stop init (it only gets the signals it handles), but would stop a
+# child such as `cat` or `sleep`.
+# First, the CPUs it may use as started (the engine's "every CPU": see harness.build_warm).
+while read -r key value; do
+    [ "$key" = Cpus_allowed_list: ] && echo "cpus=$value"
+done < /proc/self/status
+while read -r _; do :; done
+exit 95
 """

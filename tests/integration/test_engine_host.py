@@ -1,11 +1,14 @@
 """DOCKER_HOST names the engine for everything: a drill run through a forwarded engine socket
-(as `ssh -L /tmp/x.sock:/var/run/docker.sock` gives) works, and no call bypasses it."""
+(as `ssh -L /tmp/x.sock:/var/run/docker.sock` gives) works, and no call bypasses it. A drill
+needs no folder of the driver's machine to be seen by the engine (so the engine may be on
+another host), except with the opt-in disorderfs variation, which says so up front."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from lab.resources import resource_path
 pytestmark = pytest.mark.integration
 
 SCENARIO = resource_path("scenarios", "determinism", "c-hello.yaml")
+SUBJECTS = resource_path("scenarios", "subjects")
 
 
 def _engine_socket() -> str:
@@ -116,4 +120,59 @@ def test_an_engine_that_does_not_answer_is_one_clear_error(
     )
     assert done.returncode == 2
     assert f"no Docker engine answers at unix://{dead}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+_HIDDEN = 'mount -t tmpfs -o mode=0755 hidden "$1" && cp -a "$2" "$1/" && shift 2 && exec "$@"'
+"""Runs a command with a copy of a subject in a tmpfs of its own mount namespace: a folder the
+engine (in the host's namespace) can't see, as on another host."""
+
+
+def _run_hidden(tmp_path: Path, signing_key: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to hide a folder from the engine")
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    return subprocess.run(
+        [
+            *("unshare", "-m", "--propagation", "private", "sh", "-c", _HIDDEN, "sh"),
+            *(str(hidden), str(SUBJECTS / "c-hello")),
+            *(sys.executable, "-m", "harness", "run", "determinism"),
+            *("--subject", str(hidden / "c-hello"), "--build", "make", "--artifacts", "hello"),
+            *("--evidence-dir", str(tmp_path / "evidence"), "--image", "builder-c"),
+            *("--sign", f"key:{signing_key}", "--no-culprits", "--json", *extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_drill_builds_a_subject_the_engine_cannot_see(signing_key: Path, tmp_path: Path) -> None:
+    """The subject goes to the builds over the engine's API: a folder the engine can't see
+    (bind-mounting it would give an empty folder) builds as it would anywhere."""
+    done = _run_hidden(tmp_path, signing_key)
+    (line,) = (tmp_path / "evidence" / "pipeline_run.ndjson").read_text().splitlines()
+    record = json.loads(line)
+    # c-hello links in directory order: both built (from the whole subject) and differ
+    assert record["determinism"]["verdict"] == "not-reproducible", done.stderr
+    assert len(set(record["determinism"]["digests"].values())) == 2
+
+
+def test_disorderfs_on_an_engine_that_cannot_see_the_subject_is_one_clear_error(
+    signing_key: Path, tmp_path: Path
+) -> None:
+    done = _run_hidden(tmp_path, signing_key, "--variations=-all,+disorderfs")
+    if "disorderfs" in done.stdout and "not applied" in done.stdout:
+        pytest.skip("disorderfs does not apply on this host")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the disorderfs variation (root and a FUSE mount per build) bind-mount" in (
+        " ".join(done.stderr.split())
+    )
+    assert "does not see them" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr

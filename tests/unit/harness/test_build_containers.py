@@ -68,7 +68,9 @@ def _spec(tmp_path: Path, **changes: Any) -> BuildSpec:
 
 
 def _session(tmp_path: Path, client: Any = None) -> BuildSession:
-    return BuildSession(client or FakeClient(), tmp_path / "work", lease_s=0, warm=False)
+    session = BuildSession(client or FakeClient(), tmp_path / "work", lease_s=0, warm=False)
+    session.host_paths_seen = True  # no engine here to check the bind mounts against
+    return session
 
 
 # -- the posture --------------------------------------------------------------------------------

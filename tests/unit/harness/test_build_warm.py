@@ -22,7 +22,11 @@ PER_CONTAINER = {"user_group", "domain_host"}
 
 def _spec(tmp_path: Path) -> BuildSpec:
     image = ImageInfo("img", "sha256:" + "0" * 64, {}, CAPS, "img")
-    return BuildSpec(tmp_path, "make", image, ("out",))
+    subject = tmp_path / "subject"
+    (subject / "a").mkdir(parents=True, exist_ok=True)
+    for name in ("a/x", "a.c", "b"):
+        (subject / name).write_text(name)
+    return BuildSpec(subject, "make", image, ("out",))
 
 
 class FakeContainer:
@@ -32,10 +36,35 @@ class FakeContainer:
         self.removed = False
         self.engine_end: pysocket.socket | None = None
 
+        self.etc: dict[str, bytes] = {}
+        self.puts = 0
+        self.log = b"cpus=0-1\n"
+
     def remove(self, **_: Any) -> None:
         self.removed = True
         if self.engine_end is not None:
             self.engine_end.close()
+
+    def kill(self) -> None:
+        if self.engine_end is not None:
+            self.engine_end.close()
+
+    def put_archive(self, path: str, data: bytes) -> bool:
+        import io
+        import tarfile
+
+        assert path == "/etc"
+        self.puts += 1
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar:
+                assert member.uid == 0 and member.mode == 0o644  # root's, read-only to others
+                source = tar.extractfile(member)
+                assert source is not None
+                self.etc[member.name] = source.read()
+        return True
+
+    def logs(self, **_: Any) -> bytes:
+        return self.log
 
 
 @pytest.mark.parametrize("name", [n for n in PLAN.applied if n != "disorderfs"])
@@ -63,10 +92,16 @@ def test_a_warm_build_writes_to_its_own_folder_and_resets_the_container(
     cold = build_exec_environment(session, _spec(tmp_path), PLAN.control)
     warm = build_exec_environment(session, _spec(tmp_path), PLAN.control, "/out/007-A")
     assert "OUT=" not in cold["CIHUB_CONFIG"] and "RESET" not in cold["CIHUB_CONFIG"]
-    assert warm["CIHUB_CONFIG"].endswith("OUT=/out/007-A\nRESET=1\nHOME_ROOT=/home\n")
+    assert warm["CIHUB_CONFIG"].endswith(
+        "LEASE_S=\nSUBJECT=stdin\nOUT=/out/007-A\nRESET=1\nHOME_ROOT=/home\n"
+    )
+    assert "SUBJECT=\n" in cold["CIHUB_CONFIG"]  # a one-off build copies /src
     assert "M=$OUT/meta" in RUNNER and "reset-ok" in RUNNER
-    # the idle loop must not end when a build's `kill -1` stops its sleep
-    assert "while :; do" in IDLE and "exit 95" in IDLE
+    # the idle process ends with its stdin (the driver's stream), with builtins only: a
+    # build's `kill -1` could stop a child such as `sleep` or `cat`
+    assert "while read -r _; do :; done\nexit 95" in IDLE
+    code = [line for line in IDLE.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if "sleep" in line or "cat " in line]
 
 
 def test_the_pool_hands_out_idle_containers_once_and_drops_them_after_cancel(
@@ -98,6 +133,7 @@ def test_prewarm_starts_what_the_builds_want_less_what_is_ready(
     monkeypatch.setattr(build_warm, "_start_warm", fake_start)
     monkeypatch.setenv("CIHUB_REAP_STALE_BUILDS", "0")  # no engine to ask
     session = BuildSession(client=None, workdir=tmp_path, lease_s=0)  # type: ignore[arg-type]
+    session.host_paths_seen = True  # the disorderfs build's bind mounts: checked elsewhere
     spec = _spec(tmp_path)
     session.give_back(warm_key(spec, PLAN.control), FakeContainer("idle"))
     envs = [PLAN.control, PLAN.control, PLAN.control, PLAN.experiment(["domain_host"])]
@@ -116,7 +152,8 @@ class FakeApi:
     def __init__(self, client: FakeEngine) -> None:
         self.client = client
 
-    def exec_create(self, container: str, _cmd: Any, **_: Any) -> dict[str, str]:
+    def exec_create(self, container: str, _cmd: Any, **options: Any) -> dict[str, str]:
+        assert options["stdin"]  # the subject comes on the runner's stdin
         return {"Id": container}
 
     def update_container(self, container: str, cpuset_cpus: str) -> None:
@@ -205,6 +242,7 @@ class StreamingApi(FakeApi):
         super().__init__(client)
         self.stderr_tail = stderr_tail
         self.out = ""
+        self.subjects: list[list[str]] = []
 
     def exec_create(self, container: str, _cmd: Any, **options: Any) -> dict[str, str]:
         config = options["environment"]["CIHUB_CONFIG"]
@@ -222,6 +260,11 @@ class StreamingApi(FakeApi):
         data += _frame(2, b"some noise\n") + _frame(2, self.stderr_tail)
 
         def send() -> None:
+            import tarfile
+
+            # the runner's tar reads the subject to its end first (the engine drains stdin)
+            with tarfile.open(fileobj=engine.makefile("rb"), mode="r|") as tar:
+                self.subjects.append([m.name for m in tar])
             for i in range(0, len(data), 333):  # frames split across reads
                 engine.sendall(data[i : i + 333])
             engine.close()
@@ -274,24 +317,141 @@ def test_one_warm_container_serves_home_and_cpus_builds_fitted_per_build(tmp_pat
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     envs = [PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.experiment(["home"]), PLAN.control]
-    inodes, homes = [], []
+    homes, puts = [], []
     for i, env in enumerate(envs):
         assert run_build(session, spec, env, f"b{i}").ok
         (container,) = engine.by_id.values()  # the same container all along
-        passwd = tmp_path / "work" / ".mounts" / container.name / "passwd"
-        inodes.append(passwd.stat().st_ino)
-        homes.append(next(x for x in passwd.read_text().splitlines() if x.startswith("builder:")))
+        passwd = container.etc["passwd"].decode()
+        homes.append(next(x for x in passwd.splitlines() if x.startswith("builder:")))
+        puts.append(container.puts)
     (container,) = engine.by_id.values()
-    assert container.options["cpuset_cpus"] == "0-1"  # every CPU, said explicitly
+    # started for a build on every CPU: no cpuset at all, whatever the engine's CPUs are
+    assert "cpuset_cpus" not in container.options
     assert (
         "/home" in container.options["tmpfs"] and "/home/builder" not in container.options["tmpfs"]
     )
-    # the cpuset changes only when a build wants another one
+    # the cpuset changes only when a build wants another one, and "every CPU" is what the
+    # idle process said it had (this engine's CPUs are 0-1)
     assert engine.updates == [(container.id, "0"), (container.id, "0-1")]
-    assert len(set(inodes)) == 1  # rewritten in place: the bind mount keeps showing it
     assert [h.split(":")[5] for h in homes] == [
         "/home/builder",
         "/home/builder",
         "/home/second-home",
         "/home/builder",
     ]
+    assert puts == [1, 1, 2, 3]  # /etc/passwd is written again only when HOME changes
+
+
+def test_every_cpu_is_the_engines_own_cpuset_not_0_to_n(tmp_path: Path) -> None:
+    """An engine confined to CPUs 2-3 (a pinned dockerd): a narrowed warm container is widened
+    back to 2-3, never to the 0-1 that counting CPUs from 0 would give (and the engine refuse)."""
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    original = engine.create
+
+    def confined(image: str, **options: Any) -> Any:
+        container = original(image, **options)
+        container.log = b"cpus=2-3\n"
+        return container
+
+    engine.create = confined  # type: ignore[method-assign]
+    for i, env in enumerate([PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.control]):
+        assert run_build(session, spec, env, f"c{i}").ok
+    (container,) = engine.by_id.values()
+    assert engine.updates == [(container.id, "0"), (container.id, "2-3")]
+
+
+def test_a_container_started_narrowed_is_replaced_when_every_cpu_is_unknown(
+    tmp_path: Path,
+) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    assert run_build(session, spec, PLAN.experiment(["num_cpus"]), "n").ok
+    assert run_build(session, spec, PLAN.control, "c").ok
+    first, second = engine.by_id.values()
+    assert first.options["cpuset_cpus"] == "0" and first.removed
+    assert "cpuset_cpus" not in second.options and not second.removed
+    assert engine.updates == []
+
+
+def test_the_subject_goes_over_the_api_in_the_order_asked_for(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    assert run_build(session, spec, PLAN.control, "A").ok
+    assert run_build(session, spec, PLAN.experiment(["fileordering"]), "B").ok
+    # `find . | sort` with LC_ALL=C: "./a.c" < "./a/x" ('.' < '/'); reversed for B
+    assert engine.api.subjects == [
+        ["./a", "./a.c", "./a/x", "./b"],
+        ["./b", "./a/x", "./a.c", "./a"],
+    ]
+    (container,) = engine.by_id.values()
+    options = container.options
+    # nothing of this machine is mounted: no host folder the engine would have to see
+    assert "volumes" not in options
+    assert [(m["Type"], m["Target"]) for m in options["mounts"]] == [("volume", "/etc")]
+    assert options["stdin_open"] is True and "/out" in options["tmpfs"]
+
+
+class TruncatingApi(StreamingApi):
+    """An exec that sends half of an output archive, then hangs until killed."""
+
+    def exec_start(self, exec_id: str, socket: bool = False) -> Any:
+        ours, engine = pysocket.socketpair()
+        self.client.by_id[exec_id].engine_end = engine
+        archive = _output_archive(self.out.rsplit("/", 1)[-1], {"meta/build.log": b"x" * 9000})
+        engine.sendall(_frame(1, archive[:2000]))
+        return ours
+
+
+def test_a_timed_out_build_is_timed_out_whatever_its_stream_held(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = TruncatingApi(engine, b"")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = dataclasses.replace(_spec(tmp_path), timeout_s=0.5)
+    output = run_build(session, spec, PLAN.control, "A")  # not an InfraError (unreadable tar)
+    assert output.timed_out and not output.ok and output.failure() == "timed out"
+    assert output.setup_error is None and output.digest is None
+    (container,) = engine.by_id.values()
+    assert container.removed  # never reused after a timeout
+
+
+def test_a_disorderfs_build_on_an_engine_that_cannot_see_this_machine_fails_up_front(
+    tmp_path: Path,
+) -> None:
+    import docker.errors
+
+    from harness import build_warm
+    from harness.errors import ConfigError
+
+    class Blind(FakeEngine):
+        def create(self, _image: str, *_: Any, **options: Any) -> Any:
+            container = super().create(_image, **options)
+
+            def get_archive(path: str) -> Any:
+                raise docker.errors.NotFound(f"{path}: no such file")
+
+            container.get_archive = get_archive  # type: ignore[attr-defined]
+            return container
+
+    engine = Blind()
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    envs = [PLAN.control, PLAN.experiment(["disorderfs"])]
+    with pytest.raises(ConfigError, match=r"disorderfs variation .* does not see them"):
+        build_warm.prewarm(session, _spec(tmp_path), envs, workers=1)
+    # only the check's container was made (and removed): no build started
+    (probe,) = engine.by_id.values()
+    assert probe.removed and probe.options["mounts"][0]["Type"] == "bind"
