@@ -42,6 +42,8 @@ done
 command -v disorderfs >/dev/null 2>&1 && echo "disorderfs=yes"
 command -v setarch >/dev/null 2>&1 && echo "setarch=yes"
 echo "arch=$(uname -m)"
+[ "$(readlink /etc/passwd)" = /cihub-etc/passwd ] \
+    && [ "$(readlink /etc/group)" = /cihub-etc/group ] && echo "identity=linked"
 """
 
 HARDENED: dict[str, Any] = {
@@ -65,6 +67,9 @@ class ImageInfo:
     capabilities: Capabilities
     lab_image: str | None = None
     """The lab image it is (or derives from), from its `org.cihub.image` label."""
+    identity_linked: bool = False
+    """Its /etc/passwd and /etc/group link to /cihub-etc, where a warm build's are written
+    (the lab builder images; see `harness.build_warm`)."""
 
     def to_json(self) -> dict[str, Any]:
         caps = self.capabilities
@@ -137,7 +142,8 @@ def inspect_builder_image(
         cpus=int(info.get("NCPU") or os.cpu_count() or 1),
         fuse_device=os.path.exists("/dev/fuse"),
     )
-    return ImageInfo(ref, str(image.id), env, caps, lab_image)
+    linked = values.get("identity") == ["linked"]
+    return ImageInfo(ref, str(image.id), env, caps, lab_image, identity_linked=linked)
 
 
 PROBE_CACHE = "determinism"

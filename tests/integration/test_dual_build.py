@@ -437,7 +437,7 @@ def test_build_containers_run_hardened(
         assert not host.get("Privileged")
         # no folder of the driver's machine: the engine may be on another host
         mounts = [(m["Type"], m["Destination"]) for m in container.attrs["Mounts"]]
-        assert mounts == [("volume", "/etc")] and not host.get("Binds"), mounts
+        assert mounts == [("volume", "/cihub-etc")] and not host.get("Binds"), mounts
         status = container.exec_run(["sh", "-c", "id -u; grep CapEff /proc/1/status"]).output
         uid, caps = status.decode().split("\n", 1)
         assert uid != "0" and caps.split()[-1] == "0000000000000000"

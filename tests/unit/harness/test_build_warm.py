@@ -455,3 +455,22 @@ def test_a_disorderfs_build_on_an_engine_that_cannot_see_this_machine_fails_up_f
     # only the check's container was made (and removed): no build started
     (probe,) = engine.by_id.values()
     assert probe.removed and probe.options["mounts"][0]["Type"] == "bind"
+
+
+@pytest.mark.parametrize(
+    ("linked", "folder", "no_copy"), [(True, "/cihub-etc", True), (False, "/etc", False)]
+)
+def test_the_identity_files_go_where_the_image_reads_them(
+    tmp_path: Path, linked: bool, folder: str, no_copy: bool
+) -> None:
+    """The lab builder images link /etc/passwd into an empty volume (nothing to copy at the
+    start); another image gets all of /etc as a volume the engine fills from the image."""
+    from harness.build_warm import identity_folder, warm_options
+
+    spec = _spec(tmp_path)
+    spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, identity_linked=linked))
+    assert identity_folder(spec) == (folder, no_copy)
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    (mount,) = warm_options(session, spec, PLAN.control, "n")["mounts"]
+    assert (mount["Type"], mount["Target"], mount["Source"]) == ("volume", folder, None)
+    assert bool(mount.get("VolumeOptions", {}).get("NoCopy")) is no_copy
