@@ -24,7 +24,9 @@ def docker_client(timeout: int = 120) -> docker.DockerClient:
     """
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        client = docker.from_env(timeout=timeout)
+        # ssh:// through the `ssh` client (its config, agent and known hosts, as the docker CLI
+        # does), not paramiko, which the project does not install
+        client = docker.from_env(timeout=timeout, use_ssh_client=where.startswith("ssh://"))
         client.ping()
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         raise DockerUnavailable(_START_ENGINE_HINT.format(where=where)) from exc

@@ -417,7 +417,7 @@ def driver(client: docker.DockerClient) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=30)
         for container in _builds_of(client, proc.pid, running=False):  # what it left
             with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(container["Id"], force=True)
+                client.api.remove_container(container["Id"], force=True, v=True)
 
 
 def test_build_containers_run_hardened(
