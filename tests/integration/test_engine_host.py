@@ -6,6 +6,7 @@ another host), except with the opt-in disorderfs variation, which says so up fro
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from socketserver import BaseRequestHandler, ThreadingUnixStreamServer
@@ -128,7 +130,9 @@ _HIDDEN = 'mount -t tmpfs -o mode=0755 hidden "$1" && cp -a "$2" "$1/" && shift 
 engine (in the host's namespace) can't see, as on another host."""
 
 
-def _run_hidden(tmp_path: Path, signing_key: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run_hidden(
+    tmp_path: Path, signing_key: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     if shutil.which("unshare") is None:
         pytest.skip("no unshare(1) to hide a folder from the engine")
     probe = subprocess.run(
@@ -150,6 +154,7 @@ def _run_hidden(tmp_path: Path, signing_key: Path, *extra: str) -> subprocess.Co
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
 
 
@@ -176,3 +181,82 @@ def test_disorderfs_on_an_engine_that_cannot_see_the_subject_is_one_clear_error(
     )
     assert "does not see them" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def ssh_engine(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """This host's engine behind an sshd of the test's own: the environment for a drill with
+    `DOCKER_HOST=ssh://user@127.0.0.1:PORT` (an `ssh` first on PATH adds the test's keys)."""
+    sshd = shutil.which("sshd") or shutil.which("sshd", path="/usr/sbin:/usr/local/sbin")
+    docker_cli = shutil.which("docker")
+    if sshd is None or shutil.which("ssh") is None or docker_cli is None:
+        pytest.skip("needs sshd, ssh and the docker CLI (`docker system dial-stdio`) here")
+    _engine_socket()
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    (keys / "authorized_keys").write_bytes((keys / "client.pub").read_bytes())
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    remote_path = f"{Path(docker_cli).parent}:/usr/local/bin:/usr/bin:/bin"
+    (keys / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
+        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPasswordAuthentication no\n"
+        f"PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile none\n"
+        f"SetEnv PATH={remote_path}\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation folder
+    (keys / "ssh_config").write_text(
+        f"Host *\n  IdentityFile {keys / 'client'}\n  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {keys / "ssh_config"} "$@"\n')
+    wrapper.chmod(0o755)
+    server = subprocess.Popen(
+        [sshd, "-D", "-f", str(keys / "sshd_config"), "-E", str(keys / "sshd.log")]
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "DOCKER_HOST": f"ssh://{getpass.getuser()}@127.0.0.1:{port}",
+    }
+    try:
+        for _ in range(50):
+            ready = subprocess.run(
+                ["ssh", "-p", str(port), "127.0.0.1", "docker version --format ok"],
+                capture_output=True,
+                env=env,
+                check=False,
+            )
+            if ready.returncode == 0 or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        if ready.returncode != 0:
+            pytest.skip(
+                f"the test's sshd does not serve the engine: {ready.stderr.decode()[-300:]}"
+            )
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_drill_runs_on_an_engine_reached_over_ssh(
+    ssh_engine: dict[str, str], signing_key: Path, tmp_path: Path
+) -> None:
+    """`DOCKER_HOST=ssh://...` just works (docker-py through the ssh client), on a subject the
+    engine can't see: nothing but the Engine API joins the driver and the builds."""
+    done = _run_hidden(tmp_path, signing_key, env=ssh_engine)
+    assert done.returncode == 1, done.stderr[-2000:]
+    (line,) = (tmp_path / "evidence" / "pipeline_run.ndjson").read_text().splitlines()
+    record = json.loads(line)
+    assert record["determinism"]["verdict"] == "not-reproducible"
+    assert len(set(record["determinism"]["digests"].values())) == 2
