@@ -46,6 +46,15 @@ def test_scale_counts_finished_drills_from_the_records(tmp_path: Path) -> None:
     assert scale.per_hour(4, 0.0) == 0.0
 
 
+def test_scale_measures_how_busy_the_cores_were() -> None:
+    scale = _load("scale")
+    assert scale.busy_share((100, 400), (250, 600)) == 0.75
+    assert scale.busy_share(None, (250, 600)) is None
+    assert scale.busy_share((100, 400), (100, 400)) is None  # no time passed: no share
+    busy, total = scale.cpu_times()
+    assert 0 <= busy <= total
+
+
 def test_a_missing_peer_is_named_with_how_to_install_it(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
