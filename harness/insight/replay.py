@@ -7,7 +7,8 @@ models and macros here never query the warehouse while compiling (no `run_query`
 `is_incremental`; a unit test holds them to that). So a dbt run leaves its plan behind: each
 model's compiled SQL, relation and materialization, in dependency order (`plan.json` in the
 workspace). A later report over other data, same plan key, runs those statements on DuckDB in
-one transaction, doing what dbt-duckdb's table and view materializations do: the relation
+one transaction (as does a first report with the plan cihub ships: `harness.insight.shipped`),
+doing what dbt-duckdb's table and view materializations do: the relation
 made anew from the compiled select. Only models materialized as a table or a view, without
 hooks, make a plan; a project with anything else (incremental, ephemeral, seeds, snapshots,
 hooks) gets none, and dbt runs every time. Schema tests (`--dbt-tests`) always run dbt.
