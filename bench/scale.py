@@ -116,6 +116,22 @@ def run_once(workers: int, extra: Sequence[str], repeat: int = 1) -> dict[str, A
     }
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (0 would leave pytest no path, and it would
+    run every test it finds)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def weighted_busy(runs: Sequence[dict[str, Any]]) -> float | None:
+    """The cores' busy share over all `runs` together (each weighted by its wall time)."""
+    measured = [(r["cores_busy"], r["wall_s"]) for r in runs if r.get("cores_busy") is not None]
+    wall = sum(w for _, w in measured)
+    return sum(b * w for b, w in measured) / wall if wall > 0 else None
+
+
 def per_hour(drills: int, wall_s: float) -> float:
     return round(drills * 3600.0 / wall_s, 1) if wall_s > 0 else 0.0
 
@@ -125,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="N")
     parser.add_argument("--rounds", type=int, default=1, help="runs per worker count (summed)")
     parser.add_argument(
-        "--repeat", type=int, default=1, metavar="K", help="run each scenario K times per run"
+        "--repeat", type=_at_least_one, default=1, metavar="K", help="run each scenario K times"
     )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
@@ -148,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "drills_per_hour": per_hour(drills, wall),
                 "load_at_start": [r["load_at_start"] for r in runs],
                 "cores_busy": [r["cores_busy"] for r in runs],
+                "cores_busy_all": weighted_busy(runs),
                 "failed_runs": [r["summary"] for r in runs if r["exit_code"] != 0],
             }
         )
@@ -172,12 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for failed in row["failed_runs"]:
             print(f"{'':7} a run failed: {failed}")
     print("target: -n 2 at least 1.7x -n 1 (2 cores); a load above the core count skews it")
-    first_busy = [v for v in rows[0]["cores_busy"] if v] if rows else []
+    first_busy: float | None = rows[0]["cores_busy_all"] if rows else None
     if first_busy:
-        bound = 1 / max(first_busy)
         print(
-            f"bound: at -n {rows[0]['workers']} the cores were busy up to {max(first_busy):.0%} "
-            f"of the time, so more workers gain at most {bound:.2f}x"
+            f"bound: at -n {rows[0]['workers']} the machine's cores (all processes, not only "
+            f"the drills') were busy {first_busy:.0%} of the time, so more workers gain at most "
+            f"{1 / first_busy:.2f}x"
         )
     return 0
 

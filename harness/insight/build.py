@@ -113,9 +113,10 @@ def build_report(
         built = same_data and keys.get("build") == build_key
         plan = None
         if command == "run" and not built:
-            plan = replay.load(space.plan, plan_key)
+            relations = [dbt.quoted_relation(space.database, spec.relation) for spec in MARTS]
+            plan = replay.load(space.plan, plan_key, relations)
             if plan is None and shipped_plan is not None:
-                plan = replay.load(shipped_plan, plan_key)
+                plan = replay.load(shipped_plan, plan_key, relations)
         if not built and plan is None:
             threading.Thread(target=dbt.preload, name="dbt-import", daemon=True).start()
         if tails is None:

@@ -36,6 +36,14 @@ def project_dir() -> Path:
     return resource_path("models")
 
 
+def quoted_relation(database: Path, relation: str) -> str:
+    """`schema.name` in `database` as dbt-duckdb quotes it in compiled SQL: the catalog is
+    named after the database file (`"insight"."marts"."mart_dr_trend"`)."""
+    return ".".join(
+        '"' + part.replace('"', '""') + '"' for part in (database.stem, *relation.split("."))
+    )
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where dbt writes: `profiles/`, `target/`, `logs/`, the database and the plan, all in

@@ -4,10 +4,10 @@ even a first report builds the marts without importing dbt.
 `shipped_plan.json` beside this module is a lock file. `cihub report --compile-plan` writes it
 from `dbt compile` in a throwaway workspace, and a unit test fails when it no longer matches
 what dbt compiles `models/` to today. It carries its plan key (`reuse.plan_key`: every file of
-`models/`, the profiles, the dbt-core and dbt-duckdb versions), like the plan a dbt run leaves
-in the workspace: edited models, another dbt version or other profiles miss it, and dbt runs.
-The SQL names the catalog after the database's file name (`insight`), never its folder, so the
-plan holds in any workspace.
+`models/`, the profiles, the versions of dbt-core, dbt-duckdb, dbt-adapters and dbt-common),
+like the plan a dbt run leaves in the workspace: edited models, another dbt version or other
+profiles miss it, and dbt runs. The SQL names the catalog after the database's file name
+(`insight`), never its folder, so the plan holds in any workspace.
 """
 
 from __future__ import annotations
@@ -52,9 +52,13 @@ def write_plan(path: Path | None = None) -> tuple[replay.Plan, Path]:
     return it and where it went.
 
     Raises:
-        ConfigError, InfraError: as `compile_plan`.
+        ConfigError: as `compile_plan`, or `path` can't be written.
+        InfraError: dbt failed.
     """
     path = path or SHIPPED_PLAN
     plan = compile_plan()
-    replay.save(plan, path)
+    try:
+        replay.save(plan, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the plan ({exc.strerror or exc})") from None
     return plan, path

@@ -113,7 +113,7 @@ def test_dbt_runs_under_another_dbt_version(
         build_report([history], workspace_root=tmp_path / "w")
 
 
-@pytest.mark.parametrize("forgery", ["sql", "key", "materialized"])
+@pytest.mark.parametrize("forgery", ["sql", "key", "materialized", "mart left out"])
 def test_a_forged_or_broken_shipped_plan_leaves_the_word_to_dbt(
     tmp_path: Path, no_dbt: None, forgery: str
 ) -> None:
@@ -122,8 +122,12 @@ def test_a_forged_or_broken_shipped_plan_leaves_the_word_to_dbt(
         value["models"][-1]["sql"] = "select * from no_such_table"
     elif forgery == "key":
         value["key"] = "0" * 64
-    else:  # an incremental model is never replayed
+    elif forgery == "materialized":  # an incremental model is never replayed
         value["models"][0]["materialized"] = "incremental"
+    else:  # the key is right but a mart is missing: it would keep its old rows
+        value["models"] = [
+            m for m in value["models"] if "mart_step_time_shares" not in m["relation"]
+        ]
     forged = tmp_path / "plan.json"
     forged.write_text(json.dumps(value))
     history = write_ndjson(tmp_path / "h.ndjson", sample_records())
