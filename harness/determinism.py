@@ -669,11 +669,10 @@ def run_determinism(
             prewarm(session, spec, first_round_envs(search), search_workers(search))
         elif not searching:
             session.release()  # no build follows: containers go while the drill goes on
-        _write_build_evidence(bundle, spec, builds)
         if progress:
             progress("comparing the artifacts (tree digests; diffoscope only if they differ)")
         # diffoscope only explains a difference (the verdict stands on the tree digests), so
-        # it runs beside the culprit search
+        # it runs beside the build evidence being written and the culprit search
         comparing = _Comparing(
             CompareRequest(
                 a=_relative(built.a.out_dir, workdir),
@@ -690,6 +689,7 @@ def run_determinism(
         )
         report = None
         try:
+            _write_build_evidence(bundle, spec, builds)
             if searching:
                 with bundle.step("culprits") as step:
                     report = find_culprits(search, session, progress)

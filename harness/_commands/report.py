@@ -3,7 +3,8 @@ page with charts, or JSON.
 
 Reads `<evidence-dir>/pipeline_run*.ndjson` (default `evidence/`) or the NDJSON files named;
 checks every line against the pipeline_run schema, loads the records into DuckDB and builds the
-dbt models in `models/` (in `<cihub cache>/insight`, never in the source tree). Exit 0: the
+dbt models in `models/` (in `<cihub cache>/insight`, never in the source tree), or replays the
+SQL dbt compiled them to. `--compile-plan` writes the plan cihub ships instead. Exit 0: the
 report was built (an empty history gives empty tables); 2: a file is unreadable or a line is
 not a valid record (named FILE:LINE), or DuckDB/dbt failed.
 """
@@ -51,6 +52,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="also run the models' schema tests (dbt build instead of dbt run)",
     )
+    parser.add_argument(
+        "--compile-plan",
+        action="store_true",
+        help="compile models/ with dbt and write the plan cihub ships "
+        "(harness/insight/shipped_plan.json); after a change to models/ or to dbt's version",
+    )
     parser.set_defaults(handler=_report)
 
 
@@ -59,6 +66,8 @@ def _report(args: argparse.Namespace) -> int:
     from harness.insight import build_report, history_files, parse_since, print_report
 
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    if args.compile_plan:
+        return _compile_plan(args, err)
     if args.ndjson and args.evidence_dir is not None:
         raise ConfigError("give --evidence-dir or NDJSON files, not both")
     files = list(args.ndjson) or history_files(args.evidence_dir or Path("evidence"))
@@ -80,4 +89,17 @@ def _report(args: argparse.Namespace) -> int:
     else:
         # piped or redirected: wide enough that eight columns keep their words whole
         print_report(report, Console(width=None if sys.stdout.isatty() else 120))
+    return _exit.SUCCESS
+
+
+def _compile_plan(args: argparse.Namespace, err: Console) -> int:
+    from harness.insight import shipped
+
+    if args.ndjson or args.evidence_dir or args.since or args.html or args.json or args.dbt_tests:
+        raise ConfigError("--compile-plan takes no NDJSON and no other option")
+    plan, path = shipped.write_plan()
+    err.print(
+        f"cihub report: wrote {escape(str(path))} "
+        f"({len(plan.models)} models, plan key {plan.key[:12]})"
+    )
     return _exit.SUCCESS

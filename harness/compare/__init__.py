@@ -12,6 +12,7 @@ from harness.compare.diffoscope import (
     DiffoscopeRequest,
     DiffoscopeResult,
     diffoscope_version,
+    html_report_version,
     run_diffoscope,
 )
 from harness.compare.outputs import CompareRequest, CompareResult, compare_outputs
@@ -37,5 +38,6 @@ __all__ = [
     "diffoscope_version",
     "digest_tree",
     "extract_and_digest",
+    "html_report_version",
     "run_diffoscope",
 ]

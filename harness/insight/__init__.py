@@ -1,7 +1,8 @@
 """Insight: dbt marts over pipeline_run history and the report that shows them.
 
-`build_report` checks and loads the NDJSON, builds the models in `models/` with dbt on DuckDB
-(or, over new records with unchanged models, from the SQL dbt compiled them to: `replay`) and
+`build_report` checks and loads the NDJSON, builds the models in `models/` on DuckDB from the
+SQL dbt compiled them to (`replay`; the plan cihub ships serves a first report: `shipped`), or
+with dbt when no plan has the project's key, and
 reads the marts; `print_report` shows them as terminal tables, and
 `harness.insight.page.write_html` as one self-contained page with SVG charts (it is not
 imported here: Altair and vl-convert load only when a page is written).

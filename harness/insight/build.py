@@ -5,8 +5,10 @@ whose path, size, mtime and sha256 passed the check before is not checked again,
 only grew by whole lines has only its new lines checked and loaded; the marts are not built
 again over the same records with the same project (`Report.dbt` says "reused"); and over new
 records with the same project they are built from the SQL dbt compiled last time, without dbt
-("replayed", see `harness.insight.replay`). dbt itself runs ("ran") on a first report, after
-a change to the models, and with `--dbt-tests`. What must run overlaps: importing dbt (seconds
+("replayed", see `harness.insight.replay`); a first report replays the plan shipped with cihub
+(`harness.insight.shipped`) when it was compiled from the same project with the same dbt. dbt
+itself runs ("ran") when no plan has the project's key (edited models, another dbt version),
+when a replay fails, and with `--dbt-tests`. What must run overlaps: importing dbt (seconds
 of module loading, in a thread, only when dbt will run), the schema check (in this thread) and
 a whole load (in a thread; DuckDB releases the GIL). A load is kept only once every line has
 passed the check: a bad line is reported as FILE:LINE, whatever DuckDB made of it, and no mart
@@ -28,7 +30,7 @@ from typing import Any
 import duckdb
 
 from harness.errors import ConfigError, InfraError
-from harness.insight import dbt, replay, reuse, warehouse
+from harness.insight import dbt, replay, reuse, shipped, warehouse
 from harness.insight.history import check_history
 from harness.insight.marts import MARTS, Mart
 from harness.telemetry import SCHEMA_FILE
@@ -72,6 +74,7 @@ def build_report(
     *,
     workspace_root: Path | None = None,
     dbt_tests: bool = False,
+    shipped_plan: Path | None = shipped.SHIPPED_PLAN,
 ) -> Report:
     """Build the marts over the records in `files` that started at or after `since`.
 
@@ -80,6 +83,8 @@ def build_report(
         since: leave out records that started before it.
         workspace_root: dbt's folder (default: `<cihub cache>/insight`).
         dbt_tests: also run the models' schema tests (`dbt build` instead of `dbt run`).
+        shipped_plan: the plan to replay when the workspace has none with the project's key
+            (None: dbt runs then).
 
     Raises:
         ConfigError: a file is unreadable or holds an invalid record (named FILE:LINE).
@@ -102,11 +107,16 @@ def build_report(
         ]
         tails = reuse.tails_to_load(keys.get("loaded"), digests, columns)
         data_key = reuse.data_key(digests, since, columns)
-        plan_key = reuse.plan_key(dbt.project_dir(), space.profiles_file)
+        plan_key = shipped.plan_key(space)
         build_key = reuse.build_key(data_key, plan_key, command)
         same_data = tails == [] and keys.get("data") == data_key
         built = same_data and keys.get("build") == build_key
-        plan = replay.load(space.plan, plan_key) if command == "run" and not built else None
+        plan = None
+        if command == "run" and not built:
+            relations = [dbt.quoted_relation(space.database, spec.relation) for spec in MARTS]
+            plan = replay.load(space.plan, plan_key, relations)
+            if plan is None and shipped_plan is not None:
+                plan = replay.load(shipped_plan, plan_key, relations)
         if not built and plan is None:
             threading.Thread(target=dbt.preload, name="dbt-import", daemon=True).start()
         if tails is None:

@@ -36,6 +36,14 @@ def project_dir() -> Path:
     return resource_path("models")
 
 
+def quoted_relation(database: Path, relation: str) -> str:
+    """`schema.name` in `database` as dbt-duckdb quotes it in compiled SQL: the catalog is
+    named after the database file (`"insight"."marts"."mart_dr_trend"`)."""
+    return ".".join(
+        '"' + part.replace('"', '""') + '"' for part in (database.stem, *relation.split("."))
+    )
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where dbt writes: `profiles/`, `target/`, `logs/`, the database and the plan, all in
@@ -112,9 +120,8 @@ def workspace(root: Path | None = None) -> Iterator[Workspace]:
         yield space
 
 
-def write_profiles(folder: Path, database: Path, *, source: Path | None = None) -> Path:
-    """Write `folder/profiles.yml`: the project's own with the duckdb target's path set to
-    `database`. Return its path.
+def profiles_text(database: Path | str, *, source: Path | None = None) -> str:
+    """The project's profiles.yml with the duckdb target's path set to `database`.
 
     Raises:
         ConfigError: `source` (default `models/profiles.yml`) is unreadable or has no duckdb
@@ -126,9 +133,32 @@ def write_profiles(folder: Path, database: Path, *, source: Path | None = None) 
         profiles[PROFILE]["outputs"]["duckdb"]["path"] = str(database)
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise ConfigError(f"{source}: {PROFILE}.outputs.duckdb: no such target") from exc
+    return yaml.safe_dump(profiles, sort_keys=False)
+
+
+def plan_profiles_text(database: Path, *, source: Path | None = None) -> str:
+    """The profiles as far as the SQL dbt compiles depends on them: the duckdb path reduced
+    to the database's file name, which dbt-duckdb names the catalog after (`"insight"."marts"
+    ...`); the folder never reaches the SQL, so a plan compiled in one workspace (or shipped
+    with cihub) holds in every other.
+
+    Raises:
+        ConfigError: as `profiles_text`.
+    """
+    return profiles_text(database.name, source=source)
+
+
+def write_profiles(folder: Path, database: Path, *, source: Path | None = None) -> Path:
+    """Write `folder/profiles.yml`: the project's own with the duckdb target's path set to
+    `database`. Return its path.
+
+    Raises:
+        ConfigError: `source` (default `models/profiles.yml`) is unreadable or has no duckdb
+            target.
+    """
+    text = profiles_text(database, source=source)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "profiles.yml"
-    text = yaml.safe_dump(profiles, sort_keys=False)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
     return path

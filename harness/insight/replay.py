@@ -7,7 +7,8 @@ models and macros here never query the warehouse while compiling (no `run_query`
 `is_incremental`; a unit test holds them to that). So a dbt run leaves its plan behind: each
 model's compiled SQL, relation and materialization, in dependency order (`plan.json` in the
 workspace). A later report over other data, same plan key, runs those statements on DuckDB in
-one transaction, doing what dbt-duckdb's table and view materializations do: the relation
+one transaction (as does a first report with the plan cihub ships: `harness.insight.shipped`),
+doing what dbt-duckdb's table and view materializations do: the relation
 made anew from the compiled select. Only models materialized as a table or a view, without
 hooks, make a plan; a project with anything else (incremental, ephemeral, seeds, snapshots,
 hooks) gets none, and dbt runs every time. Schema tests (`--dbt-tests`) always run dbt.
@@ -15,8 +16,11 @@ hooks) gets none, and dbt runs every time. Schema tests (`--dbt-tests`) always r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,15 +113,31 @@ def _in_order(models: dict[str, CompiledModel]) -> list[CompiledModel]:
 
 
 def save(plan: Plan, path: Path) -> None:
-    """Write `plan` to `path` (atomically: a reader sees the old plan or the new one)."""
+    """Write `plan` to `path` (atomically: a reader sees the old plan or the new one, and two
+    writers at once each write a whole file of their own first).
+
+    Raises:
+        OSError: the folder can't be written.
+    """
     text = json.dumps({"key": plan.key, "models": [asdict(m) for m in plan.models]}, indent=1)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
-def load(path: Path, key: str) -> Plan | None:
-    """The plan at `path` if it was made with `key` (None: none, another key, or damaged)."""
+def load(path: Path, key: str, builds: Sequence[str] = ()) -> Plan | None:
+    """The plan at `path` if it was made with `key` and builds every relation in `builds`
+    (`"<database>"."<schema>"."<name>"`, quoted as dbt quotes them); None: none, another key,
+    damaged, or a relation left out (a stale or edited plan would leave that mart as it was).
+
+    Its SQL runs as it stands: the plan is as trusted as the workspace or package it is in."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
         if value["key"] != key:
@@ -128,6 +148,8 @@ def load(path: Path, key: str) -> Plan | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not models or any(m.materialized not in _MATERIALIZATIONS for m in models):
+        return None
+    if not set(builds) <= {m.relation for m in models}:
         return None
     return Plan(key, models)
 

@@ -14,8 +14,9 @@ is never taken for a finished one. The keys:
   columns and DuckDB's version: what the history table holds.
 - data key: the files' sha256 digests in order, `--since`, the raw columns and DuckDB's
   version; it determines the dbt source (`raw.pipeline_run`), row for row.
-- plan key: every file of the dbt project (`models/`), the profiles dbt gets and the dbt-core
-  and dbt-duckdb versions; it determines the SQL dbt compiles.
+- plan key: every file of the dbt project (`models/`), the profiles dbt gets (the database's
+  file name, not its folder) and the versions of dbt-core, dbt-duckdb, dbt-adapters and
+  dbt-common; it determines the SQL dbt compiles, in any workspace.
 - build key: the data key, the plan key and the dbt command.
 """
 
@@ -247,10 +248,16 @@ def project_digest(project: Path) -> str:
     return _sha256(parts)
 
 
-def plan_key(project: Path, profiles: Path) -> str:
-    """The key of the SQL dbt compiles the project at `project` to with `profiles`."""
-    versions = [metadata.version(d) for d in ("dbt-core", "dbt-duckdb")]
-    return _sha256(["plan", project_digest(project), profiles.read_bytes(), *versions])
+_DBT_DISTRIBUTIONS = ("dbt-core", "dbt-duckdb", "dbt-adapters", "dbt-common")
+"""What the compiled SQL depends on: the compiler, the adapter, the relation rendering and
+global macros (dbt-adapters) and the Jinja rendering (dbt-common)."""
+
+
+def plan_key(project: Path, profiles: str) -> str:
+    """The key of the SQL dbt compiles the project at `project` to with the profiles
+    `profiles` (`dbt.plan_profiles_text`: no workspace folder in it)."""
+    versions = [f"{d}=={metadata.version(d)}" for d in _DBT_DISTRIBUTIONS]
+    return _sha256(["plan", project_digest(project), profiles, *versions])
 
 
 def build_key(data: str, plan: str, command: str) -> str:

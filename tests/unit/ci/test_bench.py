@@ -46,6 +46,26 @@ def test_scale_counts_finished_drills_from_the_records(tmp_path: Path) -> None:
     assert scale.per_hour(4, 0.0) == 0.0
 
 
+def test_scale_measures_how_busy_the_cores_were() -> None:
+    scale = _load("scale")
+    assert scale.busy_share((100, 400), (250, 600)) == 0.75
+    assert scale.busy_share(None, (250, 600)) is None
+    assert scale.busy_share((100, 400), (100, 400)) is None  # no time passed: no share
+    busy, total = scale.cpu_times()
+    assert 0 <= busy <= total
+    runs = [{"cores_busy": 1.0, "wall_s": 30.0}, {"cores_busy": 0.5, "wall_s": 10.0}]
+    assert scale.weighted_busy(runs) == 0.875
+    assert scale.weighted_busy([{"cores_busy": None, "wall_s": 5.0}]) is None
+
+
+@pytest.mark.parametrize("repeat", ["0", "-1"])
+def test_scale_refuses_fewer_than_one_repeat(repeat: str) -> None:
+    """`--repeat 0` would leave pytest no path: it would run every test it finds."""
+    with pytest.raises(SystemExit) as exit_info:
+        _load("scale").main(["--repeat", repeat])
+    assert exit_info.value.code == 2
+
+
 def test_a_missing_peer_is_named_with_how_to_install_it(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:

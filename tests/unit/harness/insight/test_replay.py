@@ -127,14 +127,16 @@ def _later(records: list[Record]) -> list[Record]:
 def test_replayed_marts_are_the_marts_dbt_builds(tmp_path: Path) -> None:
     space = tmp_path / "replay"
     history = write_ndjson(tmp_path / "h.ndjson", sample_records()[:4])
-    assert build_report([history], workspace_root=space).dbt == "ran"
+    assert build_report([history], workspace_root=space, shipped_plan=None).dbt == "ran"
     assert (space / "plan.json").is_file()
 
     richer = write_ndjson(tmp_path / "h.ndjson", _history())  # chaos, DR, flaky, incomplete
     since = datetime(2026, 1, 1, tzinfo=UTC)
     for window in (None, since):
         replayed = build_report([richer], window, workspace_root=space)
-        by_dbt = build_report([richer], window, workspace_root=tmp_path / f"dbt-{window}")
+        by_dbt = build_report(
+            [richer], window, workspace_root=tmp_path / f"dbt-{window}", shipped_plan=None
+        )
         assert (replayed.dbt, by_dbt.dbt) == ("replayed", "ran")
         assert replayed.in_window == by_dbt.in_window
         assert _marts(replayed) == _marts(by_dbt)
@@ -158,7 +160,7 @@ def test_appended_lines_are_added_to_the_history_not_loaded_anew(
     first, rest = records[:5], records[5:]
     history = write_ndjson(tmp_path / "h.ndjson", first)
     other = write_ndjson(tmp_path / "other.ndjson", sample_records()[:2])
-    assert build_report([history, other], workspace_root=space).dbt == "ran"
+    assert build_report([history, other], workspace_root=space, shipped_plan=None).dbt == "ran"
     assert len(loads) == 1
 
     with history.open("a") as handle:
@@ -223,7 +225,7 @@ def test_a_failing_replay_leaves_the_word_to_dbt(
 ) -> None:
     space = tmp_path / "dbt"
     history = write_ndjson(tmp_path / "h.ndjson", sample_records())
-    assert build_report([history], workspace_root=space).dbt == "ran"
+    assert build_report([history], workspace_root=space, shipped_plan=None).dbt == "ran"
     plan = json.loads((space / "plan.json").read_text())
     plan["models"][-1]["sql"] = "select * from no_such_table"
     (space / "plan.json").write_text(json.dumps(plan))

@@ -56,7 +56,7 @@ def test_reused_only_while_files_and_models_are_unchanged(
 ) -> None:
     space = tmp_path / "dbt"
     history = write_ndjson(tmp_path / "h.ndjson", sample_records())
-    first = build_report([history], workspace_root=space)
+    first = build_report([history], workspace_root=space, shipped_plan=None)
     assert (first.dbt, checks) == ("ran", [history])
 
     again = build_report([history], workspace_root=space)
@@ -91,7 +91,7 @@ def test_a_file_changed_behind_its_size_and_mtime_is_checked_again(
     lines = HISTORY.read_text().splitlines()
     history = tmp_path / "h.ndjson"
     history.write_text("\n".join(lines) + "\n")
-    assert build_report([history], workspace_root=space).dbt == "ran"
+    assert build_report([history], workspace_root=space, shipped_plan=None).dbt == "ran"
     stat = history.stat()
 
     bad = json.loads(lines[1])
@@ -118,9 +118,9 @@ def test_a_failed_dbt_run_is_not_reused(
     real = build.dbt.run_dbt
     monkeypatch.setattr(build.dbt, "run_dbt", broken)
     with pytest.raises(InfraError):
-        build_report([history], workspace_root=space)
+        build_report([history], workspace_root=space, shipped_plan=None)
     monkeypatch.setattr(build.dbt, "run_dbt", real)
-    assert build_report([history], workspace_root=space).dbt == "ran"
+    assert build_report([history], workspace_root=space, shipped_plan=None).dbt == "ran"
     assert checks == [history]  # the check passed the first time: it is not repeated
 
 
