@@ -44,6 +44,7 @@ a container of their own (`harness.build.run_build`), with bind mounts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import select
 import tarfile
@@ -83,6 +84,8 @@ _CPUS, _HOME = "cpuset", "home"
 """What `_fit` sets per build (`BuildSession.fitted`); a cpuset of "" is none (every CPU)."""
 _CPUS_WAIT_S = 5.0
 """How long the driver waits for a fresh idle process to say which CPUs it has."""
+_EXIT_WAIT_S = 2.0
+"""How long the engine may take to record an exec's exit after its stream ended."""
 
 
 def can_run_warm(env: BuildEnv) -> bool:
@@ -289,14 +292,15 @@ def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, 
 
 def _take_fitted(
     session: BuildSession, spec: BuildSpec, env: BuildEnv, key: Hashable
-) -> tuple[Any, str]:
-    """A warm container fitted for build `env`: an idle one, else a new one."""
+) -> tuple[Any, str, bool]:
+    """A warm container fitted for build `env`: an idle one, else a new one. (container, name,
+    whether it came from the pool)"""
     taken = session.take_idle(key)
     if taken is not None:
         base = str(taken.name).lstrip("/")
         try:
             _fit(session, spec, env, taken, base)
-            return taken, base
+            return taken, base, True
         except _Unfit:  # a container of its own, with no cpuset, instead
             session.unregister(taken)
             remove_container(taken)
@@ -304,7 +308,7 @@ def _take_fitted(
             session.unregister(taken)
             remove_container(taken)
             raise
-    return _start_warm(session, spec, env)
+    return (*_start_warm(session, spec, env), False)
 
 
 def run_warm_build(
@@ -326,7 +330,7 @@ def run_warm_build(
         # read before any container is taken: an unreadable subject is the user's error
         write_subject_archive(spec.subject, subject, reverse=env.file_order == "reverse")
         subject.seek(0)
-        container, base = _take_fitted(session, spec, env, key)
+        container, base, pooled = _take_fitted(session, spec, env, key)
         reusable = False
         number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]
         out = f"/out/{number}-{label}"
@@ -336,9 +340,27 @@ def run_warm_build(
             environment = build_exec_environment(session, spec, env, out)
             user = f"{env.uid}:{env.gid}"
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as archive:
-                ran = _exec_runner(
-                    session, spec, container, name, user, environment, subject, archive
-                )
+                try:
+                    ran = _exec_runner(
+                        session, spec, container, name, user, environment, subject, archive
+                    )
+                except _NotRunning as exc:
+                    if not pooled:
+                        raise InfraError(f"container {name}: stopped before the build") from exc
+                    # an idle container that stopped (killed, the engine restarted) is unfit:
+                    # a fresh one instead, nothing of the build ran yet
+                    session.unregister(container)
+                    remove_container(container)
+                    container, base = _start_warm(session, spec, env)
+                    name = f"{base}:{number}-{label}"
+                    subject.seek(0)
+                    started = time.monotonic()
+                    try:
+                        ran = _exec_runner(
+                            session, spec, container, name, user, environment, subject, archive
+                        )
+                    except _NotRunning as again:
+                        raise InfraError(f"container {name}: stopped before the build") from again
                 duration = time.monotonic() - started
                 out_dir = session.workdir / label
                 if out_dir.exists():
@@ -363,7 +385,14 @@ def run_warm_build(
                 except InfraError:
                     session.check_cancelled()
                     raise
-            reusable = ran.reset and not ran.timed_out
+            if not ran.timed_out and ran.exit_code != 0 and output.setup_error is None:
+                # the runner was killed (e.g. out of memory) after the build's exit code was
+                # written: whatever came is not all of the output
+                output = dataclasses.replace(
+                    output, setup_error=f"the runner exited with status {ran.exit_code}"
+                )
+            # the last line alone could be the build's: it may write on the runner's stderr
+            reusable = ran.reset and ran.exit_code == 0 and not ran.timed_out
             session.add_finished(output)
             return output
         finally:
@@ -381,6 +410,12 @@ class _Ran:
     timed_out: bool
     reset: bool
     """The runner's last stderr line said it emptied the container (see the module docs)."""
+    exit_code: int | None = None
+    """The runner's exit status (None: timed out)."""
+
+
+class _NotRunning(Exception):
+    """The container had stopped before the build's exec could be created."""
 
 
 class _Frames:
@@ -466,7 +501,12 @@ def _exec_runner(
             stderr=True,
         )["Id"]
         stream = _Stream(api.exec_start(exec_id, socket=True))
-    except (docker.errors.APIError, requests.RequestException) as exc:
+    except docker.errors.APIError as exc:
+        session.check_cancelled()
+        if exc.status_code == 409:  # "container ... is not running"
+            raise _NotRunning(name) from exc
+        raise InfraError(f"container {name}: lost the engine while building") from exc
+    except requests.RequestException as exc:
         session.check_cancelled()
         raise InfraError(f"container {name}: lost the engine while building") from exc
     # A thread of its own: the runner may end (or fail) before it read everything, and the
@@ -501,8 +541,34 @@ def _exec_runner(
         stream.close()
         sender.join(timeout=5)
     session.check_cancelled()
+    exit_code = _exec_exit_code(session, exec_id, name)
     last = frames.stderr.rstrip().rsplit(b"\n", 1)[-1]
-    return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode())
+    return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode(), exit_code=exit_code)
+
+
+def _exec_exit_code(session: BuildSession, exec_id: str, name: str) -> int:
+    """How the runner's exec ended, once its stream did. A stream also ends when the engine's
+    connection drops (ssh, a restarted engine): that is no end of the build, and must not read
+    as the subject's failure.
+
+    Raises:
+        InfraError: the engine can't say, or says the exec still runs or has no exit status.
+    """
+    deadline = time.monotonic() + _EXIT_WAIT_S
+    while True:
+        try:
+            state = session.client.api.exec_inspect(exec_id)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            session.check_cancelled()
+            raise InfraError(f"container {name}: lost the engine while building") from exc
+        code = state.get("ExitCode")
+        if not state.get("Running") and isinstance(code, int):
+            return code
+        # the engine may record the exit a moment after the stream's end
+        if time.monotonic() > deadline:
+            raise InfraError(f"container {name}: lost the engine while building")
+        session.check_cancelled()
+        time.sleep(0.02)
 
 
 def _send_quietly(stream: _Stream, subject: IO[bytes]) -> None:

@@ -159,6 +159,9 @@ class FakeApi:
     def update_container(self, container: str, cpuset_cpus: str) -> None:
         self.client.updates.append((container, cpuset_cpus))
 
+    def exec_inspect(self, _exec_id: str) -> dict[str, Any]:
+        return dict(self.client.exec_state)
+
     def exec_start(self, exec_id: str, socket: bool = False) -> Any:
         assert socket  # attached: the driver reads the stream, it never polls
         ours, engine = pysocket.socketpair()
@@ -170,6 +173,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.by_id: dict[str, FakeContainer] = {}
         self.updates: list[tuple[str, str]] = []
+        self.exec_state: dict[str, Any] = {"Running": False, "ExitCode": 0}
         self.containers = self
         self.api = FakeApi(self)
 
@@ -474,3 +478,108 @@ def test_the_identity_files_go_where_the_image_reads_them(
     (mount,) = warm_options(session, spec, PLAN.control, "n")["mounts"]
     assert (mount["Type"], mount["Target"], mount["Source"]) == ("volume", folder, None)
     assert bool(mount.get("VolumeOptions", {}).get("NoCopy")) is no_copy
+
+
+class EmptyStreamApi(StreamingApi):
+    """An exec whose stream ends with nothing on it: the runner ended before writing anything,
+    or the engine's connection dropped (what `exec_inspect` then says tells them apart)."""
+
+    def exec_start(self, exec_id: str, socket: bool = False) -> Any:
+        ours, engine = pysocket.socketpair()
+        engine.close()
+        return ours
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        None,  # the engine can't be asked (the ssh connection dropped)
+        {"Running": True, "ExitCode": None},  # the stream dropped, the build still runs
+        {"Running": False, "ExitCode": None},
+    ],
+)
+def test_losing_the_engine_mid_build_is_an_infra_error_not_the_builds_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: dict[str, Any] | None
+) -> None:
+    from harness import build_warm
+    from harness.build import run_build
+    from harness.errors import InfraError
+
+    monkeypatch.setattr(build_warm, "_EXIT_WAIT_S", 0.1)
+    engine = FakeEngine()
+    engine.api = EmptyStreamApi(engine, b"")
+    if state is None:
+
+        def gone(_exec_id: str) -> dict[str, Any]:
+            import requests
+
+            raise requests.ConnectionError("ssh: connection reset")
+
+        engine.api.exec_inspect = gone  # type: ignore[method-assign]
+    else:
+        engine.exec_state = state
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(InfraError, match="lost the engine while building"):
+        run_build(session, _spec(tmp_path), PLAN.control, "A")
+    (container,) = engine.by_id.values()
+    assert container.removed
+
+
+def test_a_runner_that_ended_without_output_is_still_a_setup_failure(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = EmptyStreamApi(engine, b"")
+    engine.exec_state = {"Running": False, "ExitCode": 137}  # e.g. killed out of memory
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    output = run_build(session, _spec(tmp_path), PLAN.control, "A")
+    assert not output.ok and output.failure().startswith("setup failed")
+
+
+def test_a_runner_killed_after_saying_reset_ok_fails_and_its_container_is_not_reused(
+    tmp_path: Path,
+) -> None:
+    """A build can write `reset-ok` on the runner's stderr and kill the runner: the exit status
+    says so."""
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    engine.exec_state = {"Running": False, "ExitCode": 137}
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    output = run_build(session, spec, PLAN.control, "A")
+    assert not output.ok and "status 137" in output.failure()
+    assert session.ready(warm_key(spec, PLAN.control)) == 0
+    (container,) = engine.by_id.values()
+    assert container.removed
+
+
+def test_an_idle_container_that_stopped_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    import docker.errors
+    import requests
+
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    api = StreamingApi(engine, b"reset-ok\n")
+    engine.api = api
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    assert run_build(session, spec, PLAN.control, "A").ok
+    (stopped,) = engine.by_id.values()
+    create = api.exec_create
+
+    def refused(container: str, cmd: Any, **options: Any) -> dict[str, str]:
+        if container == stopped.id:
+            response = requests.Response()
+            response.status_code = 409
+            raise docker.errors.APIError("is not running", response=response)
+        return create(container, cmd, **options)
+
+    api.exec_create = refused  # type: ignore[method-assign]
+    output = run_build(session, spec, PLAN.control, "B")
+    assert output.ok
+    first, second = engine.by_id.values()
+    assert first is stopped and stopped.removed and not second.removed
+    assert session.ready(warm_key(spec, PLAN.control)) == 1
