@@ -119,7 +119,13 @@ while [ "$i" -lt "$NGLOBS" ]; do
     echo "$i $n" >> "$M/matches"
     find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -print0 \
         | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" \
-        || note "copying the matches of glob $i failed: $(tail -n 1 "$M/copy.log")"
+        || {
+            # Part of the artifacts is no output to compare (a full /out, out of memory): the
+            # build fails. What was copied goes first, so the error fits in a full /out.
+            why=$(tail -n 1 "$M/copy.log")
+            rm -rf "$ART"
+            fail "copying the matches of glob $i failed: $why"
+        }
     i=$((i + 1))
 done
 cd /

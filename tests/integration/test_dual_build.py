@@ -568,3 +568,21 @@ def test_one_warm_container_runs_home_and_num_cpus_builds_as_their_own_container
         ["/home/second-home", cpus, "/home/second-home", "second-home,"],
         ["/home/builder", cpus, "/home/builder", "builder,"],
     ]
+
+
+def test_artifacts_that_cannot_all_be_collected_fail_the_build(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """Part of the artifacts is no output (a full /out tmpfs looks the same to the runner): a
+    build whose artifacts can't all be copied fails, it never compares as a difference."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = "mkdir -p out && echo a > out/a && echo b > out/b && chmod 000 out/b"
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out/*",))
+        output = run_build(session, spec, plan.control, "p")
+    assert not output.ok and output.exit_code == 0, output
+    assert output.failure().startswith("setup failed: copying the matches of glob 0 failed")
+    assert output.digest is None or not output.digest.files
