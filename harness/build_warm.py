@@ -85,6 +85,7 @@ _CPUS, _HOME = "cpuset", "home"
 _CPUS_WAIT_S = 5.0
 """How long the driver waits for a fresh idle process to say which CPUs it has."""
 _EXIT_WAIT_S = 2.0
+_IDLE_ID = 65534
 """How long the engine may take to record an exec's exit after its stream ended."""
 
 
@@ -167,6 +168,11 @@ def warm_options(
     options = hardened_options(session, spec, env, "warm", name)
     options["command"] = ["/bin/sh", "-c", IDLE, "cihub-warm"]
     options["environment"] = {}
+    # Not the build user's: a build can neither open the lease (/proc/1/fd/0, to hold it after
+    # the driver died) nor signal the idle process; docker-init as pid 1 reaps what builds
+    # orphan (else zombies eat the pids limit). Builds run as the build user (`exec` user).
+    options["user"] = idle_user(env)
+    options["init"] = True
     options["stdin_open"] = True  # the driver's stream, which ends with it (the lease)
     owner = f"uid={env.uid},gid={env.gid}"
     # HOME is made per build inside a tmpfs at its parent; each build's output in /out
@@ -180,6 +186,13 @@ def warm_options(
     target, no_copy = identity_folder(spec)
     options["mounts"] = [docker.types.Mount(target, None, type="volume", no_copy=no_copy)]
     return options
+
+
+def idle_user(env: BuildEnv) -> str:
+    """The uid:gid a warm container's pid 1 and idle process run as: nobody's, or the one
+    below when the build user is nobody (never the build user's, see `warm_options`)."""
+    uid = _IDLE_ID if _IDLE_ID not in (env.uid, env.gid) else _IDLE_ID - 1
+    return f"{uid}:{uid}"
 
 
 def identity_folder(spec: BuildSpec) -> tuple[str, bool]:

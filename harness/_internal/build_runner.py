@@ -150,9 +150,9 @@ exit 0
 IDLE = r"""
 # cihub warm builder: waits for builds (run with `docker exec`) and dies with the driver: its
 # stdin is a stream the driver holds open, which ends when the driver's process does (killed
-# too); then it exits 95, and every build in the container dies with it. Shell builtins only:
-# a build's `kill -1` can't stop init (it only gets the signals it handles), but would stop a
-# child such as `cat` or `sleep`.
+# too); then it exits 95, docker-init (pid 1) with it, and every build in the container dies.
+# It runs as another user than the builds (see harness.build_warm): they can't hold its stdin
+# open or signal it. Shell builtins only: nothing else to start in a container with a pids limit.
 # First, the CPUs it may use as started (the engine's "every CPU": see harness.build_warm).
 while read -r key value; do
     [ "$key" = Cpus_allowed_list: ] && echo "cpus=$value"

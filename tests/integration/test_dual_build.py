@@ -586,3 +586,35 @@ def test_artifacts_that_cannot_all_be_collected_fail_the_build(
     assert not output.ok and output.exit_code == 0, output
     assert output.failure().startswith("setup failed: copying the matches of glob 0 failed")
     assert output.digest is None or not output.digest.files
+
+
+def test_a_build_can_neither_hold_the_lease_nor_signal_the_idle_process_and_orphans_are_reaped(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A hostile build tries every process it does not own: opening its stdin (the lease held
+    open after the driver died) or signalling it must be refused; the processes it orphans
+    (killed by the reset) must not stay as zombies in the next build."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = (
+        "mkdir -p out && for p in /proc/[0-9]*; do "
+        '[ "$p" = /proc/1 ] || grep -q cihub-warm "$p/cmdline" 2>/dev/null || continue; '
+        '(exec 9>"$p/fd/0") 2>/dev/null && echo "$p opened" >> out/held; '
+        'kill -0 "${p#/proc/}" 2>/dev/null && echo "$p signalled" >> out/held; '
+        "done; grep -l '^State:.*Z' /proc/[0-9]*/status > out/zombies 2>/dev/null; "
+        "grep -l 'cihub-war[m]' /proc/[0-9]*/cmdline > out/checked; "
+        "{ sh -c 'sleep 600 & sleep 600' >/dev/null 2>&1 & }"
+    )
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"h{i}") for i in range(2)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1
+    for output in outputs:
+        assert output.out_dir is not None
+        out = output.out_dir / "out"
+        assert not (out / "held").exists(), (out / "held").read_text()
+        assert (out / "checked").read_text().strip(), "no idle process found"
+        assert (out / "zombies").read_text() == ""  # the first build's orphans were reaped

@@ -97,11 +97,25 @@ def test_a_warm_build_writes_to_its_own_folder_and_resets_the_container(
     )
     assert "SUBJECT=\n" in cold["CIHUB_CONFIG"]  # a one-off build copies /src
     assert "M=$OUT/meta" in RUNNER and "reset-ok" in RUNNER
-    # the idle process ends with its stdin (the driver's stream), with builtins only: a
-    # build's `kill -1` could stop a child such as `sleep` or `cat`
+    # the idle process ends with its stdin (the driver's stream)
     assert "while read -r _; do :; done\nexit 95" in IDLE
-    code = [line for line in IDLE.splitlines() if not line.lstrip().startswith("#")]
-    assert not [line for line in code if "sleep" in line or "cat " in line]
+
+
+@pytest.mark.parametrize("env", [PLAN.control, PLAN.experiment(["user_group"])])
+def test_a_warm_containers_pid_1_is_an_init_of_another_user_than_the_builds(
+    tmp_path: Path, env: Any
+) -> None:
+    """A build can't open the lease (/proc/1/fd/0) or signal the idle process of another
+    user; docker-init reaps the orphans of builds."""
+    from harness.build_warm import idle_user, warm_options
+
+    session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
+    options = warm_options(session, _spec(tmp_path), env, "n")
+    assert options["init"] is True
+    uid, gid = (int(x) for x in options["user"].split(":"))
+    assert uid not in (0, env.uid, env.gid) and gid not in (0, env.uid, env.gid)
+    nobody = dataclasses.replace(env, uid=65534, gid=65534)
+    assert "65534" not in idle_user(nobody)
 
 
 def test_the_pool_hands_out_idle_containers_once_and_drops_them_after_cancel(
