@@ -30,6 +30,12 @@ note() { printf '%s\n' "$*" >> "$M/notes"; }
 # The output of a warm build (its meta folder at least) goes back on stdout, even after a failure.
 send_out() { [ "$RESET" = 1 ] && tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null; }
 fail() { printf '%s\n' "$*" > "$M/setup-error"; send_out; exit 91; }
+# No SysV IPC object is left when each /proc/sysvipc table is its header alone.
+no_ipc_left() {
+    for table in /proc/sysvipc/msg /proc/sysvipc/sem /proc/sysvipc/shm; do
+        [ ! -e "$table" ] || [ "$(wc -l < "$table")" -le 1 ] || return 1
+    done
+}
 AS_ROOT=0
 [ "$(id -u)" = 0 ] && AS_ROOT=1
 for tool in find sort tar touch cp xargs env stat date; do
@@ -108,7 +114,8 @@ $SETARCH $DROP env -i /bin/sh -c '. /cihub/env && cd "$1" && exec /bin/sh /cihub
     cihub-build "$BUILD_PATH" < /dev/null > "$M/build.log" 2>&1 3>&-
 echo "$?" > "$M/exit-code"
 [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-[ -e /cihub/abandoned ] && exit 95
+# only a watchdog says a build was abandoned (a build may write in /cihub too)
+[ -n "$WATCHDOG" ] && [ -e /cihub/abandoned ] && exit 95
 
 # Every entry type counts: files, links, fifos, sockets, devices, and empty folders (a folder
 # with content comes with its content).
@@ -139,10 +146,14 @@ if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
     # A warm container builds again: end what the build left running and empty every folder
     # it could write, so the next build starts from nothing. Only `reset-ok`, the last line on
     # stderr (the driver reads it as the exec ends), lets it reuse the container.
+    # Besides folders: POSIX message queues (/dev/mqueue) and SysV IPC objects outlive
+    # processes; /cihub too (the runner's inputs, or what a leftover process wrote there).
     kill -KILL -1 2>/dev/null
-    chmod -R u+rwX /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out 2>/dev/null
-    find /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out -mindepth 1 -delete 2>/dev/null \
-        && echo reset-ok >&2
+    command -v ipcrm >/dev/null 2>&1 && ipcrm -a 2>/dev/null
+    set -- /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out /cihub
+    [ -d /dev/mqueue ] && set -- "$@" /dev/mqueue
+    chmod -R u+rwX "$@" 2>/dev/null
+    find "$@" -mindepth 1 -delete 2>/dev/null && no_ipc_left && echo reset-ok >&2
 fi
 exit 0
 """

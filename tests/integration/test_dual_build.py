@@ -618,3 +618,28 @@ def test_a_build_can_neither_hold_the_lease_nor_signal_the_idle_process_and_orph
         assert not (out / "held").exists(), (out / "held").read_text()
         assert (out / "checked").read_text().strip(), "no idle process found"
         assert (out / "zombies").read_text() == ""  # the first build's orphans were reaped
+
+
+def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """State that outlives a build's processes besides its folders: a POSIX message queue, SysV
+    IPC objects, a file in /cihub. The next build in the same warm container sees none."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = (
+        "mkdir -p out && { ls -A /dev/mqueue /cihub; tail -n +2 /proc/sysvipc/msg "
+        "/proc/sysvipc/shm /proc/sysvipc/sem; } > out/seen 2>&1; "
+        "touch /dev/mqueue/left && ipcmk -Q >/dev/null && ipcmk -M 4096 >/dev/null && "
+        "ipcmk -S 1 >/dev/null && touch /cihub/abandoned /cihub/left"
+    )
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"q{i}") for i in range(2)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    assert seen[0] == seen[1], seen
+    assert "left" not in seen[1] and "abandoned" not in seen[1]
