@@ -80,6 +80,83 @@ def test_an_unreadable_entry_is_named(tmp_path: Path, monkeypatch: pytest.Monkey
     def refuse(path: Any, *_: Any) -> Any:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(build_subject, "open", refuse, raising=False)
+    monkeypatch.setattr(build_subject, "open_entry", refuse)
     with pytest.raises(ConfigError, match=r"subject .*: cannot read B/é \(Permission denied\)"):
         write_subject_archive(top, io.BytesIO(), reverse=False)
+
+
+def test_a_file_swapped_for_a_link_while_read_ships_nothing_of_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a root driver must not lose: listed as a file, a link to a host secret by the
+    time it is opened."""
+    top = _subject(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_text("host secret")
+    opened = build_subject.open_entry
+
+    def swap_then_open(path: bytes) -> int:
+        if path.endswith(b"/b"):
+            os.unlink(path)
+            os.symlink(secret, path)
+        return opened(path)
+
+    monkeypatch.setattr(build_subject, "open_entry", swap_then_open)
+    sink = io.BytesIO()
+    with pytest.raises(ConfigError, match=r"subject .*: b changed while cihub read it$"):
+        write_subject_archive(top, sink, reverse=False)
+    assert b"host secret" not in sink.getvalue()
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink", "replace"])
+def test_a_file_that_changes_while_read_is_an_error_never_a_cut_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    top = _subject(tmp_path)
+    (top / "b").write_bytes(b"x" * 100_000)
+    opened = build_subject.open_entry
+
+    def change_then_open(path: bytes) -> int:
+        if path.endswith(b"/b"):
+            if change == "grow":
+                fd = opened(path)
+                with open(path, "ab") as more:
+                    more.write(b"y" * 10)
+                return fd
+            if change == "shrink":
+                fd = opened(path)
+                os.truncate(path, 10)
+                return fd
+            os.rename(top / "a.c", path)  # another file at the same name
+        return opened(path)
+
+    monkeypatch.setattr(build_subject, "open_entry", change_then_open)
+    with pytest.raises(ConfigError, match=r"subject .*: b changed while cihub read it$"):
+        write_subject_archive(top, io.BytesIO(), reverse=False)
+
+
+def test_a_socket_in_the_subject_is_named_not_skipped(tmp_path: Path) -> None:
+    import socket
+
+    top = _subject(tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(top / "a" / "sock"))
+        with pytest.raises(ConfigError, match=r"subject .*: a/sock is a socket or a device"):
+            write_subject_archive(top, io.BytesIO(), reverse=False)
+
+
+def test_hard_links_and_fifos_still_go(tmp_path: Path) -> None:
+    top = _subject(tmp_path)
+    os.link(top / "b", top / "b2")
+    os.mkfifo(top / "fifo")
+    sink = io.BytesIO()
+    write_subject_archive(top, sink, reverse=False)
+    sink.seek(0)
+    with tarfile.open(fileobj=sink) as tar:
+        kinds = {m.name: m.type for m in tar}
+    assert kinds["./b2"] == tarfile.LNKTYPE and kinds["./fifo"] == tarfile.FIFOTYPE
+
+
+def test_a_folder_that_cannot_be_listed_is_named_as_text_not_bytes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^subject: cannot list /nonexistent/é \("):
+        subject_paths(Path("/nonexistent/é"), reverse=False)
