@@ -520,6 +520,11 @@ def check_host_paths(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> N
         )
         stream, _ = container.get_archive("/cihub-host/token")
         seen = b"".join(stream)
+    except docker.errors.ImageNotFound as exc:  # a 404 too, but nothing to do with mounts
+        raise InfraError(
+            f"builder image {spec.image.image_id}: gone from the engine while checking it "
+            "sees this machine"
+        ) from exc
     except docker.errors.APIError as exc:
         if exc.status_code is not None and exc.status_code >= 500 and "mount" not in str(exc):
             raise InfraError("the engine failed while checking it sees this machine") from exc

@@ -83,9 +83,9 @@ class BuildSession:
     _leases: dict[str, Any] = field(default_factory=dict)
     _cpus_witness: Any = None
     engine_cpus: str | None = None
+    """Every CPU of the engine as a cpuset, once known (`harness.build_warm.engine_cpus`)."""
     host_paths_seen: bool = False
     """The engine sees this machine's folders (`harness.build.check_host_paths`)."""
-    """Every CPU of the engine as a cpuset, once known (`harness.build_warm.engine_cpus`)."""
 
     def next_name(self, label: str) -> str:
         with self._lock:

@@ -460,15 +460,71 @@ def test_builds_die_with_a_killed_driver_and_are_reaped(
 
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
-    # the watchdog in each container stops the build once the lease is LEASE_S old
+    # the lease: the stream the driver held on each warm container's stdin ends with its
+    # process, the idle process exits and the container stops with the build in it
     took = _wait_for(lambda: not _builds_of(client, driver.pid, running=True), LEASE_S + 20)
     print(f"SIGKILL: builds stopped {took:.1f} s after the driver died (lease {LEASE_S} s)")
-    # stopped by the watchdog (exit 95); a lab reaper elsewhere may already have removed them
+    # stopped as their lease ended (exit 95); a lab reaper elsewhere may already have removed them
     left = _builds_of(client, driver.pid, running=False)
     assert all(c["Status"].startswith("Exited (95)") for c in left), left
     reaped = reap_stale_builds(client, owner_pid=driver.pid)
     assert len(reaped) == len(left)
     assert _builds_of(client, driver.pid, running=False) == []
+
+
+_IDLE_DRIVER = """
+import sys, tempfile, time
+from pathlib import Path
+from harness.build import BuildSession, BuildSpec, session_builder_image
+from harness.build_warm import prewarm, warm_key
+from harness.determinism import prepare_image
+from harness.variations import VariationSpec, plan_variations
+from lab._internal.docker import docker_client
+
+client = docker_client()
+tag = prepare_image(client, "builder-python", "offline", None)
+with tempfile.TemporaryDirectory() as tmp:
+    session = BuildSession(client, Path(tmp))
+    image = session_builder_image(session, tag)
+    plan = plan_variations(VariationSpec(), image.capabilities)
+    spec = BuildSpec(Path(sys.argv[1]), "true", image, ("o",))
+    prewarm(session, spec, [plan.control, plan.control], workers=2)
+    key = warm_key(spec, plan.control)
+    taken = [session.take_idle(key), session.take_idle(key)]  # waits for both to start
+    for container in taken:
+        session.give_back(key, container)
+    print("idle", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_idle_prewarmed_containers_die_with_a_killed_driver(client: docker.DockerClient) -> None:
+    """A pooled container that runs no build holds the lease the same way: killed driver,
+    stopped container, whatever builds it ran or not."""
+    from harness.build import LEASE_S
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_DRIVER, str((SUBJECTS / "tarball").resolve())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"idle", proc.stderr.read() if proc.stderr else ""
+        assert len(_builds_of(client, proc.pid, running=True)) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        took = _wait_for(lambda: not _builds_of(client, proc.pid, running=True), LEASE_S + 20)
+        print(f"SIGKILL: idle warm containers stopped {took:.1f} s after the driver died")
+        left = _builds_of(client, proc.pid, running=False)
+        assert all(c["Status"].startswith("Exited (95)") for c in left), left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for container in _builds_of(client, proc.pid, running=False):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container["Id"], force=True, v=True)
 
 
 def test_end_to_end_a_non_utf8_artifact_name_is_a_reproducible_build_with_a_record(

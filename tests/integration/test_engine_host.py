@@ -260,3 +260,26 @@ def test_a_drill_runs_on_an_engine_reached_over_ssh(
     record = json.loads(line)
     assert record["determinism"]["verdict"] == "not-reproducible"
     assert len(set(record["determinism"]["digests"].values())) == 2
+
+
+def test_one_off_builds_pass_the_host_paths_check_on_the_local_engine(tmp_path: Path) -> None:
+    """The success path of `check_host_paths`: the engine on this host sees its folders, so a
+    one-off build (bind mounts, as disorderfs builds get) runs after the check, and the check
+    runs once per session."""
+    from harness.build import BuildSession, BuildSpec, run_build, session_builder_image
+    from harness.determinism import prepare_image
+    from harness.variations import VariationSpec, plan_variations
+    from lab._internal.docker import docker_client
+
+    client = docker_client()
+    tag = prepare_image(client, "builder-c", "offline", None)
+    with BuildSession(client, tmp_path / "work", warm=False) as session:
+        image = session_builder_image(session, tag)
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "c-hello").resolve(), "make", image, ("hello",))
+        first = run_build(session, spec, plan.control, "A")
+        assert session.host_paths_seen
+        second = run_build(session, spec, plan.control, "B")
+    assert first.ok and second.ok, [first.failure() or first.log_tail(), second.failure()]
+    assert first.digest is not None and first.digest.files
+    assert first.digest == second.digest

@@ -597,3 +597,20 @@ def test_an_idle_container_that_stopped_is_replaced_by_a_fresh_one(tmp_path: Pat
     first, second = engine.by_id.values()
     assert first is stopped and stopped.removed and not second.removed
     assert session.ready(warm_key(spec, PLAN.control)) == 1
+
+
+def test_an_image_gone_from_the_engine_does_not_read_as_a_blind_engine(tmp_path: Path) -> None:
+    import docker.errors
+
+    from harness.build import check_host_paths
+    from harness.errors import InfraError
+
+    class NoImage(FakeEngine):
+        def create(self, _image: str, *_: Any, **options: Any) -> Any:
+            raise docker.errors.ImageNotFound("No such image: sha256:0000")
+
+    session = BuildSession(NoImage(), tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(InfraError, match="gone from the engine") as caught:
+        check_host_paths(session, _spec(tmp_path), PLAN.experiment(["disorderfs"]))
+    assert "see them" not in str(caught.value)
+    assert not session.host_paths_seen
