@@ -409,11 +409,16 @@ def build_exec_environment(
             f"LEASE_S=\nSUBJECT=stdin\nOUT={shlex.quote(out)}\nRESET=1\n"
             f"HOME_ROOT={shlex.quote(home_root(env))}\n"
         )
-    return {
+    environment = {
         "CIHUB_CONFIG": config,
         "CIHUB_BUILD_ENV": _env_text(build_environment_for(spec, env)),
         "CIHUB_BUILD_SCRIPT": f"umask {env.umask}\n{spec.command}\n",
     }
+    if out is not None and spec.image.identity_linked:
+        identity = identity_files(env)
+        environment["CIHUB_PASSWD"] = identity["passwd"].decode()
+        environment["CIHUB_GROUP"] = identity["group"].decode()
+    return environment
 
 
 def hardened_options(

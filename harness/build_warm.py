@@ -15,11 +15,12 @@ No folder of the driver's machine is mounted, so the engine may be on another ho
 - the subject: the driver sends it as a tar archive on the exec's stdin, in the order the file
   order variation asks for (`harness.build_subject`); the runner unpacks it in the build path;
 - the output: `/out` is a tmpfs; the archive comes back on the exec's stdout;
-- the identity files: the driver writes `passwd` and `group` (`put_archive`, root's, read-only
-  to the build user) after the start, and again when a build's HOME differs, into an anonymous
-  volume of the container: an empty `/cihub-etc`, which the lab builder images' /etc/passwd and
-  /etc/group link to, or all of `/etc` (filled from the image by the engine) for other images
-  (`identity_folder`);
+- the identity files: the lab builder images' /etc/passwd and /etc/group link into
+  `/cihub-etc`, a tmpfs of the build user's where each build's runner writes them (its HOME)
+  and its reset writes them again, so no build leaves its own for the next exec (no engine call
+  per build: a `put_archive` costs about 50 ms here); for other images the driver writes them
+  (`put_archive`, root's, read-only to the build user) after the start, and again when a
+  build's HOME differs, into an anonymous volume of all of `/etc` (filled from the image);
 - the lease: the idle process reads its stdin, a stream the driver attaches before the start
   and holds open; when the driver's process ends (killed too), the stream ends, the idle
   process exits and the container stops with every build in it.
@@ -64,7 +65,7 @@ import docker.types
 import docker.utils.socket
 import requests
 
-from harness._internal.build_runner import IDLE, RUNNER
+from harness._internal.build_runner import IDLE, RUNNER, RUNNER_IDENTITY
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
@@ -183,8 +184,11 @@ def warm_options(
         },
         "/out": f"rw,nosuid,nodev,noexec,mode=0755,{owner}",
     }
-    target, no_copy = identity_folder(spec)
-    options["mounts"] = [docker.types.Mount(target, None, type="volume", no_copy=no_copy)]
+    if spec.image.identity_linked:
+        # the runner writes them per build: no engine call when HOME changes (see the docs)
+        options["tmpfs"][RUNNER_IDENTITY] = f"rw,nosuid,nodev,noexec,mode=0755,{owner}"
+    else:
+        options["mounts"] = [docker.types.Mount("/etc", None, type="volume", no_copy=False)]
     return options
 
 
@@ -193,17 +197,6 @@ def idle_user(env: BuildEnv) -> str:
     below when the build user is nobody (never the build user's, see `warm_options`)."""
     uid = _IDLE_ID if _IDLE_ID not in (env.uid, env.gid) else _IDLE_ID - 1
     return f"{uid}:{uid}"
-
-
-def identity_folder(spec: BuildSpec) -> tuple[str, bool]:
-    """Where a warm container's `passwd` and `group` are written, as an anonymous volume:
-    `/cihub-etc` (empty) when the image's /etc/passwd and /etc/group link there (the lab
-    builder images); else all of `/etc`, which the engine fills from the image first (about
-    0.6 s more per container start on this engine). (folder, whether the engine leaves it
-    empty)"""
-    if spec.image.identity_linked:
-        return "/cihub-etc", True
-    return "/etc", False
 
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
@@ -220,7 +213,9 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
             lease = api.attach_socket(str(container.id), {"stdin": 1, "stream": 1})
             session.hold_lease(container, lease)
         container.start()
-        _put_identity(session, spec, container, env)
+        if not spec.image.identity_linked:
+            _put_identity(container, env)
+        session.set_fitted(container, _HOME, env.home)
     except (docker.errors.APIError, requests.RequestException, OSError, InfraError) as exc:
         if container is not None:
             session.unregister(container)
@@ -233,9 +228,9 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
     return container, name
 
 
-def _put_identity(session: BuildSession, spec: BuildSpec, container: Any, env: BuildEnv) -> None:
+def _put_identity(container: Any, env: BuildEnv) -> None:
     """The build user's `/etc/passwd` and `/etc/group` (root's, mode 0644) in the container's
-    own volume (`identity_folder`)."""
+    `/etc` volume (an image whose identity files don't link to the runner's folder)."""
     from harness.build import identity_files
 
     buffer = io.BytesIO()
@@ -244,9 +239,8 @@ def _put_identity(session: BuildSession, spec: BuildSpec, container: Any, env: B
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    if not container.put_archive(identity_folder(spec)[0], buffer.getvalue()):
+    if not container.put_archive("/etc", buffer.getvalue()):
         raise InfraError(f"container {container.name}: could not write its /etc/passwd")
-    session.set_fitted(container, _HOME, env.home)
 
 
 def engine_cpus(session: BuildSession) -> str | None:
@@ -295,12 +289,13 @@ def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, 
             session.check_cancelled()
             raise InfraError(f"container {base}: could not set its cpuset to {cpus}") from exc
         session.set_fitted(container, _CPUS, wanted)
-    if session.fitted(container, _HOME) != env.home:
+    if not spec.image.identity_linked and session.fitted(container, _HOME) != env.home:
         try:
-            _put_identity(session, spec, container, env)
+            _put_identity(container, env)
         except (docker.errors.APIError, requests.RequestException) as exc:
             session.check_cancelled()
             raise InfraError(f"container {base}: could not write its /etc/passwd") from exc
+        session.set_fitted(container, _HOME, env.home)
 
 
 def _take_fitted(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 SETUP_FAILED = 91
 """The runner's exit status when it could not set the build up."""
+RUNNER_IDENTITY = "/cihub-etc"
+"""Where a warm build's runner writes `passwd` and `group` (`CIHUB_PASSWD`, `CIHUB_GROUP`),
+which the lab builder images' /etc/passwd and /etc/group link to (see `harness.build_warm`)."""
 ABANDONED = 95
 """The runner's exit status when its watchdog stopped the build (the driver's lease expired)."""
 
@@ -17,7 +20,16 @@ printf '%s' "$CIHUB_CONFIG" > /cihub/config || exit 90
 printf '%s' "$CIHUB_BUILD_ENV" > /cihub/env
 printf '%s' "$CIHUB_BUILD_SCRIPT" > /cihub/build.sh
 chmod 0644 /cihub/config /cihub/env /cihub/build.sh
-unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT
+PASSWD=$CIHUB_PASSWD GROUP=$CIHUB_GROUP
+unset CIHUB_CONFIG CIHUB_BUILD_ENV CIHUB_BUILD_SCRIPT CIHUB_PASSWD CIHUB_GROUP
+# A warm build's /etc/passwd and /etc/group, when the image links them to /cihub-etc.
+write_identity() {
+    [ -z "$PASSWD" ] && return 0
+    rm -rf /cihub-etc/passwd /cihub-etc/group \
+        && printf '%s' "$PASSWD" > /cihub-etc/passwd && printf '%s' "$GROUP" > /cihub-etc/group \
+        && chmod 0644 /cihub-etc/passwd /cihub-etc/group
+}
+write_identity || exit 90
 . /cihub/config
 # A warm build streams its output archive on stdout (fd 3, see the end): nothing else may write
 # there, and nothing the build starts may hold it open (the driver reads it to its end).
@@ -152,8 +164,10 @@ if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
     command -v ipcrm >/dev/null 2>&1 && ipcrm -a 2>/dev/null
     set -- /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out /cihub
     [ -d /dev/mqueue ] && set -- "$@" /dev/mqueue
+    [ -n "$PASSWD" ] && set -- "$@" /cihub-etc
     chmod -R u+rwX "$@" 2>/dev/null
-    find "$@" -mindepth 1 -delete 2>/dev/null && no_ipc_left && echo reset-ok >&2
+    find "$@" -mindepth 1 -delete 2>/dev/null && no_ipc_left && write_identity \
+        && echo reset-ok >&2
 fi
 exit 0
 """

@@ -437,7 +437,8 @@ def test_build_containers_run_hardened(
         assert not host.get("Privileged")
         # no folder of the driver's machine: the engine may be on another host
         mounts = [(m["Type"], m["Destination"]) for m in container.attrs["Mounts"]]
-        assert mounts == [("volume", "/cihub-etc")] and not host.get("Binds"), mounts
+        assert mounts == [] and not host.get("Binds"), mounts
+        assert "/cihub-etc" in host["Tmpfs"]  # the runner writes passwd and group there
         status = container.exec_run(["sh", "-c", "id -u; grep CapEff /proc/1/status"]).output
         uid, caps = status.decode().split("\n", 1)
         assert uid != "0" and caps.split()[-1] == "0000000000000000"
@@ -680,15 +681,17 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
     """State that outlives a build's processes besides its folders: a POSIX message queue, SysV
-    IPC objects, a file in /cihub. The next build in the same warm container sees none."""
+    IPC objects, a file in /cihub, its own /etc/passwd and /etc/group (the runner writes them,
+    as the build user). The next build in the same warm container sees none."""
     from harness.build import BuildSpec, run_build
     from harness.variations import VariationSpec, plan_variations
 
     build = (
         "mkdir -p out && { ls -A /dev/mqueue /cihub; tail -n +2 /proc/sysvipc/msg "
-        "/proc/sysvipc/shm /proc/sysvipc/sem; } > out/seen 2>&1; "
+        "/proc/sysvipc/shm /proc/sysvipc/sem; cat /etc/passwd /etc/group; } > out/seen 2>&1; "
         "touch /dev/mqueue/left && ipcmk -Q >/dev/null && ipcmk -M 4096 >/dev/null && "
-        "ipcmk -S 1 >/dev/null && touch /cihub/abandoned /cihub/left"
+        "ipcmk -S 1 >/dev/null && touch /cihub/abandoned /cihub/left && "
+        "{ echo left:x:0:0::/:/bin/sh >> /etc/passwd; echo left:x:0:builder >> /etc/group; }"
     )
     with _builder_session(client, tmp_path / "work") as (session, image):
         plan = plan_variations(VariationSpec(), image.capabilities)

@@ -419,6 +419,7 @@ def test_the_subject_goes_over_the_api_in_the_order_asked_for(tmp_path: Path) ->
     # nothing of this machine is mounted: no host folder the engine would have to see
     assert "volumes" not in options
     assert [(m["Type"], m["Target"]) for m in options["mounts"]] == [("volume", "/etc")]
+    assert not [m for m in options["mounts"] if m["Type"] == "bind"]
     assert options["stdin_open"] is True and "/out" in options["tmpfs"]
 
 
@@ -475,23 +476,58 @@ def test_a_disorderfs_build_on_an_engine_that_cannot_see_this_machine_fails_up_f
     assert probe.removed and probe.options["mounts"][0]["Type"] == "bind"
 
 
-@pytest.mark.parametrize(
-    ("linked", "folder", "no_copy"), [(True, "/cihub-etc", True), (False, "/etc", False)]
-)
-def test_the_identity_files_go_where_the_image_reads_them(
-    tmp_path: Path, linked: bool, folder: str, no_copy: bool
-) -> None:
-    """The lab builder images link /etc/passwd into an empty volume (nothing to copy at the
-    start); another image gets all of /etc as a volume the engine fills from the image."""
-    from harness.build_warm import identity_folder, warm_options
+@pytest.mark.parametrize("linked", [True, False])
+def test_the_identity_files_go_where_the_image_reads_them(tmp_path: Path, linked: bool) -> None:
+    """The lab builder images link /etc/passwd into /cihub-etc, a tmpfs the runner writes per
+    build (no engine call); another image gets all of /etc as a volume the engine fills from
+    the image, written with `put_archive`."""
+    from harness.build_warm import warm_options
 
     spec = _spec(tmp_path)
     spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, identity_linked=linked))
-    assert identity_folder(spec) == (folder, no_copy)
     session = BuildSession(client=None, workdir=tmp_path)  # type: ignore[arg-type]
-    (mount,) = warm_options(session, spec, PLAN.control, "n")["mounts"]
-    assert (mount["Type"], mount["Target"], mount["Source"]) == ("volume", folder, None)
-    assert bool(mount.get("VolumeOptions", {}).get("NoCopy")) is no_copy
+    options = warm_options(session, spec, PLAN.control, "n")
+    environment = build_exec_environment(session, spec, PLAN.experiment(["home"]), "/out/1-A")
+    if linked:
+        assert "mounts" not in options and "uid=1000" in options["tmpfs"]["/cihub-etc"]
+        assert ":/home/second-home:" in environment["CIHUB_PASSWD"]
+        assert environment["CIHUB_GROUP"].startswith("root:x:0:\n")
+    else:
+        (mount,) = options["mounts"]
+        assert (mount["Type"], mount["Target"], mount["Source"]) == ("volume", "/etc", None)
+        assert not mount.get("VolumeOptions", {}).get("NoCopy")
+        assert "CIHUB_PASSWD" not in environment
+    # a one-off build has its identity files bind-mounted
+    assert "CIHUB_PASSWD" not in build_exec_environment(session, spec, PLAN.control)
+
+
+def test_a_linked_image_changes_home_without_an_engine_call(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    seen: list[str] = []
+    create = engine.api.exec_create
+
+    def record(container: str, cmd: Any, **options: Any) -> dict[str, str]:
+        seen.append(options["environment"]["CIHUB_PASSWD"])
+        return create(container, cmd, **options)
+
+    engine.api.exec_create = record  # type: ignore[method-assign]
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, identity_linked=True))
+    for i, env in enumerate([PLAN.control, PLAN.experiment(["home"]), PLAN.control]):
+        assert run_build(session, spec, env, f"h{i}").ok
+    (container,) = engine.by_id.values()
+    assert container.puts == 0
+    assert [
+        line.split(":")[5] for x in seen for line in x.splitlines() if "build user" in line
+    ] == [
+        "/home/builder",
+        "/home/second-home",
+        "/home/builder",
+    ]
 
 
 class EmptyStreamApi(StreamingApi):
