@@ -3,11 +3,13 @@
 Starting a container costs about 0.35 s on this engine (0.7 s with create and remove), more than
 many builds take, and the culprit search runs a dozen builds. A warm container is created with
 a one-off build's hardening, limits and tmpfs folders (`harness.build.hardened_options`) but
-idles (`IDLE`) instead of building; each build is one `docker exec` of the build runner as the
-build user, with its own output folder `/out/<n>`. After collecting, the runner writes that
-folder as a tar archive on the exec's stdout, then ends the processes the build left and
-empties every folder it could write (`/build`, HOME, /tmp, /var/tmp, /dev/shm, /out); only a
-container whose reset succeeded goes back to the session's pool.
+idles (`IDLE`, under docker-init, as another user than the builds) instead of building; each
+build is one `docker exec` of the build runner as the build user, with its own output folder
+`/out/<n>`. After collecting, the runner writes that folder as a tar archive on the exec's
+stdout, then ends the processes the build left and empties every folder it could write
+(`/build`, HOME, /tmp, /var/tmp, /dev/shm, /out, /cihub, /dev/mqueue) and its SysV IPC objects;
+only a container whose runner exited 0 after saying its reset succeeded goes back to the
+session's pool.
 
 No folder of the driver's machine is mounted, so the engine may be on another host
 (`DOCKER_HOST=ssh://...`): everything goes over the engine's API.
@@ -25,9 +27,11 @@ No folder of the driver's machine is mounted, so the engine may be on another ho
   and holds open; when the driver's process ends (killed too), the stream ends, the idle
   process exits and the container stops with every build in it.
 
-One build is two engine calls: create the exec and start it attached. The driver writes the
-subject and reads the exec's multiplexed stream until it ends (the runner exited): stdout is
-the output archive, the last stderr line says whether the reset succeeded. No polling, so no
+One build is three engine calls: create the exec, start it attached, and inspect it once its
+stream ended. The driver writes the subject and reads the exec's multiplexed stream until it
+ends: stdout is the output archive, the last stderr line says whether the reset succeeded, and
+the exec's exit status whether the runner ended at all (a stream also ends when the engine's
+connection drops: that is an InfraError, never the subject's failure). No polling, so no
 latency between the end of a build and the driver seeing it.
 
 What an exec can't change decides which container a build goes to (`warm_key`): the hostname
@@ -35,11 +39,12 @@ and domain name (domain_host), the build user (user_group: the writable tmpfs fo
 own), the seccomp profile (aslr). Everything else is set per build: build path, file order,
 clock, umask, environment, locale and time zone by the runner; HOME (home) by the runner too, in
 a tmpfs mounted at its parent folder (`/home`), with the build user's `/etc/passwd` line
-rewritten before the exec; the cpuset (num_cpus) with one `docker update` when it differs from
-the container's. A container started for a build without a cpuset has none (every CPU the
-engine gives it, whatever their numbers); its idle process says which CPUs those are, and that
-list is what a narrowed container is widened back to. disorderfs builds (root, FUSE) always get
-a container of their own (`harness.build.run_build`), with bind mounts.
+written by the runner (or before the exec, see the identity files); the cpuset (num_cpus)
+with one `docker update` when it differs from the container's. A container started for a
+build without a cpuset has none (every CPU the engine gives it, whatever their numbers); its
+idle process says which CPUs those are, and that list is what a narrowed container is widened
+back to. disorderfs builds (root, FUSE) always get a container of their own
+(`harness.build.run_build`), with bind mounts.
 """
 
 from __future__ import annotations
