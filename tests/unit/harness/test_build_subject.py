@@ -95,17 +95,66 @@ def test_a_file_swapped_for_a_link_while_read_ships_nothing_of_the_host(
     secret.write_text("host secret")
     opened = build_subject.open_entry
 
-    def swap_then_open(path: bytes) -> int:
-        if path.endswith(b"/b"):
-            os.unlink(path)
-            os.symlink(secret, path)
-        return opened(path)
+    def swap_then_open(name: bytes, folder: int) -> int:
+        if name == b"b":
+            os.unlink(name, dir_fd=folder)
+            os.symlink(secret, name, dir_fd=folder)
+        return opened(name, folder)
 
     monkeypatch.setattr(build_subject, "open_entry", swap_then_open)
     sink = io.BytesIO()
     with pytest.raises(ConfigError, match=r"subject .*: b changed while cihub read it$"):
         write_subject_archive(top, sink, reverse=False)
     assert b"host secret" not in sink.getvalue()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("swap", ["link", "folder"])
+def test_a_parent_folder_swapped_after_the_listing_ships_nothing_of_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reverse: bool, swap: str
+) -> None:
+    """Listed as a folder of the subject, a link to (or another) folder holding a host secret
+    by the time its files are read: in either order (the folder's entry before its files or
+    after them), the archive is refused and holds none of the host's bytes."""
+    top = _subject(tmp_path)
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "x").write_text("TOPSECRET")
+    listed = build_subject._Listing.paths
+
+    def swap_after_listing(self: Any, *, reverse: bool) -> list[bytes]:
+        paths = listed(self, reverse=reverse)
+        os.rename(top / "a", tmp_path / "a-was")
+        if swap == "link":
+            (top / "a").symlink_to(host)
+        else:
+            os.rename(host, top / "a")
+        return paths
+
+    monkeypatch.setattr(build_subject._Listing, "paths", swap_after_listing)
+    sink = io.BytesIO()
+    with pytest.raises(ConfigError, match=r"subject .*: a changed while cihub read it$"):
+        write_subject_archive(top, sink, reverse=reverse)
+    assert b"TOPSECRET" not in sink.getvalue()
+
+
+def test_deep_subjects_and_many_folders_keep_few_descriptors_open(tmp_path: Path) -> None:
+    top = tmp_path / "subject"
+    deep = top.joinpath(*["d"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("deep")
+    for i in range(300):
+        (top / f"w{i}").mkdir()
+        (top / f"w{i}" / "f").write_text(str(i))
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    sink = io.BytesIO()
+    write_subject_archive(top, sink, reverse=True)
+    sink.seek(0)
+    with tarfile.open(fileobj=sink) as tar:
+        names = tar.getnames()
+    assert len(names) == 300 + 1 + 600 and names == sorted(names, reverse=True)
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before
 
 
 @pytest.mark.parametrize("change", ["grow", "shrink", "replace"])
@@ -116,19 +165,19 @@ def test_a_file_that_changes_while_read_is_an_error_never_a_cut_copy(
     (top / "b").write_bytes(b"x" * 100_000)
     opened = build_subject.open_entry
 
-    def change_then_open(path: bytes) -> int:
-        if path.endswith(b"/b"):
+    def change_then_open(name: bytes, folder: int) -> int:
+        if name == b"b":
             if change == "grow":
-                fd = opened(path)
-                with open(path, "ab") as more:
+                fd = opened(name, folder)
+                with open(top / "b", "ab") as more:
                     more.write(b"y" * 10)
                 return fd
             if change == "shrink":
-                fd = opened(path)
-                os.truncate(path, 10)
+                fd = opened(name, folder)
+                os.truncate(top / "b", 10)
                 return fd
-            os.rename(top / "a.c", path)  # another file at the same name
-        return opened(path)
+            os.rename(top / "a.c", top / "b")  # another file at the same name
+        return opened(name, folder)
 
     monkeypatch.setattr(build_subject, "open_entry", change_then_open)
     with pytest.raises(ConfigError, match=r"subject .*: b changed while cihub read it$"):
