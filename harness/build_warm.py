@@ -70,7 +70,7 @@ import docker.types
 import docker.utils.socket
 import requests
 
-from harness._internal.build_runner import IDLE, RUNNER, RUNNER_IDENTITY
+from harness._internal.build_runner import IDLE, NOT_REUSABLE, RUNNER, RUNNER_IDENTITY
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
@@ -91,8 +91,8 @@ _CPUS, _HOME = "cpuset", "home"
 _CPUS_WAIT_S = 5.0
 """How long the driver waits for a fresh idle process to say which CPUs it has."""
 _EXIT_WAIT_S = 2.0
-_IDLE_ID = 65534
 """How long the engine may take to record an exec's exit after its stream ended."""
+_IDLE_ID = 65534
 
 
 def can_run_warm(env: BuildEnv) -> bool:
@@ -398,12 +398,18 @@ def run_warm_build(
                 except InfraError:
                     session.check_cancelled()
                     raise
-            if not ran.timed_out and ran.exit_code != 0 and output.setup_error is None:
+            failed = not ran.timed_out and ran.exit_code not in (0, NOT_REUSABLE)
+            if failed:
+                # killed from outside (docker kill/stop, the engine restarting) is no verdict on
+                # the subject, whatever came (a false culprit in the search else)
+                _check_running(session, container, name, ran.exit_code)
+            if failed and output.setup_error is None:
                 # the runner was killed (e.g. out of memory) after the build's exit code was
                 # written: whatever came is not all of the output
                 output = dataclasses.replace(
                     output, setup_error=f"the runner exited with status {ran.exit_code}"
                 )
+            # Exit 0 comes only after a complete reset (NOT_REUSABLE: built, but not emptied);
             # the last line alone could be the build's: it may write on the runner's stderr
             reusable = ran.reset and ran.exit_code == 0 and not ran.timed_out
             session.add_finished(output)
@@ -579,9 +585,30 @@ def _exec_exit_code(session: BuildSession, exec_id: str, name: str) -> int:
             return code
         # the engine may record the exit a moment after the stream's end
         if time.monotonic() > deadline:
-            raise InfraError(f"container {name}: lost the engine while building")
+            raise InfraError(
+                f"container {name}: the build's stream ended but its exec is still running"
+                if state.get("Running")
+                else f"container {name}: the engine gives the build's exec no exit status"
+            )
         session.check_cancelled()
         time.sleep(0.02)
+
+
+def _check_running(session: BuildSession, container: Any, name: str, code: int | None) -> None:
+    """Raises InfraError when `container` no longer runs: its build was cut from outside."""
+    try:
+        state = session.client.api.inspect_container(container.id).get("State") or {}
+    except docker.errors.NotFound:
+        state = {}
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        session.check_cancelled()
+        raise InfraError(f"container {name}: lost the engine while building") from exc
+    if not state.get("Running"):
+        session.check_cancelled()
+        raise InfraError(
+            f"container {name}: stopped from outside while building (the runner exited with "
+            f"status {code})"
+        )
 
 
 def _send_quietly(stream: _Stream, subject: IO[bytes]) -> None:

@@ -8,6 +8,9 @@ SETUP_FAILED = 91
 RUNNER_IDENTITY = "/cihub-etc"
 """Where a warm build's runner writes `passwd` and `group` (`CIHUB_PASSWD`, `CIHUB_GROUP`),
 which the lab builder images' /etc/passwd and /etc/group link to (see `harness.build_warm`)."""
+NOT_REUSABLE = 92
+"""A warm runner's exit status when the build finished but the container could not be emptied
+for another (a warm runner exits 0 only after a complete reset)."""
 ABANDONED = 95
 """The runner's exit status when its watchdog stopped the build (the driver's lease expired)."""
 

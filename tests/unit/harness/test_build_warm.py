@@ -34,6 +34,7 @@ class FakeContainer:
         self.id = ident
         self.name = ident
         self.removed = False
+        self.stopped = False
         self.engine_end: pysocket.socket | None = None
 
         self.etc: dict[str, bytes] = {}
@@ -172,6 +173,10 @@ class FakeApi:
 
     def update_container(self, container: str, cpuset_cpus: str) -> None:
         self.client.updates.append((container, cpuset_cpus))
+
+    def inspect_container(self, container: str) -> dict[str, Any]:
+        ours = self.client.by_id[container]
+        return {"State": {"Running": not (ours.removed or ours.stopped)}}
 
     def exec_inspect(self, _exec_id: str) -> dict[str, Any]:
         return dict(self.client.exec_state)
@@ -541,15 +546,16 @@ class EmptyStreamApi(StreamingApi):
 
 
 @pytest.mark.parametrize(
-    "state",
+    ("state", "said"),
     [
-        None,  # the engine can't be asked (the ssh connection dropped)
-        {"Running": True, "ExitCode": None},  # the stream dropped, the build still runs
-        {"Running": False, "ExitCode": None},
+        (None, "lost the engine while building"),  # can't be asked (the ssh connection dropped)
+        # the stream dropped, the build still runs
+        ({"Running": True, "ExitCode": None}, "the build's stream ended but its exec is still"),
+        ({"Running": False, "ExitCode": None}, "gives the build's exec no exit status"),
     ],
 )
 def test_losing_the_engine_mid_build_is_an_infra_error_not_the_builds_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: dict[str, Any] | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: dict[str, Any] | None, said: str
 ) -> None:
     from harness import build_warm
     from harness.build import run_build
@@ -569,7 +575,7 @@ def test_losing_the_engine_mid_build_is_an_infra_error_not_the_builds_failure(
     else:
         engine.exec_state = state
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
-    with pytest.raises(InfraError, match="lost the engine while building"):
+    with pytest.raises(InfraError, match=said):
         run_build(session, _spec(tmp_path), PLAN.control, "A")
     (container,) = engine.by_id.values()
     assert container.removed
@@ -600,6 +606,52 @@ def test_a_runner_killed_after_saying_reset_ok_fails_and_its_container_is_not_re
     spec = _spec(tmp_path)
     output = run_build(session, spec, PLAN.control, "A")
     assert not output.ok and "status 137" in output.failure()
+    assert session.ready(warm_key(spec, PLAN.control)) == 0
+    (container,) = engine.by_id.values()
+    assert container.removed
+
+
+def test_a_container_stopped_from_outside_mid_build_is_an_infra_error_not_a_culprit(
+    tmp_path: Path,
+) -> None:
+    """`docker kill` of a pooled container: its runner's exec ends with 137, which must not
+    read as the subject's build failing (the culprit search would blame a variation)."""
+    from harness.build import run_build
+    from harness.errors import InfraError
+
+    engine = FakeEngine()
+    engine.api = EmptyStreamApi(engine, b"")
+    engine.exec_state = {"Running": False, "ExitCode": 137}
+    create = engine.create
+
+    def stopped_at_once(image: str, **options: Any) -> Any:
+        container = create(image, **options)
+        container.stopped = True
+        return container
+
+    engine.create = stopped_at_once  # type: ignore[method-assign]
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(InfraError, match=r"stopped from outside while building .*status 137"):
+        run_build(session, _spec(tmp_path), PLAN.control, "A")
+    (container,) = engine.by_id.values()
+    assert container.removed
+
+
+@pytest.mark.parametrize(("code", "ok"), [(92, True), (91, False)])
+def test_a_build_that_could_not_be_reset_counts_but_its_container_is_not_reused(
+    tmp_path: Path, code: int, ok: bool
+) -> None:
+    """92: built, but the container could not be emptied (a reset-ok line the build forged
+    doesn't change that)."""
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    engine.exec_state = {"Running": False, "ExitCode": code}
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    output = run_build(session, spec, PLAN.control, "A")
+    assert output.setup_error is None if ok else output.setup_error is not None
     assert session.ready(warm_key(spec, PLAN.control)) == 0
     (container,) = engine.by_id.values()
     assert container.removed
