@@ -70,7 +70,13 @@ import docker.types
 import docker.utils.socket
 import requests
 
-from harness._internal.build_runner import IDLE, NOT_REUSABLE, RUNNER, RUNNER_IDENTITY
+from harness._internal.build_runner import (
+    IDLE,
+    NOT_REUSABLE,
+    RUNNER,
+    RUNNER_IDENTITY,
+    SEND_FAILED,
+)
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
@@ -406,9 +412,12 @@ def run_warm_build(
             if failed and output.setup_error is None:
                 # the runner was killed (e.g. out of memory) after the build's exit code was
                 # written: whatever came is not all of the output
-                output = dataclasses.replace(
-                    output, setup_error=f"the runner exited with status {ran.exit_code}"
+                why = (
+                    "the runner could not send its output"
+                    if ran.exit_code == SEND_FAILED
+                    else f"the runner exited with status {ran.exit_code}"
                 )
+                output = dataclasses.replace(output, setup_error=why)
             # Exit 0 comes only after a complete reset (NOT_REUSABLE: built, but not emptied);
             # the last line alone could be the build's: it may write on the runner's stderr
             reusable = ran.reset and ran.exit_code == 0 and not ran.timed_out

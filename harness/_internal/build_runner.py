@@ -11,6 +11,8 @@ which the lab builder images' /etc/passwd and /etc/group link to (see `harness.b
 NOT_REUSABLE = 92
 """A warm runner's exit status when the build finished but the container could not be emptied
 for another (a warm runner exits 0 only after a complete reset)."""
+SEND_FAILED = 93
+"""A warm runner's exit status when its output could not be sent on its stdout (fd 3)."""
 ABANDONED = 95
 """The runner's exit status when its watchdog stopped the build (the driver's lease expired)."""
 
@@ -49,6 +51,31 @@ fail() { printf '%s\n' "$*" > "$M/setup-error"; send_out; exit 91; }
 no_ipc_left() {
     for table in /proc/sysvipc/msg /proc/sysvipc/sem /proc/sysvipc/shm; do
         [ ! -e "$table" ] || [ "$(wc -l < "$table")" -le 1 ] || return 1
+    done
+}
+# A shared memory segment goes only once its last process is gone, and `kill -KILL -1` doesn't
+# wait for them: a few tries, so an innocent build's container stays reusable.
+ipc_gone() {
+    for _ in 1 2 3 4 5; do
+        command -v ipcrm >/dev/null 2>&1 && ipcrm -a 2>/dev/null
+        no_ipc_left && return 0
+        sleep 0.01
+    done
+    return 1
+}
+# The roots the build user owns could be left setgid, sticky or with a (default) ACL: the next
+# build's new files would get other groups or modes (a false difference). Mounted 0755, no ACL.
+# $1: how many of the folders after it to put back (00755, not 755: GNU chmod keeps a folder's
+# setgid bit unless told otherwise); an ACL no setfacl removes keeps the container from reuse.
+roots_as_mounted() {
+    n=$1
+    shift
+    while [ "$n" -gt 0 ]; do
+        command -v setfacl >/dev/null 2>&1 && setfacl -b -k "$1" 2>/dev/null
+        chmod 00755 "$1" && [ "$(stat -c %a "$1")" = 755 ] || return 1
+        case "$(ls -ld "$1")" in ??????????+*) return 1 ;; esac
+        shift
+        n=$((n - 1))
     done
 }
 AS_ROOT=0
@@ -154,23 +181,30 @@ cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
 # Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
 find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
-if [ "$RESET" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ]; then
+if [ "$RESET" = 1 ]; then
     # The output goes to the driver on stdout, in the exec's own stream (/out is a tmpfs of
     # the container: nothing is read back after the build).
-    send_out
+    send_out || exit 93
+    [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ] || exit 92
     # A warm container builds again: end what the build left running and empty every folder
-    # it could write, so the next build starts from nothing. Only `reset-ok`, the last line on
-    # stderr (the driver reads it as the exec ends), lets it reuse the container.
+    # it could write, so the next build starts from nothing. Exit 0 (and `reset-ok`, the last
+    # line on stderr) only after all of it: else 92, built but not reusable. A leftover
+    # process may write `reset-ok` on our stderr too; it can't change the exec's exit status.
     # Besides folders: POSIX message queues (/dev/mqueue) and SysV IPC objects outlive
     # processes; /cihub too (the runner's inputs, or what a leftover process wrote there).
     kill -KILL -1 2>/dev/null
-    command -v ipcrm >/dev/null 2>&1 && ipcrm -a 2>/dev/null
-    set -- /build "$HOME_ROOT" /tmp /var/tmp /dev/shm /out /cihub
-    [ -d /dev/mqueue ] && set -- "$@" /dev/mqueue
+    set -- /build "$HOME_ROOT" /out /cihub
     [ -n "$PASSWD" ] && set -- "$@" /cihub-etc
+    OWN=$#  # the build user's roots come first
+    set -- "$@" /tmp /var/tmp /dev/shm
+    [ -d /dev/mqueue ] && set -- "$@" /dev/mqueue
     chmod -R u+rwX "$@" 2>/dev/null
-    find "$@" -mindepth 1 -delete 2>/dev/null && no_ipc_left && write_identity \
-        && echo reset-ok >&2
+    if find "$@" -mindepth 1 -delete 2>/dev/null && roots_as_mounted "$OWN" "$@" && ipc_gone \
+            && write_identity; then
+        echo reset-ok >&2
+        exit 0
+    fi
+    exit 92
 fi
 exit 0
 """

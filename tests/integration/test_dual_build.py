@@ -702,3 +702,30 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert seen[0] == seen[1], seen
     assert "left" not in seen[1] and "abandoned" not in seen[1]
+
+
+def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The build user owns the roots of /build, HOME's tmpfs, /out and /cihub: a build that
+    leaves them setgid or sticky (or with a default ACL, where the image has setfacl) must not
+    change the modes the next build's folders get in the same container (a false difference)."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = (
+        'mkdir -p out && H="${HOME%/*}" && '
+        'stat -c "%a %n" /build "$H" /out /cihub > out/seen && mkdir /build/probe && '
+        "stat -c %a /build/probe >> out/seen && ls -ld /build | cut -c1-11 >> out/seen && "
+        'chmod 2777 /build /out && chmod 3777 "$H" /cihub && '
+        "{ ! command -v setfacl >/dev/null || setfacl -d -m o::rwx /build; }"
+    )
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"m{i}") for i in range(3)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2], seen
+    assert seen[0].splitlines()[4] == "755" and "+" not in seen[0].splitlines()[5], seen[0]
