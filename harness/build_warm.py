@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import select
 import tarfile
 import tempfile
@@ -81,6 +82,8 @@ from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
 from harness.variations import BuildEnv
+
+_logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from harness.build import BuildOutput, BuildSpec
@@ -213,6 +216,45 @@ def idle_user(env: BuildEnv) -> str:
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
     name = session.next_name("warm")
     options = warm_options(session, spec, env, name)
+    try:
+        container = _create_started(session, spec, env, options)
+    except docker.errors.APIError as exc:
+        if not options["init"] or "init" not in _explained(exc):
+            session.check_cancelled()
+            raise InfraError(
+                f"container {name}: could not start a warm builder ({_explained(exc)})"
+            ) from exc
+        # An engine without an init binary (docker-init): the idle process as pid 1 still
+        # runs as another user than the builds (no lease held open), but reaps nothing.
+        _logger.warning(
+            "container %s: the engine has no init (%s); its builds' orphans stay zombies "
+            "until the container goes",
+            name,
+            _explained(exc),
+        )
+        options["init"] = False
+        try:
+            container = _create_started(session, spec, env, options)
+        except docker.errors.APIError as again:
+            session.check_cancelled()
+            raise InfraError(
+                f"container {name}: could not start a warm builder ({_explained(again)})"
+            ) from again
+    session.set_fitted(container, _CPUS, env.cpuset or "")
+    if env.cpuset is None:
+        session.offer_cpus_witness(container)
+    return container, name
+
+
+def _create_started(
+    session: BuildSession, spec: BuildSpec, env: BuildEnv, options: dict[str, Any]
+) -> Any:
+    """A started warm container (removed again when any step fails).
+
+    Raises:
+        docker.errors.APIError: the engine refused to create or start it.
+        InfraError: any other failure of the engine.
+    """
     api = session.client.api
     container = None
     try:
@@ -227,16 +269,28 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
         if not spec.image.identity_linked:
             _put_identity(container, env)
         session.set_fitted(container, _HOME, env.home)
-    except (docker.errors.APIError, requests.RequestException, OSError, InfraError) as exc:
-        if container is not None:
-            session.unregister(container)
-            remove_container(container)
+        return container
+    except docker.errors.APIError:
+        _drop(session, container)
+        raise
+    except (requests.RequestException, OSError, InfraError) as exc:
+        _drop(session, container)
         session.check_cancelled()
-        raise InfraError(f"container {name}: could not start a warm builder") from exc
-    session.set_fitted(container, _CPUS, env.cpuset or "")
-    if env.cpuset is None:
-        session.offer_cpus_witness(container)
-    return container, name
+        raise InfraError(f"container {options['name']}: could not start a warm builder") from exc
+
+
+def _drop(session: BuildSession, container: Any) -> None:
+    if container is not None:
+        session.unregister(container)
+        remove_container(container)
+
+
+def _explained(exc: docker.errors.APIError) -> str:
+    """The engine's own words, on one line."""
+    said = exc.explanation
+    if isinstance(said, bytes):
+        said = said.decode(errors="replace")
+    return " ".join(str(said or exc).split())
 
 
 def _put_identity(container: Any, env: BuildEnv) -> None:

@@ -702,3 +702,64 @@ def test_an_image_gone_from_the_engine_does_not_read_as_a_blind_engine(tmp_path:
         check_host_paths(session, _spec(tmp_path), PLAN.experiment(["disorderfs"]))
     assert "see them" not in str(caught.value)
     assert not session.host_paths_seen
+
+
+def _refusing_start(engine: FakeEngine, said: str, when: Any) -> list[bool]:
+    """`engine`'s containers refuse to start, with the engine's `said`, when `when(options)`;
+    returns the `init` option of every container created."""
+    import docker.errors
+    import requests
+
+    inits: list[bool] = []
+    create = engine.create
+
+    def create_refusing(image: str, **options: Any) -> Any:
+        container = create(image, **options)
+        inits.append(options["init"])
+
+        def start() -> None:
+            if when(options):
+                response = requests.Response()
+                response.status_code = 500
+                raise docker.errors.APIError("500 Server Error", response, explanation=said)
+
+        container.start = start
+        return container
+
+    engine.create = create_refusing  # type: ignore[method-assign]
+    return inits
+
+
+def test_an_engine_without_an_init_binary_still_runs_warm_builds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    said = 'failed to create task: exec: "docker-init": executable file not found in $PATH'
+    inits = _refusing_start(engine, said, lambda options: options["init"])
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="harness.build_warm"):
+        output = run_build(session, _spec(tmp_path), PLAN.control, "A")
+    assert output.ok, output.failure()
+    assert inits == [True, False]
+    first, second = engine.by_id.values()
+    assert first.removed and not second.removed
+    assert "no init" in caplog.text and "zombies" in caplog.text
+
+
+def test_a_warm_builder_the_engine_refuses_says_why_on_one_line(tmp_path: Path) -> None:
+    from harness.build import run_build
+    from harness.errors import InfraError
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    inits = _refusing_start(engine, "no space left\non device", lambda _options: True)
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(
+        InfraError, match=r"could not start a warm builder \(no space left on device\)$"
+    ):
+        run_build(session, _spec(tmp_path), PLAN.control, "A")
+    assert inits == [True]  # not an init problem: no second try
+    assert all(c.removed for c in engine.by_id.values())
