@@ -729,3 +729,30 @@ def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2], seen
     assert seen[0].splitlines()[4] == "755" and "+" not in seen[0].splitlines()[5], seen[0]
+
+
+def test_a_default_acl_no_setfacl_can_remove_keeps_the_container_from_reuse(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The lab images have no setfacl but python3 can set a default ACL on /build (a tmpfs the
+    build user owns): that build still counts, and the next runs in a fresh container where
+    /build has no ACL."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    acl = "02000000" + "0100070000000000" + "0400050000000000" + "2000070000000000"
+    build = (
+        "mkdir -p out && ls -ld /build | cut -c1-11 > out/seen && "
+        "python3 -c 'import os, sys; "
+        f'os.setxattr("/build", "system.posix_acl_default", bytes.fromhex("{acl}"))\' '
+        "&& ls -ld /build | cut -c1-11 > out/acl"
+    )
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"acl{i}") for i in range(2)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    first, second = (o.out_dir / "out" for o in outputs if o.out_dir)
+    assert (first / "acl").read_text().strip().endswith("+")  # the build did set it
+    assert "+" not in (second / "seen").read_text()
+    assert len({o.container.split(":")[0] for o in outputs}) == 2  # not reused
