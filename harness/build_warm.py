@@ -101,6 +101,8 @@ _CPUS_WAIT_S = 5.0
 """How long the driver waits for a fresh idle process to say which CPUs it has."""
 _EXIT_WAIT_S = 2.0
 """How long the engine may take to record an exec's exit after its stream ended."""
+_STOP_WAIT_S = 1.0
+"""How long a runner that failed waits for the engine to say its container stopped."""
 _IDLE_ID = 65534
 
 
@@ -459,9 +461,10 @@ def run_warm_build(
                     session.check_cancelled()
                     raise
             failed = not ran.timed_out and ran.exit_code not in (0, NOT_REUSABLE)
-            if failed:
+            if failed or (not ran.timed_out and output.setup_error is not None):
                 # killed from outside (docker kill/stop, the engine restarting) is no verdict on
-                # the subject, whatever came (a false culprit in the search else)
+                # the subject, whatever came and whatever exit status the engine then gives
+                # the exec (a false culprit in the search else)
                 _check_running(session, container, name, ran.exit_code)
             if failed and output.setup_error is None:
                 # the runner was killed (e.g. out of memory) after the build's exit code was
@@ -658,20 +661,33 @@ def _exec_exit_code(session: BuildSession, exec_id: str, name: str) -> int:
 
 
 def _check_running(session: BuildSession, container: Any, name: str, code: int | None) -> None:
-    """Raises InfraError when `container` no longer runs: its build was cut from outside."""
-    try:
-        state = session.client.api.inspect_container(container.id).get("State") or {}
-    except docker.errors.NotFound:
-        state = {}
-    except (docker.errors.APIError, requests.RequestException) as exc:
+    """Raises InfraError when `container` no longer runs: its build was cut from outside.
+
+    The engine records a killed container's exit a moment after its processes (the runner's
+    exec, whose stream ended) are gone: a container that still runs is asked again for up to
+    `_STOP_WAIT_S` (a wait only builds whose runner failed pay).
+    """
+    deadline = time.monotonic() + _STOP_WAIT_S
+    while True:
+        try:
+            state = session.client.api.inspect_container(container.id).get("State") or {}
+        except docker.errors.NotFound:
+            state = {}
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            session.check_cancelled()
+            raise InfraError(f"container {name}: lost the engine while building") from exc
+        if not state.get("Running"):
+            break
+        if time.monotonic() > deadline:
+            return
         session.check_cancelled()
-        raise InfraError(f"container {name}: lost the engine while building") from exc
-    if not state.get("Running"):
-        session.check_cancelled()
-        raise InfraError(
-            f"container {name}: stopped from outside while building (the runner exited with "
-            f"status {code})"
-        )
+        time.sleep(0.02)
+    _logger.debug("container %s: exec exit status %s, container state %s", name, code, state)
+    session.check_cancelled()
+    raise InfraError(
+        f"container {name}: stopped from outside while building (the runner exited with "
+        f"status {code})"
+    )
 
 
 def _send_quietly(stream: _Stream, subject: IO[bytes]) -> None:

@@ -756,3 +756,44 @@ def test_a_default_acl_no_setfacl_can_remove_keeps_the_container_from_reuse(
     assert (first / "acl").read_text().strip().endswith("+")  # the build did set it
     assert "+" not in (second / "seen").read_text()
     assert len({o.container.split(":")[0] for o in outputs}) == 2  # not reused
+
+
+def test_a_warm_container_killed_from_outside_mid_build_is_an_infra_error(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """`docker kill` of the container a build runs in ends its runner with 137: that is the
+    infrastructure's failure, never the subject's (else a false culprit)."""
+    import os
+    import threading
+
+    from harness.build import BuildSpec, run_build
+    from harness.errors import InfraError
+    from harness.variations import VariationSpec, plan_variations
+
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec(
+            (SUBJECTS / "tarball").resolve(),
+            "touch /tmp/building && sleep 60",
+            image,
+            ("out",),
+        )
+        killed: list[str] = []
+
+        def kill_when_building() -> None:
+            for _ in range(600):
+                for found in _builds_of(client, os.getpid(), running=True):
+                    probe = client.api.exec_create(found["Id"], ["test", "-e", "/tmp/building"])
+                    client.api.exec_start(probe["Id"])
+                    if client.api.exec_inspect(probe["Id"])["ExitCode"] == 0:
+                        client.api.kill(found["Id"])
+                        killed.append(found["Id"])
+                        return
+                threading.Event().wait(0.1)
+
+        killer = threading.Thread(target=kill_when_building, daemon=True)
+        killer.start()
+        with pytest.raises(InfraError, match="stopped from outside while building"):
+            run_build(session, spec, plan.control, "k0")
+        killer.join(timeout=5)
+    assert killed

@@ -20,6 +20,14 @@ PER_CONTAINER = {"user_group", "domain_host"}
 """What an exec can't change (HOME and the cpuset are set per build)."""
 
 
+@pytest.fixture(autouse=True)
+def _short_stop_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fake container that still runs needs no second for the engine to notice it stopped
+    from harness import build_warm
+
+    monkeypatch.setattr(build_warm, "_STOP_WAIT_S", 0.05)
+
+
 def _spec(tmp_path: Path) -> BuildSpec:
     image = ImageInfo("img", "sha256:" + "0" * 64, {}, CAPS, "img")
     subject = tmp_path / "subject"
