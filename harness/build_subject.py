@@ -92,27 +92,25 @@ def _open_top(subject: Path) -> int:
 def _listing(subject: Path, top: int) -> _Listing:
     listing = _Listing()
     listing.stats[b"."] = os.fstat(top)
-    # an explicit stack: a deep subject must not hit the recursion limit
-    pending: list[tuple[bytes, int]] = [(b".", os.dup(top))]
-    try:
-        while pending:
-            folder, fd = pending.pop()
-            try:
-                for name in _names(subject, folder, fd):
-                    path = folder + b"/" + name
-                    try:
-                        listed = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except OSError as exc:
-                        raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
-                    listing.stats[path] = listed
-                    if stat.S_ISDIR(listed.st_mode):
-                        pending.append((path, _open_folder(subject, fd, name, path, listed)))
-            finally:
-                os.close(fd)
-    finally:
-        for _, fd in pending:
-            os.close(fd)
+    _list_folder(subject, listing, b".", top)
     return listing
+
+
+def _list_folder(subject: Path, listing: _Listing, folder: bytes, fd: int) -> None:
+    # depth first, one descriptor per level: a folder of many folders opens one at a time
+    for name in _names(subject, folder, fd):
+        path = folder + b"/" + name
+        try:
+            listed = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError as exc:
+            raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
+        listing.stats[path] = listed
+        if stat.S_ISDIR(listed.st_mode):
+            child = _open_folder(subject, fd, name, path, listed)
+            try:
+                _list_folder(subject, listing, path, child)
+            finally:
+                os.close(child)
 
 
 def _names(subject: Path, folder: bytes, fd: int) -> list[bytes]:

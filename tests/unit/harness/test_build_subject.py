@@ -139,20 +139,28 @@ def test_a_parent_folder_swapped_after_the_listing_ships_nothing_of_the_host(
 
 
 def test_deep_subjects_and_many_folders_keep_few_descriptors_open(tmp_path: Path) -> None:
+    import resource
+
     top = tmp_path / "subject"
-    deep = top.joinpath(*["d"] * 300)
+    deep = top.joinpath(*["d"] * 50)
     deep.mkdir(parents=True)
     (deep / "f").write_text("deep")
     for i in range(300):
         (top / f"w{i}").mkdir()
         (top / f"w{i}" / "f").write_text(str(i))
     before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     sink = io.BytesIO()
-    write_subject_archive(top, sink, reverse=True)
+    # fewer descriptors than the subject has folders side by side (one per level is enough)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, (before or 64) + 100), hard))
+    try:
+        write_subject_archive(top, sink, reverse=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     sink.seek(0)
     with tarfile.open(fileobj=sink) as tar:
         names = tar.getnames()
-    assert len(names) == 300 + 1 + 600 and names == sorted(names, reverse=True)
+    assert len(names) == 50 + 1 + 600 and names == sorted(names, reverse=True)
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) == before
 
