@@ -221,27 +221,12 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
     try:
         container = _create_started(session, spec, env, options)
     except docker.errors.APIError as exc:
-        if not options["init"] or "init" not in _explained(exc):
-            session.check_cancelled()
-            raise InfraError(
-                f"container {name}: could not start a warm builder ({_explained(exc)})"
-            ) from exc
-        # An engine without an init binary (docker-init): the idle process as pid 1 still
-        # runs as another user than the builds (no lease held open), but reaps nothing.
-        _logger.warning(
-            "container %s: the engine has no init (%s); its builds' orphans stay zombies "
-            "until the container goes",
-            name,
-            _explained(exc),
-        )
-        options["init"] = False
-        try:
-            container = _create_started(session, spec, env, options)
-        except docker.errors.APIError as again:
-            session.check_cancelled()
-            raise InfraError(
-                f"container {name}: could not start a warm builder ({_explained(again)})"
-            ) from again
+        # No retry without docker-init: a container whose pid 1 reaps nothing would fill its
+        # pids limit with zombies over reuse; the engine's own words say what to fix.
+        session.check_cancelled()
+        raise InfraError(
+            f"container {name}: could not start a warm builder ({_explained(exc)})"
+        ) from exc
     session.set_fitted(container, _CPUS, env.cpuset or "")
     if env.cpuset is None:
         session.offer_cpus_witness(container)

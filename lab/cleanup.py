@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -144,14 +146,44 @@ def list_labs(client: docker.DockerClient) -> list[LabSummary]:
     return found
 
 
+_REMOVAL_WAIT_S = 30.0
+"""How long to wait for a container another process is removing (its stop can take a while)."""
+
+
+def remove_container_once(client: docker.DockerClient, container: Any) -> None:
+    """Remove `container` with its anonymous volumes. Gone already is fine; one that another
+    process (another session's reap, a second `lab up`) is removing is waited for, so what
+    depends on it (its network, its volumes) can go next.
+
+    Raises:
+        docker.errors.APIError: the engine refused otherwise, or the other removal never ended.
+    """
+    try:
+        container.remove(force=True, v=True)
+        return
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "in progress" not in str(exc.explanation or exc):
+            raise
+        refused = exc
+    deadline = time.monotonic() + _REMOVAL_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            client.api.inspect_container(container.id)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.1)
+    raise refused
+
+
 def remove_lab(client: docker.DockerClient, lab_id: str) -> None:
     """Remove every container, network and volume labelled with `lab_id`, and the lab's state
     folder (its keys and trust config). Missing is fine."""
     selector = _lab_selector(lab_id)
     # Removed in this order because a network or volume in use by a container can't go first.
     for container in client.containers.list(all=True, filters=selector, sparse=True):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
+        remove_container_once(client, container)
     for network in client.networks.list(filters=selector):
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()

@@ -80,7 +80,7 @@ roots_as_mounted() {
 }
 AS_ROOT=0
 [ "$(id -u)" = 0 ] && AS_ROOT=1
-for tool in find sort tar touch cp xargs env stat date; do
+for tool in find sort tar touch cp xargs env stat date ls; do
     command -v "$tool" >/dev/null 2>&1 || fail "the image has no $tool"
 done
 [ "$AS_ROOT" = 0 ] || command -v setpriv >/dev/null 2>&1 || fail "the image has no setpriv"
@@ -183,7 +183,10 @@ cd /
 find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
 if [ "$RESET" = 1 ]; then
     # The output goes to the driver on stdout, in the exec's own stream (/out is a tmpfs of
-    # the container: nothing is read back after the build).
+    # the container: nothing is read back after the build). What the build left running is
+    # ended first: a leftover writing to its inherited stdout (meta/build.log) would make tar
+    # say "file changed as we read it", failing a good build.
+    kill -KILL -1 2>/dev/null
     send_out || exit 93
     [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ] || exit 92
     # A warm container builds again: end what the build left running and empty every folder

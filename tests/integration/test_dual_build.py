@@ -704,6 +704,24 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
     assert "left" not in seen[1] and "abandoned" not in seen[1]
 
 
+def test_a_process_the_build_leaves_writing_its_log_fails_no_build(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A daemon the build leaves running keeps writing to its inherited stdout (the build log in
+    the output folder): it is ended before the output is sent, so tar never reads a log that
+    changes under it ("file changed as we read it" failed good builds)."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = "mkdir -p out && echo built > out/x && (while :; do echo chatter; done) &"
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"d{i}") for i in range(4)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1  # reset, reused
+
+
 def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:

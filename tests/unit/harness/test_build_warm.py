@@ -738,23 +738,21 @@ def _refusing_start(engine: FakeEngine, said: str, when: Any) -> list[bool]:
     return inits
 
 
-def test_an_engine_without_an_init_binary_still_runs_warm_builds(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_engine_without_an_init_binary_is_named_not_worked_around(tmp_path: Path) -> None:
+    """No retry without docker-init: a pid 1 that reaps nothing would fill a reused container's
+    pids limit with zombies. The one-line error carries the engine's words."""
     from harness.build import run_build
+    from harness.errors import InfraError
 
     engine = FakeEngine()
     engine.api = StreamingApi(engine, b"reset-ok\n")
     said = 'failed to create task: exec: "docker-init": executable file not found in $PATH'
     inits = _refusing_start(engine, said, lambda options: options["init"])
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
-    with caplog.at_level("WARNING", logger="harness.build_warm"):
-        output = run_build(session, _spec(tmp_path), PLAN.control, "A")
-    assert output.ok, output.failure()
-    assert inits == [True, False]
-    first, second = engine.by_id.values()
-    assert first.removed and not second.removed
-    assert "no init" in caplog.text and "zombies" in caplog.text
+    with pytest.raises(InfraError, match=r'could not start a warm builder .*"docker-init"'):
+        run_build(session, _spec(tmp_path), PLAN.control, "A")
+    assert inits == [True]
+    assert all(c.removed for c in engine.by_id.values())
 
 
 def test_a_warm_builder_the_engine_refuses_says_why_on_one_line(tmp_path: Path) -> None:

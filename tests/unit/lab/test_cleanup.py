@@ -7,10 +7,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import docker.errors
+import pytest
+import requests
+
 from lab import labels
-from lab.cleanup import LabSummary, list_labs
+from lab.cleanup import LabSummary, list_labs, remove_container_once
 from lab.containers.base import Hardening
 from lab.containers.faultproxy import FaultProxyContainer
 from lab.containers.registry import RegistryContainer
@@ -107,3 +112,52 @@ def test_every_lab_service_is_hardened() -> None:
         assert posture["pids_limit"] > 0 and posture["mem_limit"]
         assert not posture["user"].startswith("0:")
     assert Hardening(writable=("/etc/x",)).docker_kwargs()["mounts"][0]["Target"] == "/etc/x"
+
+
+def _refusal(status: int, said: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError(f"{status} Client Error", response, explanation=said)
+
+
+class _Removing:
+    """A container whose removal the engine refuses with `refusal`."""
+
+    id = "c0ffee"
+
+    def __init__(self, refusal: docker.errors.APIError) -> None:
+        self.refusal = refusal
+
+    def remove(self, **_: object) -> None:
+        raise self.refusal
+
+
+class _InspectingApi:
+    """The container is there for `polls` inspections, then gone."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+        self.asked = 0
+
+    def inspect_container(self, _container: str) -> dict[str, Any]:
+        self.asked += 1
+        if self.asked > self.polls:
+            raise docker.errors.NotFound("No such container: c0ffee")
+        return {"Id": "c0ffee"}
+
+
+def test_a_container_another_process_is_removing_is_waited_for() -> None:
+    """Two sessions cleaning one stale lab at once: the second waits for the first's removal
+    (before, the 409 was a traceback out of `lab up`, seen in CI)."""
+    engine = SimpleNamespace(api=_InspectingApi(polls=2))
+    in_progress = _refusal(409, "removal of container c0ffee is already in progress")
+    remove_container_once(engine, _Removing(in_progress))  # type: ignore[arg-type]
+    assert engine.api.asked == 3
+
+
+def test_another_refusal_to_remove_a_container_is_not_swallowed() -> None:
+    engine = SimpleNamespace(api=_InspectingApi(polls=0))
+    paused = _refusal(409, "cannot remove a paused container")
+    with pytest.raises(docker.errors.APIError, match="paused"):
+        remove_container_once(engine, _Removing(paused))  # type: ignore[arg-type]
+    assert engine.api.asked == 0
