@@ -68,15 +68,19 @@ ipc_gone() {
 # $1: how many of the folders after it to put back (00755, not 755: GNU chmod keeps a folder's
 # setgid bit unless told otherwise); an ACL no setfacl removes keeps the container from reuse.
 roots_as_mounted() {
-    n=$1
+    keep=$1 n=$1
     shift
-    while [ "$n" -gt 0 ]; do
-        command -v setfacl >/dev/null 2>&1 && setfacl -b -k "$1" 2>/dev/null
-        chmod 00755 "$1" && [ "$(stat -c %a "$1")" = 755 ] || return 1
-        case "$(ls -ld "$1")" in ??????????+*) return 1 ;; esac
-        shift
+    # keep the first n arguments alone (the loop runs over the list as it was; a few processes
+    # for all roots rather than a few per root, as every warm build pays this)
+    for root do
+        [ "$n" -gt 0 ] && set -- "$@" "$root"
         n=$((n - 1))
     done
+    shift $(( $# - keep ))
+    command -v setfacl >/dev/null 2>&1 && setfacl -b -k "$@" 2>/dev/null
+    chmod 00755 "$@" || return 1
+    [ -z "$(stat -c %a "$@" | grep -vx 755)" ] || return 1
+    ! ls -ld "$@" | cut -c11 | grep -q '+'
 }
 AS_ROOT=0
 [ "$(id -u)" = 0 ] && AS_ROOT=1
