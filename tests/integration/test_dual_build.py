@@ -357,11 +357,12 @@ def test_a_c_subject_builds_with_the_default_image(
 
 # -- hardened containers, cancellation, builds that die with their driver ------------------------
 
-_DRIVER = """
-import sys, tempfile
+_DRIVER_SESSION = """
+import sys, tempfile, time
 from pathlib import Path
 from harness.build import BuildSession, BuildSpec, DualBuildRequest, dual_build
 from harness.build import session_builder_image
+from harness.build_warm import prewarm, warm_key
 from harness.determinism import prepare_image
 from harness.variations import VariationSpec, plan_variations
 from lab._internal.docker import docker_client
@@ -372,12 +373,20 @@ with tempfile.TemporaryDirectory() as tmp:
     session = BuildSession(client, Path(tmp))
     image = session_builder_image(session, tag)
     plan = plan_variations(VariationSpec(), image.capabilities)
+"""
+"""A driver process's prologue: a build session on builder-python (the drivers these tests kill
+go on from there, indented under its `with`)."""
+
+_DRIVER = (
+    _DRIVER_SESSION
+    + """\
     spec = BuildSpec(Path(sys.argv[1]), "sleep 600; echo x > o", image, ("o",), timeout_s=900)
     try:
         dual_build(DualBuildRequest(spec, plan.control, plan.experiment()), session)
     finally:
         session.close()
 """
+)
 
 
 def _builds_of(client: docker.DockerClient, pid: int, *, running: bool) -> list[Any]:
@@ -473,21 +482,9 @@ def test_builds_die_with_a_killed_driver_and_are_reaped(
     assert _builds_of(client, driver.pid, running=False) == []
 
 
-_IDLE_DRIVER = """
-import sys, tempfile, time
-from pathlib import Path
-from harness.build import BuildSession, BuildSpec, session_builder_image
-from harness.build_warm import prewarm, warm_key
-from harness.determinism import prepare_image
-from harness.variations import VariationSpec, plan_variations
-from lab._internal.docker import docker_client
-
-client = docker_client()
-tag = prepare_image(client, "builder-python", "offline", None)
-with tempfile.TemporaryDirectory() as tmp:
-    session = BuildSession(client, Path(tmp))
-    image = session_builder_image(session, tag)
-    plan = plan_variations(VariationSpec(), image.capabilities)
+_IDLE_DRIVER = (
+    _DRIVER_SESSION
+    + """\
     spec = BuildSpec(Path(sys.argv[1]), "true", image, ("o",))
     prewarm(session, spec, [plan.control, plan.control], workers=2)
     key = warm_key(spec, plan.control)
@@ -497,6 +494,7 @@ with tempfile.TemporaryDirectory() as tmp:
     print("idle", flush=True)
     time.sleep(600)
 """
+)
 
 
 def test_idle_prewarmed_containers_die_with_a_killed_driver(client: docker.DockerClient) -> None:
@@ -566,14 +564,28 @@ def _builder_session(
         yield session, session_builder_image(session, tag)
 
 
+def _warm_builds(
+    client: docker.DockerClient, work: Path, build: str, count: int, prefix: str
+) -> list[Any]:
+    """`count` builds of `build` (artifacts: `out`) on the tarball subject in one session: each
+    must succeed, all in the same warm container (reset between them, so reused)."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    with _builder_session(client, work) as (session, image):
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"{prefix}{i}") for i in range(count)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    return outputs
+
+
 def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
     """A hostile build leaves files in every writable folder (one read-only), and a process
     that keeps writing: the next build in the same warm container sees none of it."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = (
         'mkdir -p out && ls -A "$HOME" /tmp /var/tmp /dev/shm /build > out/seen && '
         'echo x > "$HOME/left" && echo x > /tmp/left && echo x > /var/tmp/left && '
@@ -581,13 +593,7 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
         "mkdir /tmp/ro && touch /tmp/ro/f && chmod 555 /tmp/ro && "
         "{ nohup sh -c 'while :; do echo x >> /tmp/leak; sleep 0.1; done' >/dev/null 2>&1 & }"
     )
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"w{i}") for i in range(3)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    containers = {o.container.split(":")[0] for o in outputs}
-    assert len(containers) == 1, containers  # the same warm container ran all three
+    outputs = _warm_builds(client, tmp_path / "work", build, 3, "w")
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
     assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
@@ -651,9 +657,6 @@ def test_a_build_can_neither_hold_the_lease_nor_signal_the_idle_process_and_orph
     """A hostile build tries every process it does not own: opening its stdin (the lease held
     open after the driver died) or signalling it must be refused; the processes it orphans
     (killed by the reset) must not stay as zombies in the next build."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = (
         "mkdir -p out && for p in /proc/[0-9]*; do "
         '[ "$p" = /proc/1 ] || grep -q cihub-warm "$p/cmdline" 2>/dev/null || continue; '
@@ -663,12 +666,7 @@ def test_a_build_can_neither_hold_the_lease_nor_signal_the_idle_process_and_orph
         "grep -l 'cihub-war[m]' /proc/[0-9]*/cmdline > out/checked; "
         "{ sh -c 'sleep 600 & sleep 600' >/dev/null 2>&1 & }"
     )
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"h{i}") for i in range(2)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 1
+    outputs = _warm_builds(client, tmp_path / "work", build, 2, "h")
     for output in outputs:
         assert output.out_dir is not None
         out = output.out_dir / "out"
@@ -683,9 +681,6 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
     """State that outlives a build's processes besides its folders: a POSIX message queue, SysV
     IPC objects, a file in /cihub, its own /etc/passwd and /etc/group (the runner writes them,
     as the build user). The next build in the same warm container sees none."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = (
         "mkdir -p out && { ls -A /dev/mqueue /cihub; tail -n +2 /proc/sysvipc/msg "
         "/proc/sysvipc/shm /proc/sysvipc/sem; cat /etc/passwd /etc/group; } > out/seen 2>&1; "
@@ -693,12 +688,7 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
         "ipcmk -S 1 >/dev/null && touch /cihub/abandoned /cihub/left && "
         "{ echo left:x:0:0::/:/bin/sh >> /etc/passwd; echo left:x:0:builder >> /etc/group; }"
     )
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"q{i}") for i in range(2)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    outputs = _warm_builds(client, tmp_path / "work", build, 2, "q")
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert seen[0] == seen[1], seen
     assert "left" not in seen[1] and "abandoned" not in seen[1]
@@ -710,16 +700,8 @@ def test_a_process_the_build_leaves_writing_its_log_fails_no_build(
     """A daemon the build leaves running keeps writing to its inherited stdout (the build log in
     the output folder): it is ended before the output is sent, so tar never reads a log that
     changes under it ("file changed as we read it" failed good builds)."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = "mkdir -p out && echo built > out/x && (while :; do echo chatter; done) &"
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"d{i}") for i in range(4)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 1  # reset, reused
+    _warm_builds(client, tmp_path / "work", build, 4, "d")
 
 
 def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
@@ -728,9 +710,6 @@ def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
     """The build user owns the roots of /build, HOME's tmpfs, /out and /cihub: a build that
     leaves them setgid or sticky (or with a default ACL, where the image has setfacl) must not
     change the modes the next build's folders get in the same container (a false difference)."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = (
         'mkdir -p out && H="${HOME%/*}" && '
         'stat -c "%a %n" /build "$H" /out /cihub > out/seen && mkdir /build/probe && '
@@ -738,12 +717,7 @@ def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
         'chmod 2777 /build /out && chmod 3777 "$H" /cihub && '
         "{ ! command -v setfacl >/dev/null || setfacl -d -m o::rwx /build; }"
     )
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"m{i}") for i in range(3)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    outputs = _warm_builds(client, tmp_path / "work", build, 3, "m")
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2], seen
     assert seen[0].splitlines()[4] == "755" and "+" not in seen[0].splitlines()[5], seen[0]
