@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -86,6 +86,39 @@ class BuildSession:
     """Every CPU of the engine as a cpuset, once known (`harness.build_warm.engine_cpus`)."""
     host_paths_seen: bool = False
     """The engine sees this machine's folders (`harness.build.check_host_paths`)."""
+    _subjects: dict[tuple[str, bool], Path] = field(default_factory=dict)
+    _subject_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
+
+    def subject_archive(
+        self, subject: Path, reverse: bool, write: Callable[[Path, IO[bytes], bool], None]
+    ) -> Path:
+        """The archive `write` makes of `subject` in `reverse` order, made once per session:
+        every build of a drill gets the same snapshot of the subject (and reads it once per
+        file order, not once per build). Kept in the scratch folder.
+
+        Raises:
+            whatever `write` raises (nothing is kept then).
+        """
+        key = (str(subject), reverse)
+        with self._lock:
+            lock = self._subject_locks.setdefault(key, threading.Lock())
+        with lock:
+            made = self._subjects.get(key)
+            if made is not None:
+                return made
+            folder = self.workdir / ".subjects"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{'reverse' if reverse else 'forward'}-{len(self._subject_locks)}.tar"
+            partial = path.with_name(path.name + ".partial")
+            try:
+                with partial.open("wb") as sink:
+                    write(subject, sink, reverse)
+                partial.replace(path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+            self._subjects[key] = path
+            return path
 
     def next_name(self, label: str) -> str:
         with self._lock:

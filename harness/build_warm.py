@@ -62,7 +62,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 import docker
@@ -104,6 +104,10 @@ _EXIT_WAIT_S = 2.0
 _STOP_WAIT_S = 1.0
 """How long a runner that failed waits for the engine to say its container stopped."""
 _IDLE_ID = 65534
+
+
+def _archive(subject: Path, sink: IO[bytes], reverse: bool) -> None:
+    write_subject_archive(subject, sink, reverse=reverse)
 
 
 def can_run_warm(env: BuildEnv) -> bool:
@@ -386,10 +390,9 @@ def run_warm_build(
     session.check_cancelled()
     session.start_heartbeat()
     key = warm_key(spec, env)
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as subject:
-        # read before any container is taken: an unreadable subject is the user's error
-        write_subject_archive(spec.subject, subject, reverse=env.file_order == "reverse")
-        subject.seek(0)
+    # read before any container is taken: an unreadable subject is the user's error
+    archived = session.subject_archive(spec.subject, env.file_order == "reverse", _archive)
+    with archived.open("rb") as subject:
         container, base, pooled = _take_fitted(session, spec, env, key)
         reusable = False
         number = session.next_name(label)[len(session.lab_id) + 1 :].split("-", 1)[0]

@@ -769,3 +769,29 @@ def test_a_warm_builder_the_engine_refuses_says_why_on_one_line(tmp_path: Path) 
         run_build(session, _spec(tmp_path), PLAN.control, "A")
     assert inits == [True]  # not an init problem: no second try
     assert all(c.removed for c in engine.by_id.values())
+
+
+def test_a_session_reads_the_subject_once_per_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every build of a drill gets the same snapshot of the subject: it is archived once per
+    file order, not once per build (a culprit search runs a dozen builds)."""
+    import harness.build_warm as build_warm
+    from harness.build import run_build
+
+    archived: list[bool] = []
+    real = build_warm.write_subject_archive
+
+    def counted(subject: Path, sink: Any, *, reverse: bool) -> None:
+        archived.append(reverse)
+        real(subject, sink, reverse=reverse)
+
+    monkeypatch.setattr(build_warm, "write_subject_archive", counted)
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    envs = [PLAN.control, PLAN.experiment(["fileordering"]), PLAN.control, PLAN.control]
+    for i, env in enumerate(envs):
+        assert run_build(session, spec, env, f"s{i}").ok
+    assert sorted(archived) == [False, True]
