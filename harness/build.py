@@ -399,14 +399,16 @@ def build_exec_environment(
     session: BuildSession, spec: BuildSpec, env: BuildEnv, out: str | None = None
 ) -> dict[str, str]:
     """The build runner's inputs; `out`: a warm build's own output folder. A warm build reads
-    the subject on its stdin and resets the container after collecting, and has no watchdog:
-    its container dies with the driver (see `harness.build_warm`)."""
+    the subject on its stdin and resets the container after collecting (unless the session
+    says no build follows), and has no watchdog: its container dies with the driver (see
+    `harness.build_warm`)."""
     config = _config_text(spec, env)
     if out is None:
         config += f"LEASE_S={session.lease_s if session.lease_s > 0 else ''}\nSUBJECT=\n"
     else:
         config += (
             f"LEASE_S=\nSUBJECT=stdin\nOUT={shlex.quote(out)}\nRESET=1\n"
+            f"REUSE={1 if session.reuse else 0}\n"
             f"HOME_ROOT={shlex.quote(home_root(env))}\n"
         )
     environment = {

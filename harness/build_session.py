@@ -68,6 +68,10 @@ class BuildSession:
     lease_s: int = LEASE_S
     warm: bool = True
     """Reuse builder containers between builds (`harness.build_warm`); False: one per build."""
+    reuse: bool = True
+    """A warm container may run another build after the one under way, so each warm build
+    ends by emptying it. False when no build follows (a drill with no culprit search): the
+    runner skips that reset and the container goes once its build is collected."""
     _counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _finished: list[BuildOutput] = field(default_factory=list)
@@ -207,11 +211,16 @@ class BuildSession:
         with self._lock:
             idle = [container for pool in self._idle.values() for container in pool]
             self._idle.clear()
-        for container in idle:
+        self.discard(idle)
+
+    def discard(self, containers: Sequence[Any]) -> None:
+        """Remove containers no build will use again in the background (their builds are
+        collected: nobody waits for the removal); `close()` waits for it."""
+        for container in containers:
             self.unregister(container)
-        if idle:
+        if containers:
             thread = threading.Thread(
-                target=_remove_all, args=(idle,), name="cihub-release", daemon=True
+                target=_remove_all, args=(containers,), name="cihub-release", daemon=True
             )
             thread.start()
             with self._lock:
@@ -225,14 +234,21 @@ class BuildSession:
         return self.workdir / ".lease"
 
     def start_heartbeat(self) -> None:
-        """Before the first build: reap what dead drivers left, then touch the lease file now
-        and every `HEARTBEAT_S` seconds until `close()` (no lease when `lease_s` is 0)."""
+        """Before the first build: reap what dead drivers left (in the background: their
+        containers are no concern of this drill's, which starts its own meanwhile; `close()`
+        waits for it), then touch the lease file now and every `HEARTBEAT_S` seconds until
+        `close()` (no lease when `lease_s` is 0)."""
         with self._lock:
             if self._started:
                 return
             self._started = True
             if os.environ.get("CIHUB_REAP_STALE_BUILDS", "1") != "0":
-                reap_stale_builds(self.client)  # what drivers killed before us left behind
+                # what drivers killed before us left behind
+                reaping = threading.Thread(
+                    target=reap_stale_builds, args=(self.client,), name="cihub-reap", daemon=True
+                )
+                reaping.start()
+                self._releasing.append(reaping)
             if self.lease_s <= 0:
                 return
             self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -472,8 +472,7 @@ def run_warm_build(
             if reusable:
                 session.give_back(key, container)
             else:
-                session.unregister(container)
-                remove_container(container)
+                session.discard([container])
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ from harness.build import (
 )
 from harness.build_warm import prewarm
 from harness.builder_image import session_builder_image
-from harness.compare import CompareRequest, CompareResult, compare_outputs
+from harness.compare import CompareRequest, CompareResult, compare_outputs, preload_diffoscope
+from harness.compare.preload import PreloadedDiffoscope
 from harness.culprit import (
     CulpritReport,
     CulpritSearch,
@@ -591,6 +592,7 @@ def run_determinism(
     client = client or docker_client()
     workdir = Path(tempfile.mkdtemp(prefix="cihub-determinism-"))
     session = BuildSession(client, workdir, warm=opts.warm)
+    preloaded: PreloadedDiffoscope | None = None
     if on_session is not None:
         on_session(session)
     try:
@@ -606,8 +608,13 @@ def run_determinism(
                 timeout_s=scenario.timeout_s,
                 limits=scenario.limits,
             )
+            # only a culprit search builds after A and B: without one, their containers go
+            # as they are (no reset to wait for)
+            session.reuse = scenario.culprits and bool(plan.applied)
             if session.warm:  # A's and B's containers start while the rest is prepared
                 prewarm(session, spec, [plan.control, plan.experiment()], workers=1)
+            # diffoscope's imports run beside the builds (it runs only if they differ)
+            preloaded = preload_diffoscope(workdir)
             sde, origin, sde_dirty = source_date_epoch(subject, scenario.source_date_epoch)
             spec = dataclasses.replace(spec, source_date_epoch=sde)
             step.detail = f"{image.ref}; {len(plan.applied)} variation(s) applied"
@@ -684,6 +691,7 @@ def run_determinism(
                 max_report_bytes=scenario.max_report_bytes,
                 max_diff_block_lines_saved=scenario.max_diff_block_lines_saved,
                 stop=threading.Event(),
+                preloaded=preloaded,
             ),
             bundle,
         )
@@ -739,6 +747,8 @@ def run_determinism(
         return result
     finally:
         session.close()
+        if preloaded is not None:
+            preloaded.close()  # before its folder goes
         if opts.keep_workdir:
             _logger.info("scratch folder kept: %s", workdir)
         else:

@@ -10,7 +10,7 @@ RUNNER_IDENTITY = "/cihub-etc"
 which the lab builder images' /etc/passwd and /etc/group link to (see `harness.build_warm`)."""
 NOT_REUSABLE = 92
 """A warm runner's exit status when the build finished but the container could not be emptied
-for another (a warm runner exits 0 only after a complete reset)."""
+for another, or was not to be (`REUSE=0`); a warm runner exits 0 only after a complete reset."""
 SEND_FAILED = 93
 """A warm runner's exit status when its output could not be sent on its stdout (fd 3)."""
 ABANDONED = 95
@@ -192,7 +192,8 @@ if [ "$RESET" = 1 ]; then
     # say "file changed as we read it", failing a good build.
     kill -KILL -1 2>/dev/null
     send_out || exit 93
-    [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ] || exit 92
+    # no build follows in this container (REUSE=0): it goes as it is
+    [ "$REUSE" = 1 ] && [ -n "$HOME_ROOT" ] && [ "$HOME_ROOT" != / ] || exit 92
     # A warm container builds again: end what the build left running and empty every folder
     # it could write, so the next build starts from nothing. Exit 0 (and `reset-ok`, the last
     # line on stderr) only after all of it: else 92, built but not reusable. A leftover

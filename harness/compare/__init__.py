@@ -3,6 +3,7 @@
 - `tree.py`: tree digests (sha256 over normalized entries, order-independent) and the
   entry-level differences between two trees.
 - `diffoscope.py`: diffoscope, bounded in time and report size; a crash or timeout is a result.
+- `preload.py`: diffoscope started ahead (its imports done while the builds run).
 - `outputs.py`: `compare_outputs`, the step: digests first, diffoscope only on a mismatch.
 """
 
@@ -13,6 +14,7 @@ from harness.compare.diffoscope import (
     DiffoscopeResult,
     diffoscope_version,
     html_report_version,
+    preload_diffoscope,
     run_diffoscope,
 )
 from harness.compare.outputs import CompareRequest, CompareResult, compare_outputs
@@ -39,5 +41,6 @@ __all__ = [
     "digest_tree",
     "extract_and_digest",
     "html_report_version",
+    "preload_diffoscope",
     "run_diffoscope",
 ]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from harness.compare.preload import PreloadedDiffoscope
 from harness.evidence.audit import AuditLog
 
 _logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class DiffoscopeRequest:
         max_diff_block_lines_saved: diffoscope's bound on the lines kept per diff block.
         executable: the diffoscope program (default: found on PATH).
         stop: when set, diffoscope is killed at once and the result says it was stopped.
+        preloaded: a diffoscope started ahead for this run (`harness.compare.preload`); used
+            when it was started with this program, folder and environment.
     """
 
     a: Path
@@ -69,6 +72,7 @@ class DiffoscopeRequest:
     max_diff_block_lines_saved: int = 200
     executable: str | None = None
     stop: threading.Event | None = None
+    preloaded: PreloadedDiffoscope | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,20 @@ def html_report_version(path: Path) -> str | None:
     return found[-1].decode("ascii") if found else None
 
 
+def diffoscope_environment() -> dict[str, str]:
+    """The environment every diffoscope run gets (a preload must be started with it)."""
+    return {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def preload_diffoscope(cwd: Path, executable: str | None = None) -> PreloadedDiffoscope | None:
+    """diffoscope started ahead in `cwd`, for a `DiffoscopeRequest` run there (None when it is
+    not installed or can't be preloaded). The caller `close()`s it when no run took it."""
+    program = executable or shutil.which("diffoscope")
+    if program is None:
+        return None
+    return PreloadedDiffoscope.start(program, cwd, diffoscope_environment())
+
+
 def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) -> DiffoscopeResult:
     """Compare `request.a` and `request.b` with diffoscope, within its limits.
 
@@ -168,10 +186,15 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         str(request.a),
         str(request.b),
     ]
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = diffoscope_environment()
     started = time.monotonic()
     timed_out = stopped = False
-    with subprocess.Popen(
+    preloaded = request.preloaded
+    taken = preloaded.take(argv, request.cwd, env, request.stop) if preloaded else None
+    if taken is None and request.stop is not None and request.stop.is_set():
+        detail = "diffoscope stopped: the drill was interrupted"  # before it started
+        return DiffoscopeResult("error", None, 0.0, detail, None, False, tuple(argv))
+    with taken or subprocess.Popen(
         argv,
         cwd=request.cwd,
         env=env,
@@ -192,7 +215,10 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
     duration = time.monotonic() - started
     code = proc.returncode
     # The HTML report's footer names the version that ran; ask the program only without one
-    version = html_report_version(request.html_report) or diffoscope_version(program)
+    # (and not when the run was stopped: the caller is leaving)
+    version = html_report_version(request.html_report)
+    if version is None and not stopped:
+        version = diffoscope_version(program)
     if audit is not None:
         note = f"killed after {request.timeout_s:g} s (wall-clock limit)" if timed_out else None
         note = "stopped: the drill was interrupted" if stopped else note

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.compare.diffoscope import DiffoscopeRequest, DiffoscopeResult, run_diffoscope
+from harness.compare.preload import PreloadedDiffoscope
 from harness.compare.tree import EntryDifference, TreeDigest, diff_trees, digest_tree
 from harness.evidence.audit import AuditLog
 
@@ -29,6 +30,8 @@ class CompareRequest:
         max_report_bytes: cap of each diffoscope report.
         max_diff_block_lines_saved: diffoscope's bound on lines kept per diff block.
         stop: set it to kill a running diffoscope at once (see `run_diffoscope`).
+        preloaded: diffoscope started ahead in `workdir` (`preload_diffoscope`); the caller
+            closes it (a run that did not need it leaves it alone).
     """
 
     a: Path
@@ -42,6 +45,7 @@ class CompareRequest:
     max_diff_block_lines_saved: int = 200
     diffoscope_executable: str | None = None
     stop: threading.Event | None = None
+    preloaded: PreloadedDiffoscope | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def compare_outputs(request: CompareRequest, audit: AuditLog | None = None) -> C
             max_diff_block_lines_saved=request.max_diff_block_lines_saved,
             executable=request.diffoscope_executable,
             stop=request.stop,
+            preloaded=request.preloaded,
         ),
         audit,
     )

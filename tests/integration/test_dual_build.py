@@ -53,12 +53,28 @@ def cihub(monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Any:
     return main
 
 
+def _preloads_left() -> list[int]:
+    """The diffoscope preloads (`harness.compare.preload`) this process started that run."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == str(os.getpid()) and b"cihub-diffoscope-ready" in command:
+            left.append(int(entry.name))
+    return left
+
+
 @pytest.fixture(autouse=True)
 def no_containers_left(client: docker.DockerClient) -> Iterator[None]:
-    """Every build and probe container this process started is gone when a test ends."""
+    """Every build and probe container this process started is gone when a test ends, and so
+    is every diffoscope it started ahead (used or not)."""
     yield
-    import os
-
+    assert _preloads_left() == []
     mine = {"label": [f"{labels.MANAGED}=true", f"{labels.OWNER_PID}={os.getpid()}"]}
     left = [
         c.name
@@ -597,6 +613,28 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
     seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
     assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
+    assert len({o.digest.digest for o in outputs if o.digest}) == 1
+
+
+def test_a_session_no_build_follows_in_skips_the_reset_and_reuses_no_container(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """`reuse=False` (a drill with no culprit search): a build's container goes as the build
+    left it, without the reset, so the next build gets a container of its own and sees
+    nothing of the last one; the output still comes back whole."""
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    build = 'mkdir -p out && ls -A /tmp "$HOME" > out/seen && echo x > /tmp/left'
+    with _builder_session(client, tmp_path / "work") as (session, image):
+        session.reuse = False
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
+        outputs = [run_build(session, spec, plan.control, f"n{i}") for i in range(2)]
+    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
+    assert len({o.container.split(":")[0] for o in outputs}) == 2
+    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    assert seen[0] == seen[1] and "left" not in seen[1]
     assert len({o.digest.digest for o in outputs if o.digest}) == 1
 
 

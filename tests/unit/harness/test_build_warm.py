@@ -102,7 +102,7 @@ def test_a_warm_build_writes_to_its_own_folder_and_resets_the_container(
     warm = build_exec_environment(session, _spec(tmp_path), PLAN.control, "/out/007-A")
     assert "OUT=" not in cold["CIHUB_CONFIG"] and "RESET" not in cold["CIHUB_CONFIG"]
     assert warm["CIHUB_CONFIG"].endswith(
-        "LEASE_S=\nSUBJECT=stdin\nOUT=/out/007-A\nRESET=1\nHOME_ROOT=/home\n"
+        "LEASE_S=\nSUBJECT=stdin\nOUT=/out/007-A\nRESET=1\nREUSE=1\nHOME_ROOT=/home\n"
     )
     assert "SUBJECT=\n" in cold["CIHUB_CONFIG"]  # a one-off build copies /src
     assert "M=$OUT/meta" in RUNNER and "reset-ok" in RUNNER
