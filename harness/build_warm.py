@@ -11,6 +11,16 @@ stdout, then ends the processes the build left and empties every folder it could
 only a container whose runner exited 0 after saying its reset succeeded goes back to the
 session's pool.
 
+The runner runs as the build user, so the build (or what it leaves running) could ptrace it or
+write its /proc/<pid>/mem, and make it skip the reset and exit 0. The lab builder images ship
+an execute-only copy of the shell (`RUNNER_SHELL`) the runner is exec'd from: the kernel makes
+a process that execs a file it can't read non-dumpable, and a non-dumpable process can be
+neither traced nor have its memory opened by processes without CAP_SYS_PTRACE (what it starts,
+the build, execs readable files and is dumpable again). No extra engine call: the runner itself
+checks it (a subshell opens its /proc/<pid>/mem) and says so on its first stderr line, before
+any process of the build exists; a container is reused only when that line says it could not
+be traced (any other image, or a kernel with fs.suid_dumpable=1: every build gets a fresh one).
+
 No folder of the driver's machine is mounted, so the engine may be on another host
 (`DOCKER_HOST=ssh://...`): everything goes over the engine's API.
 
@@ -77,6 +87,7 @@ from harness._internal.build_runner import (
     RUNNER,
     RUNNER_IDENTITY,
     SEND_FAILED,
+    UNTRACEABLE,
 )
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
@@ -94,6 +105,7 @@ _WAKE_S = 0.25
 """How often a driver waiting on a build's stream checks for cancellation and the timeout."""
 _STDOUT, _STDERR = 1, 2
 _STDERR_KEPT = 4096
+_FIRST_LINE_KEPT = 64
 _SPOOL_BYTES = 32 * 1024 * 1024
 _CPUS, _HOME = "cpuset", "home"
 """What `_fit` sets per build (`BuildSession.fitted`); a cpuset of "" is none (every CPU)."""
@@ -464,8 +476,9 @@ def run_warm_build(
                 )
                 output = dataclasses.replace(output, setup_error=why)
             # Exit 0 comes only after a complete reset (NOT_REUSABLE: built, but not emptied);
-            # the last line alone could be the build's: it may write on the runner's stderr
-            reusable = ran.reset and ran.exit_code == 0 and not ran.timed_out
+            # the last line alone could be the build's: it may write on the runner's stderr.
+            # Neither holds if the build could trace the runner (see the module docs).
+            reusable = ran.untraceable and ran.reset and ran.exit_code == 0 and not ran.timed_out
             session.add_finished(output)
             return output
         finally:
@@ -485,6 +498,8 @@ class _Ran:
     """The runner's last stderr line said it emptied the container (see the module docs)."""
     exit_code: int | None = None
     """The runner's exit status (None: timed out)."""
+    untraceable: bool = False
+    """The runner's first stderr line said the build could not trace it."""
 
 
 class _NotRunning(Exception):
@@ -493,12 +508,19 @@ class _NotRunning(Exception):
 
 class _Frames:
     """The exec's multiplexed stream (8-byte headers: stream, 0, 0, 0, size), split as it comes:
-    stdout into `stdout`, the tail of stderr kept."""
+    stdout into `stdout`, the start (`first_line`) and the tail of stderr kept."""
 
     def __init__(self, stdout: IO[bytes]) -> None:
         self._stdout = stdout
         self._pending = bytearray()
+        self._head = bytearray()
         self.stderr = bytearray()
+
+    @property
+    def first_line(self) -> bytes | None:
+        """The first line on stderr (None: none came whole, or a longer one than any runner's)."""
+        line, newline, _ = self._head.partition(b"\n")
+        return bytes(line) if newline else None
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -513,6 +535,7 @@ class _Frames:
             if kind == _STDOUT:
                 self._stdout.write(payload)
             elif kind == _STDERR:
+                self._head += payload[: _FIRST_LINE_KEPT - len(self._head)]
                 self.stderr = (self.stderr + payload)[-_STDERR_KEPT:]
             offset = end
         del self._pending[:offset]
@@ -565,7 +588,7 @@ def _exec_runner(
     try:
         exec_id = api.exec_create(
             container.id,
-            ["/bin/sh", "-c", RUNNER, "cihub-runner"],
+            [spec.image.runner_shell or "/bin/sh", "-c", RUNNER, "cihub-runner"],
             user=user,
             environment=environment,
             workdir="/",
@@ -616,7 +639,15 @@ def _exec_runner(
     session.check_cancelled()
     exit_code = _exec_exit_code(session, exec_id, name)
     last = frames.stderr.rstrip().rsplit(b"\n", 1)[-1]
-    return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode(), exit_code=exit_code)
+    untraceable = frames.first_line == UNTRACEABLE.encode()
+    if not untraceable:
+        _logger.debug("container %s: not reused, its runner could be traced", name)
+    return _Ran(
+        timed_out=False,
+        reset=last.strip() == RESET_OK.encode(),
+        exit_code=exit_code,
+        untraceable=untraceable,
+    )
 
 
 def _exec_exit_code(session: BuildSession, exec_id: str, name: str) -> int:
