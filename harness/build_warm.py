@@ -53,7 +53,8 @@ written by the runner (or before the exec, see the identity files); the cpuset (
 with one `docker update` when it differs from the container's. A container started for a
 build without a cpuset has none (every CPU the engine gives it, whatever their numbers); its
 idle process says which CPUs those are, and that list is what a narrowed container is widened
-back to. disorderfs builds (root, FUSE) always get a container of their own
+back to, and whose first CPU num_cpus pins (`first_engine_cpu`; not CPU 0, which an engine
+confined to CPUs 2-3 refuses). disorderfs builds (root, FUSE) always get a container of their own
 (`harness.build.run_build`), with bind mounts.
 """
 
@@ -92,7 +93,7 @@ from harness._internal.build_runner import (
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
-from harness.variations import BuildEnv
+from harness.variations import FIRST_CPU, BuildEnv
 
 _logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def idle_user(env: BuildEnv) -> str:
 
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
+    if env.cpuset == FIRST_CPU:
+        env = dataclasses.replace(env, cpuset=first_engine_cpu(session, spec, env))
     name = session.next_name("warm")
     options = warm_options(session, spec, env, name)
     try:
@@ -311,6 +314,37 @@ def _put_identity(container: Any, env: BuildEnv) -> None:
         raise InfraError(f"container {container.name}: could not write its /etc/passwd")
 
 
+def first_engine_cpu(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> str:
+    """The first CPU the engine offers, which the num_cpus variation pins (`FIRST_CPU`): from
+    `engine_cpus`; when no container has said them yet, a warm one for `env` on every CPU is
+    started to say them (once per session), then left idle in the session's pool.
+
+    Raises:
+        InfraError: the engine failed, or its containers don't say which CPUs they have.
+    """
+    cpus = engine_cpus(session)
+    if cpus is None:
+        unpinned = dataclasses.replace(env, cpuset=None, disorderfs=False)
+        container, _ = _start_warm(session, spec, unpinned)
+        cpus = engine_cpus(session)
+        if session.warm:
+            session.give_back(warm_key(spec, unpinned), container)
+        else:  # one container per build: this one is no build's
+            _drop(session, container)
+    first = first_cpu(cpus or "")
+    if first is None:
+        raise InfraError(
+            f"num_cpus: cannot pin the engine's first CPU, its containers' cpuset is {cpus!r}"
+        )
+    return first
+
+
+def first_cpu(cpus: str) -> str | None:
+    """The first CPU of a cpuset list (`2-3,6` → `2`); None when it names none."""
+    head = cpus.strip().split(",", 1)[0].split("-", 1)[0].strip()
+    return head if head.isdigit() else None
+
+
 def engine_cpus(session: BuildSession) -> str | None:
     """Every CPU a build may use on this engine, as a cpuset (`0-3`, or `2-3` on an engine
     confined to those): what the idle process of a container started without a cpuset said it
@@ -347,6 +381,8 @@ def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, 
         _Unfit: it must be widened to every CPU, and which CPUs those are is not known.
     """
     wanted = env.cpuset or ""
+    if wanted == FIRST_CPU:
+        wanted = first_engine_cpu(session, spec, env)
     if session.fitted(container, _CPUS) != wanted:
         cpus = wanted or engine_cpus(session)
         if not cpus:

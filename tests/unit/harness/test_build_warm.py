@@ -470,24 +470,62 @@ def test_every_cpu_is_the_engines_own_cpuset_not_0_to_n(tmp_path: Path) -> None:
     for i, env in enumerate([PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.control]):
         assert run_build(session, spec, env, f"c{i}").ok
     (container,) = engine.by_id.values()
-    assert engine.updates == [(container.id, "0"), (container.id, "2-3")]
+    # num_cpus pins the first CPU it offers: 0 is not one of them
+    assert engine.updates == [(container.id, "2"), (container.id, "2-3")]
 
 
-def test_a_container_started_narrowed_is_replaced_when_every_cpu_is_unknown(
-    tmp_path: Path,
-) -> None:
-    from harness.build import run_build
-
+def _confined_engine(said: bytes) -> FakeEngine:
     engine = FakeEngine()
     engine.api = StreamingApi(engine, b"reset-ok\n")
+    original = engine.create
+
+    def confined(image: str, **options: Any) -> Any:
+        container = original(image, **options)
+        container.log = said
+        return container
+
+    engine.create = confined  # type: ignore[method-assign]
+    return engine
+
+
+def test_a_first_build_on_one_cpu_learns_which_cpu_is_the_engines_first(tmp_path: Path) -> None:
+    """No container has said the engine's CPUs yet: one on every CPU says them (and stays idle
+    for the builds that want every CPU), then the num_cpus build's starts on the first."""
+    from harness.build import run_build
+
+    engine = _confined_engine(b"cpus=2-3\n")
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     assert run_build(session, spec, PLAN.experiment(["num_cpus"]), "n").ok
-    assert run_build(session, spec, PLAN.control, "c").ok
-    first, second = engine.by_id.values()
-    assert first.options["cpuset_cpus"] == "0" and first.removed
-    assert "cpuset_cpus" not in second.options and not second.removed
-    assert engine.updates == []
+    unpinned, pinned = engine.by_id.values()
+    assert "cpuset_cpus" not in unpinned.options and pinned.options["cpuset_cpus"] == "2"
+    assert not unpinned.removed and engine.updates == []
+    assert run_build(session, spec, PLAN.control, "a").ok  # in one of them, widened if need be
+    assert len(engine.by_id) == 2
+
+
+def test_an_engine_whose_cpus_are_not_known_fails_num_cpus_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build_warm
+    from harness.build import run_build
+    from harness.errors import InfraError
+
+    monkeypatch.setattr(build_warm, "_CPUS_WAIT_S", 0.05)
+    engine = _confined_engine(b"")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(InfraError, match=r"^num_cpus: cannot pin the engine's first CPU"):
+        run_build(session, _spec(tmp_path), PLAN.experiment(["num_cpus"]), "n")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "first"),
+    [("0-3", "0"), ("2-3", "2"), ("5,7-9", "5"), (" 12\n", "12"), ("", None), ("x", None)],
+)
+def test_the_first_cpu_of_a_cpuset_list(cpus: str, first: str | None) -> None:
+    from harness.build_warm import first_cpu
+
+    assert first_cpu(cpus) == first
 
 
 def test_the_subject_goes_over_the_api_in_the_order_asked_for(tmp_path: Path) -> None:
