@@ -71,14 +71,14 @@ from harness.build_session import BuildCancelled as BuildCancelled
 from harness.build_session import BuildSession as BuildSession
 from harness.build_session import reap_stale_builds as reap_stale_builds
 from harness.build_session import remove_container, run_parallel
-from harness.build_warm import can_run_warm, home_root, run_warm_build
+from harness.build_warm import can_run_warm, first_engine_cpu, home_root, run_warm_build
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
 from harness.builder_image import session_builder_image as session_builder_image
 from harness.compare.tree import TreeDigest, extract_and_digest
 from harness.errors import CihubError, ConfigError, InfraError
-from harness.variations import BuildEnv, build_environment
+from harness.variations import FIRST_CPU, BuildEnv, build_environment
 from lab import labels
 from lab.images import DEFAULT_SOURCE_DATE_EPOCH
 
@@ -453,7 +453,9 @@ def hardened_options(
         ),
         "name": name,
     }
-    if env.cpuset is not None:
+    if env.cpuset == FIRST_CPU:
+        options["cpuset_cpus"] = first_engine_cpu(session, spec, env)
+    elif env.cpuset is not None:
         options["cpuset_cpus"] = env.cpuset
     security: list[str] = list(HARDENED["security_opt"])
     if not env.aslr:

@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -92,25 +93,39 @@ def _open_top(subject: Path) -> int:
 def _listing(subject: Path, top: int) -> _Listing:
     listing = _Listing()
     listing.stats[b"."] = os.fstat(top)
-    _list_folder(subject, listing, b".", top)
-    return listing
-
-
-def _list_folder(subject: Path, listing: _Listing, folder: bytes, fd: int) -> None:
-    # depth first, one descriptor per level: a folder of many folders opens one at a time
-    for name in _names(subject, folder, fd):
-        path = folder + b"/" + name
-        try:
-            listed = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except OSError as exc:
-            raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
-        listing.stats[path] = listed
-        if stat.S_ISDIR(listed.st_mode):
-            child = _open_folder(subject, fd, name, path, listed)
+    # depth first, one descriptor per level: a folder of many folders opens one at a time. A
+    # stack of the open levels, not recursion: a subject may be nested deeper than Python's
+    # recursion limit.
+    levels: list[tuple[bytes, int, Iterator[bytes]]] = [
+        (b".", top, iter(_names(subject, b".", top)))
+    ]
+    try:
+        while levels:
+            folder, fd, names = levels[-1]
+            name = next(names, None)
+            if name is None:
+                levels.pop()
+                if levels:  # the top is the caller's
+                    os.close(fd)
+                continue
+            path = folder + b"/" + name
             try:
-                _list_folder(subject, listing, path, child)
-            finally:
-                os.close(child)
+                listed = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
+            listing.stats[path] = listed
+            if stat.S_ISDIR(listed.st_mode):
+                child = _open_folder(subject, fd, name, path, listed)
+                try:
+                    below = iter(_names(subject, path, child))
+                except BaseException:
+                    os.close(child)
+                    raise
+                levels.append((path, child, below))
+    finally:
+        for _, fd, _ in levels[1:]:
+            os.close(fd)
+    return listing
 
 
 def _names(subject: Path, folder: bytes, fd: int) -> list[bytes]:

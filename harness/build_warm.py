@@ -11,6 +11,16 @@ stdout, then ends the processes the build left and empties every folder it could
 only a container whose runner exited 0 after saying its reset succeeded goes back to the
 session's pool.
 
+The runner runs as the build user, so the build (or what it leaves running) could ptrace it or
+write its /proc/<pid>/mem, and make it skip the reset and exit 0. The lab builder images ship
+an execute-only copy of the shell (`RUNNER_SHELL`) the runner is exec'd from: the kernel makes
+a process that execs a file it can't read non-dumpable, and a non-dumpable process can be
+neither traced nor have its memory opened by processes without CAP_SYS_PTRACE (what it starts,
+the build, execs readable files and is dumpable again). No extra engine call: the runner itself
+checks it (a subshell opens its /proc/<pid>/mem) and says so on its first stderr line, before
+any process of the build exists; a container is reused only when that line says it could not
+be traced (any other image, or a kernel with fs.suid_dumpable=1: every build gets a fresh one).
+
 No folder of the driver's machine is mounted, so the engine may be on another host
 (`DOCKER_HOST=ssh://...`): everything goes over the engine's API.
 
@@ -43,7 +53,8 @@ written by the runner (or before the exec, see the identity files); the cpuset (
 with one `docker update` when it differs from the container's. A container started for a
 build without a cpuset has none (every CPU the engine gives it, whatever their numbers); its
 idle process says which CPUs those are, and that list is what a narrowed container is widened
-back to. disorderfs builds (root, FUSE) always get a container of their own
+back to, and whose first CPU num_cpus pins (`first_engine_cpu`; not CPU 0, which an engine
+confined to CPUs 2-3 refuses). disorderfs builds (root, FUSE) always get a container of their own
 (`harness.build.run_build`), with bind mounts.
 """
 
@@ -77,11 +88,12 @@ from harness._internal.build_runner import (
     RUNNER,
     RUNNER_IDENTITY,
     SEND_FAILED,
+    UNTRACEABLE,
 )
 from harness.build_session import BuildSession, close_stream, remove_container
 from harness.build_subject import write_subject_archive
 from harness.errors import InfraError
-from harness.variations import BuildEnv
+from harness.variations import FIRST_CPU, BuildEnv
 
 _logger = logging.getLogger(__name__)
 
@@ -94,6 +106,7 @@ _WAKE_S = 0.25
 """How often a driver waiting on a build's stream checks for cancellation and the timeout."""
 _STDOUT, _STDERR = 1, 2
 _STDERR_KEPT = 4096
+_FIRST_LINE_KEPT = 64
 _SPOOL_BYTES = 32 * 1024 * 1024
 _CPUS, _HOME = "cpuset", "home"
 """What `_fit` sets per build (`BuildSession.fitted`); a cpuset of "" is none (every CPU)."""
@@ -220,6 +233,8 @@ def idle_user(env: BuildEnv) -> str:
 
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
+    if env.cpuset == FIRST_CPU:
+        env = dataclasses.replace(env, cpuset=first_engine_cpu(session, spec, env))
     name = session.next_name("warm")
     options = warm_options(session, spec, env, name)
     try:
@@ -299,6 +314,37 @@ def _put_identity(container: Any, env: BuildEnv) -> None:
         raise InfraError(f"container {container.name}: could not write its /etc/passwd")
 
 
+def first_engine_cpu(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> str:
+    """The first CPU the engine offers, which the num_cpus variation pins (`FIRST_CPU`): from
+    `engine_cpus`; when no container has said them yet, a warm one for `env` on every CPU is
+    started to say them (once per session), then left idle in the session's pool.
+
+    Raises:
+        InfraError: the engine failed, or its containers don't say which CPUs they have.
+    """
+    cpus = engine_cpus(session)
+    if cpus is None:
+        unpinned = dataclasses.replace(env, cpuset=None, disorderfs=False)
+        container, _ = _start_warm(session, spec, unpinned)
+        cpus = engine_cpus(session)
+        if session.warm:
+            session.give_back(warm_key(spec, unpinned), container)
+        else:  # one container per build: this one is no build's
+            _drop(session, container)
+    first = first_cpu(cpus or "")
+    if first is None:
+        raise InfraError(
+            f"num_cpus: cannot pin the engine's first CPU, its containers' cpuset is {cpus!r}"
+        )
+    return first
+
+
+def first_cpu(cpus: str) -> str | None:
+    """The first CPU of a cpuset list (`2-3,6` → `2`); None when it names none."""
+    head = cpus.strip().split(",", 1)[0].split("-", 1)[0].strip()
+    return head if head.isdigit() else None
+
+
 def engine_cpus(session: BuildSession) -> str | None:
     """Every CPU a build may use on this engine, as a cpuset (`0-3`, or `2-3` on an engine
     confined to those): what the idle process of a container started without a cpuset said it
@@ -335,6 +381,8 @@ def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, 
         _Unfit: it must be widened to every CPU, and which CPUs those are is not known.
     """
     wanted = env.cpuset or ""
+    if wanted == FIRST_CPU:
+        wanted = first_engine_cpu(session, spec, env)
     if session.fitted(container, _CPUS) != wanted:
         cpus = wanted or engine_cpus(session)
         if not cpus:
@@ -464,8 +512,9 @@ def run_warm_build(
                 )
                 output = dataclasses.replace(output, setup_error=why)
             # Exit 0 comes only after a complete reset (NOT_REUSABLE: built, but not emptied);
-            # the last line alone could be the build's: it may write on the runner's stderr
-            reusable = ran.reset and ran.exit_code == 0 and not ran.timed_out
+            # the last line alone could be the build's: it may write on the runner's stderr.
+            # Neither holds if the build could trace the runner (see the module docs).
+            reusable = ran.untraceable and ran.reset and ran.exit_code == 0 and not ran.timed_out
             session.add_finished(output)
             return output
         finally:
@@ -484,6 +533,8 @@ class _Ran:
     """The runner's last stderr line said it emptied the container (see the module docs)."""
     exit_code: int | None = None
     """The runner's exit status (None: timed out)."""
+    untraceable: bool = False
+    """The runner's first stderr line said the build could not trace it."""
 
 
 class _NotRunning(Exception):
@@ -492,12 +543,19 @@ class _NotRunning(Exception):
 
 class _Frames:
     """The exec's multiplexed stream (8-byte headers: stream, 0, 0, 0, size), split as it comes:
-    stdout into `stdout`, the tail of stderr kept."""
+    stdout into `stdout`, the start (`first_line`) and the tail of stderr kept."""
 
     def __init__(self, stdout: IO[bytes]) -> None:
         self._stdout = stdout
         self._pending = bytearray()
+        self._head = bytearray()
         self.stderr = bytearray()
+
+    @property
+    def first_line(self) -> bytes | None:
+        """The first line on stderr (None: none came whole, or a longer one than any runner's)."""
+        line, newline, _ = self._head.partition(b"\n")
+        return bytes(line) if newline else None
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -512,6 +570,7 @@ class _Frames:
             if kind == _STDOUT:
                 self._stdout.write(payload)
             elif kind == _STDERR:
+                self._head += payload[: _FIRST_LINE_KEPT - len(self._head)]
                 self.stderr = (self.stderr + payload)[-_STDERR_KEPT:]
             offset = end
         del self._pending[:offset]
@@ -564,7 +623,7 @@ def _exec_runner(
     try:
         exec_id = api.exec_create(
             container.id,
-            ["/bin/sh", "-c", RUNNER, "cihub-runner"],
+            [spec.image.runner_shell or "/bin/sh", "-c", RUNNER, "cihub-runner"],
             user=user,
             environment=environment,
             workdir="/",
@@ -615,7 +674,15 @@ def _exec_runner(
     session.check_cancelled()
     exit_code = _exec_exit_code(session, exec_id, name)
     last = frames.stderr.rstrip().rsplit(b"\n", 1)[-1]
-    return _Ran(timed_out=False, reset=last.strip() == RESET_OK.encode(), exit_code=exit_code)
+    untraceable = frames.first_line == UNTRACEABLE.encode()
+    if not untraceable:
+        _logger.debug("container %s: not reused, its runner could be traced", name)
+    return _Ran(
+        timed_out=False,
+        reset=last.strip() == RESET_OK.encode(),
+        exit_code=exit_code,
+        untraceable=untraceable,
+    )
 
 
 def _exec_exit_code(session: BuildSession, exec_id: str, name: str) -> int:

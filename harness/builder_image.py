@@ -44,6 +44,10 @@ command -v setarch >/dev/null 2>&1 && echo "setarch=yes"
 echo "arch=$(uname -m)"
 [ "$(readlink /etc/passwd)" = /cihub-etc/passwd ] \
     && [ "$(readlink /etc/group)" = /cihub-etc/group ] && echo "identity=linked"
+# the runner's execute-only shell (RUNNER_SHELL): the probe's user is not root, so can't read it
+if [ -x /usr/lib/cihub/sh ] && [ ! -r /usr/lib/cihub/sh ]; then
+    echo "runner_shell=/usr/lib/cihub/sh"
+fi
 """
 
 HARDENED: dict[str, Any] = {
@@ -70,6 +74,9 @@ class ImageInfo:
     identity_linked: bool = False
     """Its /etc/passwd and /etc/group link to /cihub-etc, where a warm build's are written
     (the lab builder images; see `harness.build_warm`)."""
+    runner_shell: str | None = None
+    """Its execute-only shell a warm runner runs in, so the build can't trace it (the lab
+    builder images; see `harness.build_warm`). None: /bin/sh, and no warm container is reused."""
 
     def to_json(self) -> dict[str, Any]:
         caps = self.capabilities
@@ -143,7 +150,10 @@ def inspect_builder_image(
         fuse_device=os.path.exists("/dev/fuse"),
     )
     linked = values.get("identity") == ["linked"]
-    return ImageInfo(ref, str(image.id), env, caps, lab_image, identity_linked=linked)
+    shell = values.get("runner_shell", [None])[0]
+    return ImageInfo(
+        ref, str(image.id), env, caps, lab_image, identity_linked=linked, runner_shell=shell
+    )
 
 
 PROBE_CACHE = "determinism"

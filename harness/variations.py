@@ -13,7 +13,7 @@ the same value.
 | user_group | builder 1000:1000 | builder2 1234:1234 |
 | fileordering | source copied in name order | copied in reverse order (tmpfs lists the other way) |
 | home | /home/builder | /home/second-home |
-| num_cpus | every CPU | CPU 0 only (cpuset) |
+| num_cpus | every CPU | the engine's first CPU only (cpuset) |
 | time | real clock; source mtimes kept | clock 398 days ahead (libfaketime); source 30 days older |
 | umask | 0022 | 0002 |
 | locales | C.UTF-8 | fr_CH.UTF-8 (or another locale the image has) |
@@ -100,7 +100,8 @@ class BuildEnv:
         lang: LANG; language: LANGUAGE (None: unset).
         umask: the build shell's umask, octal text.
         extra_env: variables added to the build environment.
-        cpuset: CPUs the container may use (None: all).
+        cpuset: CPUs the container may use (None: all; `FIRST_CPU`: the first the engine
+            offers).
         file_order: the order the source is copied in, which decides the order a tmpfs lists
             the entries in.
         time_offset_days: B's clock moves this far ahead (libfaketime; 0: the real clock).
@@ -142,6 +143,11 @@ class BuildEnv:
         value["extra_env"] = dict(self.extra_env)
         return value
 
+
+FIRST_CPU = "first"
+"""The num_cpus variation's cpuset: the first CPU the engine offers, known only at run time
+(an engine's CPUs need not be numbered from 0, e.g. a dockerd confined to 2-3, and `docker info`
+gives only their number: see `harness.build_warm.first_engine_cpu`)."""
 
 CONTROL = BuildEnv()
 """Build A: the control environment (before opt-in variations adjust it)."""
@@ -379,7 +385,7 @@ def plan_variations(spec: VariationSpec, caps: Capabilities) -> VariationPlan:
         "user_group": {"user": "builder2", "group": "builders2", "uid": 1234, "gid": 1234},
         "fileordering": {"file_order": "reverse"},
         "home": {"home": "/home/second-home"},
-        "num_cpus": {"cpuset": "0"},
+        "num_cpus": {"cpuset": FIRST_CPU},
         "time": {"time_offset_days": TIME_OFFSET_DAYS, "source_age_days": SOURCE_AGE_DAYS},
         "umask": {"umask": "0002"},
         "timezone": {"tz": "GMT-14"},

@@ -15,6 +15,14 @@ SEND_FAILED = 93
 """A warm runner's exit status when its output could not be sent on its stdout (fd 3)."""
 ABANDONED = 95
 """The runner's exit status when its watchdog stopped the build (the driver's lease expired)."""
+RUNNER_SHELL = "/usr/lib/cihub/sh"
+"""The lab builder images' execute-only copy of /bin/sh (mode 0111, root's) a warm runner is
+exec'd from: the kernel makes a process that execs a file it can't read non-dumpable, so no
+process of the build (same uid, no CAP_SYS_PTRACE) can ptrace the runner or open its
+/proc/<pid>/mem to make it skip the reset and exit 0 (see `harness.build_warm`)."""
+UNTRACEABLE = "runner-untraceable"
+"""A warm runner's first stderr line when the build's processes can't trace it (else
+`runner-traceable`), said before any of them exists."""
 
 RUNNER = r"""
 # cihub build runner: sets up, builds and collects, as the build user (as root only for the
@@ -36,6 +44,17 @@ write_identity() {
 }
 write_identity || exit 90
 . /cihub/config
+# A warm runner says first, before any process of the build exists (so none can say it for
+# it), whether the build's processes could trace it or write its memory, as they would to make
+# it skip the reset and exit 0: not when it was exec'd from a file they can't read (then it is
+# not dumpable). Only a container whose runner could not be traced is reused.
+if [ "$RESET" = 1 ]; then
+    if ( : < "/proc/$$/mem" ) 2>/dev/null; then
+        echo runner-traceable >&2
+    else
+        echo runner-untraceable >&2
+    fi
+fi
 # A warm build streams its output archive on stdout (fd 3, see the end): nothing else may write
 # there, and nothing the build starts may hold it open (the driver reads it to its end).
 [ "$RESET" = 1 ] && exec 3>&1 >/dev/null

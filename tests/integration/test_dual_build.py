@@ -827,3 +827,102 @@ def test_a_warm_container_killed_from_outside_mid_build_is_an_infra_error(
             run_build(session, spec, plan.control, "k0")
         killer.join(timeout=5)
     assert killed
+
+
+# A hostile build's attack on its warm runner (x86-64): write the runner's `reset-ok` line on
+# its stderr (/proc/<runner>/fd/<n>), then PTRACE_ATTACH it where it waits for the build (in a
+# syscall) and make it run exit_group(0) instead: the reset is skipped, its exit 0 forged.
+# What it manages goes to out/attack.
+_FORGE_RESET = r"""
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+pid = os.getpid()
+while open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[-2] != b"cihub-runner":
+    pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+said = open("out/attack", "w", buffering=1)
+try:
+    open(f"/proc/{pid}/mem", "r+b").close()
+    said.write("mem opened\n")
+except OSError:
+    said.write("mem refused\n")
+try:  # the exec stderr: the first of the pipes the runner saved on high fds for the build
+    fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+    fd = [n for n in fds if os.readlink(f"/proc/{pid}/fd/{n}").startswith("pipe:")][0]
+    with open(f"/proc/{pid}/fd/{fd}", "wb") as pipe:
+        pipe.write(b"reset-ok\n")
+    said.write("stderr written\n")
+    time.sleep(0.5)  # sent on before the stream ends with the runner
+except OSError:
+    said.write("stderr refused\n")
+if libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
+    said.write("ptrace refused\n")
+else:
+    os.waitpid(pid, 0x40000000)  # __WALL
+    regs = (ctypes.c_ulong * 27)()
+    libc.ptrace(12, pid, None, ctypes.addressof(regs))  # PTRACE_GETREGS
+    regs[16] -= 2  # rip: back on the syscall instruction it waits in
+    regs[15] = 2**64 - 1  # orig_rax: no syscall to restart
+    regs[10], regs[14] = 231, 0  # rax, rdi: exit_group(0)
+    libc.ptrace(13, pid, None, ctypes.addressof(regs))  # PTRACE_SETREGS
+    libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+    said.write("ptrace forged\n")
+"""
+# It attacks in a clean container only: in the dirty one it would leave, it builds (so the
+# next build of a culprit search differs).
+_HOSTILE_TO_ITS_RUNNER = (
+    "mkdir -p out && ls -A /tmp > out/seen && { [ -e /tmp/left ] || { touch /tmp/left && "
+    f"python3 -c '{_FORGE_RESET}'; }}; }}"
+)
+
+
+def _forging_builds(client: docker.DockerClient, work: Path, untraceable: bool) -> list[Any]:
+    """Two builds of `_HOSTILE_TO_ITS_RUNNER` in one session, the runner in the image's
+    execute-only shell or (`untraceable` False) in /bin/sh."""
+    import dataclasses
+    import platform
+
+    from harness.build import BuildSpec, run_build
+    from harness.variations import VariationSpec, plan_variations
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the attack's registers are x86-64's")
+    with _builder_session(client, work) as (session, image):
+        assert image.runner_shell is not None
+        if not untraceable:
+            image = dataclasses.replace(image, runner_shell=None)
+        plan = plan_variations(VariationSpec(), image.capabilities)
+        spec = BuildSpec((SUBJECTS / "tarball").resolve(), _HOSTILE_TO_ITS_RUNNER, image, ("out",))
+        return [run_build(session, spec, plan.control, f"t{i}") for i in range(2)]
+
+
+def test_a_build_can_neither_ptrace_its_runner_nor_write_its_memory_to_skip_the_reset(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The runner runs as the build user: a build that could ptrace it (or write its memory)
+    could make it skip the reset and exit 0, and the next build would run in a dirty container.
+    The runner's shell is execute-only (the kernel makes it non-dumpable): the attack is refused,
+    the reset runs, and the container is reused clean."""
+    first, second = _forging_builds(client, tmp_path / "work", untraceable=True)
+    assert second.out_dir is not None
+    assert "left" not in (second.out_dir / "out" / "seen").read_text()  # the reset ran
+    for output in (first, second):
+        assert output.ok, output.failure() or output.log_tail()
+        assert output.out_dir is not None
+        said = (output.out_dir / "out" / "attack").read_text().split("\n")
+        assert said[:3] == ["mem refused", "stderr refused", "ptrace refused"], said
+    assert first.container.split(":")[0] == second.container.split(":")[0]  # reused
+
+
+def test_a_runner_a_build_can_ptrace_never_leaves_its_container_for_reuse(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """An image without the execute-only shell: the runner (in /bin/sh) says first, before the
+    build starts, that it can be traced, and whatever it says and exits with after the build,
+    its container is not reused. (The build attacks only in a clean container: in the one it
+    left dirty it would build, ok.)"""
+    outputs = _forging_builds(client, tmp_path / "work", untraceable=False)
+    for output in outputs:  # each runner made to exit 0 before sending the output
+        assert not output.ok and output.setup_error is not None, output
+        assert output.setup_error.startswith("the runner stopped before"), output.setup_error
+    assert len({o.container.split(":")[0] for o in outputs}) == 2  # not reused

@@ -70,6 +70,7 @@ def _spec(tmp_path: Path, **changes: Any) -> BuildSpec:
 def _session(tmp_path: Path, client: Any = None) -> BuildSession:
     session = BuildSession(client or FakeClient(), tmp_path / "work", lease_s=0, warm=False)
     session.host_paths_seen = True  # no engine here to check the bind mounts against
+    session.engine_cpus = "0-1"  # what a container on every CPU would say
     return session
 
 
@@ -169,3 +170,16 @@ def test_ctrl_c_while_waiting_cancels_the_session(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_parallel(session, [interrupted, waits], workers=2)
     assert session.cancelled and all(c.removed.is_set() for c in client.created)
+
+
+@pytest.mark.parametrize(("cpus", "pinned"), [("0-1", "0"), ("2-3", "2"), ("5,7-9", "5")])
+def test_num_cpus_pins_the_first_cpu_the_engine_offers_not_cpu_0(
+    tmp_path: Path, cpus: str, pinned: str
+) -> None:
+    """An engine confined to CPUs 2-3 (a pinned dockerd) refuses a cpuset of 0."""
+    plan = plan_variations(VariationSpec.parse("-all,num_cpus"), CAPS)
+    session = _session(tmp_path)
+    session.engine_cpus = cpus
+    b = container_options(session, _spec(tmp_path), plan.experiment(), "B", "n", tmp_path / "b")
+    a = container_options(session, _spec(tmp_path), plan.control, "A", "n", tmp_path / "a")
+    assert b["cpuset_cpus"] == pinned and "cpuset_cpus" not in a

@@ -217,3 +217,111 @@ def test_hard_links_and_fifos_still_go(tmp_path: Path) -> None:
 def test_a_folder_that_cannot_be_listed_is_named_as_text_not_bytes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^subject: cannot list /nonexistent/é \("):
         subject_paths(Path("/nonexistent/é"), reverse=False)
+
+
+def _fixed_subject(tmp_path: Path) -> Path:
+    """A subject of every kind of entry, with fixed modes and mtimes: its archive's bytes depend
+    on nothing of this machine (no hard link: those depend on inode numbers)."""
+    top = _subject(tmp_path)
+    (top / "e").mkdir()  # empty
+    (top / "n" / "n" / "n").mkdir(parents=True)
+    (top / "n" / "n" / "n" / "f").write_text("nested")
+    os.symlink("../outside", top / "l")
+    os.mkfifo(top / "p")
+    # contents before their folder, else by name (not in the order the file system lists them)
+    entries = sorted(top.rglob("*"), key=lambda p: (-len(p.parts), os.fsencode(p)))
+    for i, path in enumerate([*entries, top]):
+        if not path.is_symlink():
+            os.chmod(path, 0o755 if path.is_dir() else 0o640 + (i % 2) * 0o004)
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i), follow_symlinks=False)
+    return top
+
+
+@pytest.mark.parametrize(
+    ("reverse", "digest"),
+    [
+        (False, "5240a8d9f625bdbe85dd6d060d67cd78fd8979bcecd05e3f2ba6bbb01d6aad2a"),
+        (True, "7a5d51ace29bf1c228fd8fd9ec0239102d1f22b641283709a707964a149eedf4"),
+    ],
+)
+def test_the_archive_of_a_tree_is_the_same_bytes_as_before_the_walk_was_iterative(
+    tmp_path: Path, reverse: bool, digest: str
+) -> None:
+    """The digests are of the archives the recursive walk wrote, before it became a loop."""
+    import hashlib
+
+    sink = io.BytesIO()
+    write_subject_archive(_fixed_subject(tmp_path), sink, reverse=reverse)
+    assert hashlib.sha256(sink.getvalue()).hexdigest() == digest
+
+
+def _deep_tree(top: Path, depth: int) -> None:
+    """`top/d/d/.../d/f`, `depth` folders deep, made level by level (pathlib and os.makedirs
+    recurse once per level)."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def _remove_deep_tree(top: Path, depth: int) -> None:
+    # shutil.rmtree recurses once per level too (pytest removes old tmp_paths with it)
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth):
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    os.unlink("f", dir_fd=fds[-1])
+    while len(fds) > 1:
+        os.close(fds.pop())
+        os.rmdir("d", dir_fd=fds[-1])
+    os.close(fds.pop())
+
+
+def test_a_subject_nested_deeper_than_pythons_recursion_limit_is_archived(tmp_path: Path) -> None:
+    import sys
+
+    depth = 1500
+    assert depth > sys.getrecursionlimit()
+    top = tmp_path / "subject"
+    _deep_tree(top, depth)
+    try:
+        sink = io.BytesIO()
+        write_subject_archive(top, sink, reverse=False)
+        paths = subject_paths(top, reverse=True)
+    finally:
+        _remove_deep_tree(top, depth)
+    sink.seek(0)
+    with tarfile.open(fileobj=sink) as tar:
+        members = [(m.name, m.type) for m in tar]
+    folders = ["." + "/d" * n for n in range(1, depth + 1)]
+    assert members == [
+        *((f, tarfile.DIRTYPE) for f in folders),
+        (folders[-1] + "/f", tarfile.REGTYPE),
+    ]
+    assert paths == [os.fsencode(folders[-1] + "/f"), *map(os.fsencode, reversed(folders))]
+
+
+def test_a_folder_deep_down_that_cannot_be_listed_is_named_and_no_descriptor_stays_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    top = tmp_path / "subject"
+    _deep_tree(top, 20)
+    names = build_subject._names
+
+    def refuse_deep(subject: Path, folder: bytes, fd: int) -> list[bytes]:
+        if folder.count(b"/") == 12:
+            denied = PermissionError(13, "Permission denied")
+            raise build_subject._cannot_list(os.fsencode(subject) + folder[1:], denied)
+        return names(subject, folder, fd)
+
+    monkeypatch.setattr(build_subject, "_names", refuse_deep)
+    before = os.listdir("/proc/self/fd")
+    with pytest.raises(ConfigError, match=r"cannot list .*/subject(/d){12} \(Permission denied\)"):
+        subject_paths(top, reverse=False)
+    assert os.listdir("/proc/self/fd") == before

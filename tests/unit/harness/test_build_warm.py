@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness._internal.build_runner import IDLE, RUNNER
+from harness._internal.build_runner import IDLE, RUNNER, RUNNER_SHELL, UNTRACEABLE
 from harness.build import BuildSession, BuildSpec, ImageInfo, build_exec_environment
 from harness.build_warm import can_run_warm, warm_key
 from harness.variations import VariationSpec, plan_variations
@@ -266,16 +266,22 @@ def _output_archive(top: str, files: dict[str, bytes]) -> bytes:
 
 
 class StreamingApi(FakeApi):
-    """An exec that sends the runner's output archive on stdout (in small frames, split across
-    reads) and `stderr_tail` on stderr, then ends."""
+    """An exec that says `stderr_head` on stderr (the runner's first line: it can't be traced),
+    sends the runner's output archive on stdout (in small frames, split across reads) and
+    `stderr_tail` on stderr, then ends."""
 
-    def __init__(self, client: FakeEngine, stderr_tail: bytes) -> None:
+    def __init__(
+        self, client: FakeEngine, stderr_tail: bytes, stderr_head: bytes = b"runner-untraceable\n"
+    ) -> None:
         super().__init__(client)
+        self.stderr_head = stderr_head
         self.stderr_tail = stderr_tail
         self.out = ""
         self.subjects: list[list[str]] = []
+        self.commands: list[list[str]] = []
 
-    def exec_create(self, container: str, _cmd: Any, **options: Any) -> dict[str, str]:
+    def exec_create(self, container: str, cmd: Any, **options: Any) -> dict[str, str]:
+        self.commands.append(list(cmd))
         config = options["environment"]["CIHUB_CONFIG"]
         self.out = next(line[4:] for line in config.splitlines() if line.startswith("OUT="))
         return {"Id": container}
@@ -287,7 +293,8 @@ class StreamingApi(FakeApi):
             self.out.rsplit("/", 1)[-1],
             {"meta/exit-code": b"0\n", "meta/matches": b"0 1\n", "artifacts/out/x": b"hello\n"},
         )
-        data = b"".join(_frame(1, archive[i : i + 700]) for i in range(0, len(archive), 700))
+        data = _frame(2, self.stderr_head) if self.stderr_head else b""
+        data += b"".join(_frame(1, archive[i : i + 700]) for i in range(0, len(archive), 700))
         data += _frame(2, b"some noise\n") + _frame(2, self.stderr_tail)
 
         def send() -> None:
@@ -338,6 +345,76 @@ def test_the_stream_splitter_keeps_stdout_whole_and_the_tail_of_stderr() -> None
         frames.feed(data[i : i + 1])
     assert out.getvalue() == b"abcdef"
     assert frames.stderr.endswith(b"xend\n") and len(frames.stderr) == 4096
+    assert frames.first_line is None  # longer than any line a runner says first
+
+
+def test_the_stream_splitter_keeps_the_first_line_of_stderr_whatever_follows() -> None:
+    import io
+
+    from harness.build_warm import _Frames
+
+    frames = _Frames(io.BytesIO())
+    data = _frame(2, b"runner-un") + _frame(1, b"abc") + _frame(2, b"traceable\nmore\n")
+    data += _frame(2, b"runner-untraceable\n" * 300)  # a build saying it later changes nothing
+    for i in range(len(data)):
+        frames.feed(data[i : i + 1])
+    assert frames.first_line == b"runner-untraceable"
+    unfinished = _Frames(io.BytesIO())
+    unfinished.feed(_frame(2, b"runner-untraceable"))
+    assert unfinished.first_line is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"runner-traceable\n",
+        b"",
+        b"noise\nrunner-untraceable\n",
+        b"runner-untraceable",
+        b"runner-untraceable-not\n",
+    ],
+)
+def test_a_container_whose_runner_could_be_traced_is_never_reused(
+    tmp_path: Path, head: bytes
+) -> None:
+    """A build that can trace its runner could forge its exit 0 and its `reset-ok` line: only a
+    runner whose first stderr line (said before the build started) is `runner-untraceable` lets
+    its container be reused. The build itself still counts."""
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    engine.api = StreamingApi(engine, b"reset-ok\n", stderr_head=head)
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    output = run_build(session, spec, PLAN.control, "A")
+    assert output.ok
+    assert session.ready(warm_key(spec, PLAN.control)) == 0
+    (container,) = engine.by_id.values()
+    assert container.removed
+
+
+@pytest.mark.parametrize("shell", [RUNNER_SHELL, None])
+def test_the_runner_runs_in_the_images_execute_only_shell_when_it_has_one(
+    tmp_path: Path, shell: str | None
+) -> None:
+    from harness.build import run_build
+
+    engine = FakeEngine()
+    api = engine.api = StreamingApi(engine, b"reset-ok\n")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    spec = dataclasses.replace(spec, image=dataclasses.replace(spec.image, runner_shell=shell))
+    run_build(session, spec, PLAN.control, "A")
+    assert api.commands == [[shell or "/bin/sh", "-c", RUNNER, "cihub-runner"]]
+
+
+def test_a_warm_runner_says_whether_it_can_be_traced_before_the_build_starts() -> None:
+    """Said first (see `harness.build_warm`): before the runner reads the subject and starts
+    the build, which could say it for a runner it can trace."""
+    said = RUNNER.index(f"echo {UNTRACEABLE} >&2")
+    assert said < RUNNER.index('tar -C "$SRC_DIR" -xpf -') < RUNNER.index("/cihub/build.sh'")
+    assert RUNNER.index("echo runner-traceable >&2") < said  # the mem opened: traceable
+    assert RUNNER.count("/proc/$$/mem") == 1
 
 
 def test_one_warm_container_serves_home_and_cpus_builds_fitted_per_build(tmp_path: Path) -> None:
@@ -393,24 +470,62 @@ def test_every_cpu_is_the_engines_own_cpuset_not_0_to_n(tmp_path: Path) -> None:
     for i, env in enumerate([PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.control]):
         assert run_build(session, spec, env, f"c{i}").ok
     (container,) = engine.by_id.values()
-    assert engine.updates == [(container.id, "0"), (container.id, "2-3")]
+    # num_cpus pins the first CPU it offers: 0 is not one of them
+    assert engine.updates == [(container.id, "2"), (container.id, "2-3")]
 
 
-def test_a_container_started_narrowed_is_replaced_when_every_cpu_is_unknown(
-    tmp_path: Path,
-) -> None:
-    from harness.build import run_build
-
+def _confined_engine(said: bytes) -> FakeEngine:
     engine = FakeEngine()
     engine.api = StreamingApi(engine, b"reset-ok\n")
+    original = engine.create
+
+    def confined(image: str, **options: Any) -> Any:
+        container = original(image, **options)
+        container.log = said
+        return container
+
+    engine.create = confined  # type: ignore[method-assign]
+    return engine
+
+
+def test_a_first_build_on_one_cpu_learns_which_cpu_is_the_engines_first(tmp_path: Path) -> None:
+    """No container has said the engine's CPUs yet: one on every CPU says them (and stays idle
+    for the builds that want every CPU), then the num_cpus build's starts on the first."""
+    from harness.build import run_build
+
+    engine = _confined_engine(b"cpus=2-3\n")
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     assert run_build(session, spec, PLAN.experiment(["num_cpus"]), "n").ok
-    assert run_build(session, spec, PLAN.control, "c").ok
-    first, second = engine.by_id.values()
-    assert first.options["cpuset_cpus"] == "0" and first.removed
-    assert "cpuset_cpus" not in second.options and not second.removed
-    assert engine.updates == []
+    unpinned, pinned = engine.by_id.values()
+    assert "cpuset_cpus" not in unpinned.options and pinned.options["cpuset_cpus"] == "2"
+    assert not unpinned.removed and engine.updates == []
+    assert run_build(session, spec, PLAN.control, "a").ok  # in one of them, widened if need be
+    assert len(engine.by_id) == 2
+
+
+def test_an_engine_whose_cpus_are_not_known_fails_num_cpus_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import build_warm
+    from harness.build import run_build
+    from harness.errors import InfraError
+
+    monkeypatch.setattr(build_warm, "_CPUS_WAIT_S", 0.05)
+    engine = _confined_engine(b"")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    with pytest.raises(InfraError, match=r"^num_cpus: cannot pin the engine's first CPU"):
+        run_build(session, _spec(tmp_path), PLAN.experiment(["num_cpus"]), "n")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "first"),
+    [("0-3", "0"), ("2-3", "2"), ("5,7-9", "5"), (" 12\n", "12"), ("", None), ("x", None)],
+)
+def test_the_first_cpu_of_a_cpuset_list(cpus: str, first: str | None) -> None:
+    from harness.build_warm import first_cpu
+
+    assert first_cpu(cpus) == first
 
 
 def test_the_subject_goes_over_the_api_in_the_order_asked_for(tmp_path: Path) -> None:

@@ -567,3 +567,21 @@ def test_a_scenario_from_a_mapping_needs_no_file(tmp_path: Path) -> None:
     assert scenario.subject == tmp_path / "s" and scenario.name == "s"
     with pytest.raises(ConfigError, match=r"^scenario: \$: 'build' is a required property"):
         scenario_from_mapping({"subject": "s", "artifacts": ["a"]}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("said", "shell"),
+    [("runner_shell=/usr/lib/cihub/sh\n", "/usr/lib/cihub/sh"), ("identity=linked\n", None)],
+)
+def test_the_probe_says_whether_the_image_has_the_runners_execute_only_shell(
+    monkeypatch: pytest.MonkeyPatch, said: str, shell: str | None
+) -> None:
+    from harness import builder_image
+    from harness._internal.build_runner import RUNNER_SHELL
+
+    image = SimpleNamespace(labels={"org.cihub.image": "builder-c"}, id="sha256:1", attrs={})
+    monkeypatch.setattr(builder_image, "_cached_probe", lambda *_: said)
+    info = inspect_builder_image(_client(image), "mine:1", lab_id="l", session="s")
+    assert info.runner_shell == shell
+    # checked as not readable by the probe's user, who is not root
+    assert f"[ ! -r {RUNNER_SHELL} ]" in builder_image.PROBE and shell in (RUNNER_SHELL, None)

@@ -22,6 +22,7 @@ from harness.variations import (
     CATALOGUE,
     CONTROL,
     DEFAULT_VARIATIONS,
+    FIRST_CPU,
     NAMES,
     PRIVILEGED_VARIATIONS,
     TIME_OFFSET_DAYS,
@@ -146,7 +147,7 @@ def test_the_experiment_varies_everything_applied() -> None:
     plan = plan_variations(VariationSpec(extra_env=(("EXTRA", "1"),)), FULL)
     b = plan.experiment()
     assert b.umask == "0002" and b.tz == "GMT-14" and b.lang == "fr_CH.UTF-8"
-    assert b.language == "fr_CH:fr" and b.cpuset == "0" and b.file_order == "reverse"
+    assert b.language == "fr_CH:fr" and b.cpuset == FIRST_CPU and b.file_order == "reverse"
     assert b.time_offset_days == TIME_OFFSET_DAYS and b.build_path != CONTROL.build_path
     assert dict(b.extra_env) == {
         "CIHUB_CAPTURE_ENVIRONMENT": "i_capture_the_environment",
