@@ -233,8 +233,11 @@ def idle_user(env: BuildEnv) -> str:
 
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
+    wanted = env
     if env.cpuset == FIRST_CPU:
-        env = dataclasses.replace(env, cpuset=first_engine_cpu(session, spec, env))
+        # started on every CPU, so its idle process says which they are (no other container
+        # need have said it: A's may still be starting beside it), then narrowed to the first
+        env = dataclasses.replace(env, cpuset=None)
     name = session.next_name("warm")
     options = warm_options(session, spec, env, name)
     try:
@@ -249,6 +252,15 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
     session.set_fitted(container, _CPUS, env.cpuset or "")
     if env.cpuset is None:
         session.offer_cpus_witness(container)
+    if wanted is not env:
+        try:
+            engine_cpus(session, container)  # what this one says (the session keeps it)
+            _fit(session, spec, wanted, container, name)
+        except BaseException as exc:
+            _drop(session, container)
+            if isinstance(exc, _Unfit):
+                raise InfraError(_no_first_cpu(session.engine_cpus)) from exc
+            raise
     return container, name
 
 
@@ -333,10 +345,12 @@ def first_engine_cpu(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> s
             _drop(session, container)
     first = first_cpu(cpus or "")
     if first is None:
-        raise InfraError(
-            f"num_cpus: cannot pin the engine's first CPU, its containers' cpuset is {cpus!r}"
-        )
+        raise InfraError(_no_first_cpu(cpus))
     return first
+
+
+def _no_first_cpu(cpus: str | None) -> str:
+    return f"num_cpus: cannot pin the engine's first CPU, its containers' cpuset is {cpus!r}"
 
 
 def first_cpu(cpus: str) -> str | None:
@@ -345,14 +359,14 @@ def first_cpu(cpus: str) -> str | None:
     return head if head.isdigit() else None
 
 
-def engine_cpus(session: BuildSession) -> str | None:
+def engine_cpus(session: BuildSession, witness: Any = None) -> str | None:
     """Every CPU a build may use on this engine, as a cpuset (`0-3`, or `2-3` on an engine
-    confined to those): what the idle process of a container started without a cpuset said it
-    has. None when no such container is left to ask."""
+    confined to those): what the idle process of a container started without a cpuset
+    (`witness`, else the session's) said it has. None when no such container is left to ask."""
     known = session.engine_cpus
     if known is not None:
         return known
-    witness = session.cpus_witness()
+    witness = witness if witness is not None else session.cpus_witness()
     deadline = time.monotonic() + _CPUS_WAIT_S
     while witness is not None:
         try:

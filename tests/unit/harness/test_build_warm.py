@@ -489,19 +489,20 @@ def _confined_engine(said: bytes) -> FakeEngine:
 
 
 def test_a_first_build_on_one_cpu_learns_which_cpu_is_the_engines_first(tmp_path: Path) -> None:
-    """No container has said the engine's CPUs yet: one on every CPU says them (and stays idle
-    for the builds that want every CPU), then the num_cpus build's starts on the first."""
+    """No container has said the engine's CPUs yet: the num_cpus build's own container starts
+    on every CPU, says them, and is narrowed to the first with one update (no container is
+    started only to ask, which would hold B back behind a third container start)."""
     from harness.build import run_build
 
     engine = _confined_engine(b"cpus=2-3\n")
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     assert run_build(session, spec, PLAN.experiment(["num_cpus"]), "n").ok
-    unpinned, pinned = engine.by_id.values()
-    assert "cpuset_cpus" not in unpinned.options and pinned.options["cpuset_cpus"] == "2"
-    assert not unpinned.removed and engine.updates == []
-    assert run_build(session, spec, PLAN.control, "a").ok  # in one of them, widened if need be
-    assert len(engine.by_id) == 2
+    (container,) = engine.by_id.values()
+    assert "cpuset_cpus" not in container.options
+    assert engine.updates == [(container.id, "2")]
+    assert run_build(session, spec, PLAN.control, "a").ok  # the same one, widened back
+    assert len(engine.by_id) == 1 and engine.updates[-1] == (container.id, "2-3")
 
 
 def test_an_engine_whose_cpus_are_not_known_fails_num_cpus_on_one_line(
