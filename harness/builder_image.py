@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 PROBE = r"""
-for tool in find sort tar touch cp xargs setpriv env stat date; do
+for tool in find sort tar touch cp xargs setpriv env stat date ls; do
     command -v "$tool" >/dev/null 2>&1 || echo "missing=$tool"
 done
 command -v locale >/dev/null 2>&1 && locale -a 2>/dev/null | sed 's/^/locale=/'
