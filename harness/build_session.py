@@ -82,7 +82,9 @@ class BuildSession:
     _pending: dict[Hashable, list[Future[Any]]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
-    _releasing: list[threading.Thread] = field(default_factory=list)
+    _background: ThreadPoolExecutor | None = None
+    """Removals and the reap, two at a time beside the builds (`_in_background`)."""
+    _releasing: list[Future[Any]] = field(default_factory=list)
     _fitted: dict[tuple[str, str], str] = field(default_factory=dict)
     _leases: dict[str, Any] = field(default_factory=dict)
     _cpus_witness: Any = None
@@ -218,13 +220,34 @@ class BuildSession:
         collected: nobody waits for the removal); `close()` waits for it."""
         for container in containers:
             self.unregister(container)
-        if containers:
-            thread = threading.Thread(
-                target=_remove_all, args=(containers,), name="cihub-release", daemon=True
-            )
-            thread.start()
-            with self._lock:
-                self._releasing.append(thread)
+        for container in containers:
+            self._in_background(remove_container, container)
+
+    def _in_background(self, work: Callable[..., Any], *args: Any) -> None:
+        """Run `work` on the session's background workers, or now once the session is closed;
+        `close()` waits for it."""
+        with self._lock:
+            if self._submit(work, *args):
+                return
+        work(*args)
+
+    def settle(self) -> None:
+        """Wait for the removals (and the reap) handed to the background so far."""
+        with self._lock:
+            releasing, self._releasing = self._releasing, []
+        for future in releasing:
+            with contextlib.suppress(Exception):
+                future.result(timeout=60)
+
+    def _submit(self, work: Callable[..., Any], *args: Any) -> bool:
+        """(The lock held.) Hand `work` to the background workers, at most two (removals must
+        not crowd out the builds); False once the session is closed."""
+        if self._closed.is_set():
+            return False
+        if self._background is None:
+            self._background = ThreadPoolExecutor(2, thread_name_prefix="cihub-release")
+        self._releasing.append(self._background.submit(work, *args))
+        return True
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -243,12 +266,7 @@ class BuildSession:
                 return
             self._started = True
             if os.environ.get("CIHUB_REAP_STALE_BUILDS", "1") != "0":
-                # what drivers killed before us left behind
-                reaping = threading.Thread(
-                    target=reap_stale_builds, args=(self.client,), name="cihub-reap", daemon=True
-                )
-                reaping.start()
-                self._releasing.append(reaping)
+                self._submit(reap_stale_builds, self.client)  # what killed drivers left
             if self.lease_s <= 0:
                 return
             self.lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -327,10 +345,11 @@ class BuildSession:
         for future in pending:  # so none is created after the sweep below
             with contextlib.suppress(Exception):
                 future.result(timeout=60)
+        self.settle()  # removals under way are not raced by the sweep
         with self._lock:
-            releasing, self._releasing = self._releasing, []
-        for thread in releasing:  # removals under way are not raced by the sweep
-            thread.join(timeout=60)
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=False)
         with self._lock:
             leases, self._leases = list(self._leases.values()), {}
         for lease in leases:  # their containers stop (the sweep below removes them)

@@ -283,4 +283,7 @@ def _changed(subject: Path, path: bytes) -> ConfigError:
 
 
 def _cannot_list(where: bytes, exc: OSError) -> ConfigError:
-    return ConfigError(f"subject: cannot list {os.fsdecode(where)} ({exc.strerror or exc})")
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EMFILE:  # one descriptor per level of folders
+        why += f"; {where.count(b'/')} levels deep: raise the open-file limit (ulimit -n)"
+    return ConfigError(f"subject: cannot list {os.fsdecode(where)} ({why})")

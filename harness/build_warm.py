@@ -207,6 +207,11 @@ def warm_options(
     # orphan (else zombies eat the pids limit). Builds run as the build user (`exec` user).
     options["user"] = idle_user(env)
     options["init"] = True
+    # the idle process says its CPUs in the container's log (`engine_cpus`): an engine whose
+    # default log driver keeps nothing readable (none, syslog, ...) must keep that line
+    options["log_config"] = docker.types.LogConfig(
+        type=docker.types.LogConfig.types.JSON, config={"max-size": "64k"}
+    )
     options["stdin_open"] = True  # the driver's stream, which ends with it (the lease)
     owner = f"uid={env.uid},gid={env.gid}"
     # HOME is made per build inside a tmpfs at its parent; each build's output in /out
@@ -234,7 +239,8 @@ def idle_user(env: BuildEnv) -> str:
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
     wanted = env
-    if env.cpuset == FIRST_CPU:
+    narrow_to_first = env.cpuset == FIRST_CPU
+    if narrow_to_first:
         # started on every CPU, so its idle process says which they are (no other container
         # need have said it: A's may still be starting beside it), then narrowed to the first
         env = dataclasses.replace(env, cpuset=None)
@@ -250,17 +256,15 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
             f"container {name}: could not start a warm builder ({_explained(exc)})"
         ) from exc
     session.set_fitted(container, _CPUS, env.cpuset or "")
-    if env.cpuset is None:
-        session.offer_cpus_witness(container)
-    if wanted is not env:
+    if narrow_to_first:
         try:
             engine_cpus(session, container)  # what this one says (the session keeps it)
             _fit(session, spec, wanted, container, name)
-        except BaseException as exc:
+        except BaseException:
             _drop(session, container)
-            if isinstance(exc, _Unfit):
-                raise InfraError(_no_first_cpu(session.engine_cpus)) from exc
             raise
+    if env.cpuset is None:  # a witness only once it is sure to stay
+        session.offer_cpus_witness(container)
     return container, name
 
 
@@ -345,12 +349,13 @@ def first_engine_cpu(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> s
             _drop(session, container)
     first = first_cpu(cpus or "")
     if first is None:
-        raise InfraError(_no_first_cpu(cpus))
+        said = (
+            f"its containers' cpuset is {cpus!r}"
+            if cpus
+            else f"no container said which CPUs it has within {_CPUS_WAIT_S:g} s"
+        )
+        raise InfraError(f"num_cpus: cannot pin the engine's first CPU: {said}")
     return first
-
-
-def _no_first_cpu(cpus: str | None) -> str:
-    return f"num_cpus: cannot pin the engine's first CPU, its containers' cpuset is {cpus!r}"
 
 
 def first_cpu(cpus: str) -> str | None:

@@ -746,9 +746,9 @@ def run_determinism(
         _finish(bundle, result)
         return result
     finally:
-        session.close()
         if preloaded is not None:
-            preloaded.close()  # before its folder goes
+            preloaded.close()  # first: cheap, and before its folder goes
+        session.close()
         if opts.keep_workdir:
             _logger.info("scratch folder kept: %s", workdir)
         else:

@@ -50,11 +50,13 @@ write_identity || exit 90
 # it), whether the build's processes could trace it or write its memory, as they would to make
 # it skip the reset and exit 0: not when it was exec'd from a file they can't read (then it is
 # not dumpable). Only a container whose runner could not be traced is reused.
+# The runner's memory file is there (else /proc is not what this check assumes, and the
+# answer is "traceable"), and a subshell can't open it.
 if [ "$RESET" = 1 ]; then
-    if ( : < "/proc/$$/mem" ) 2>/dev/null; then
-        echo runner-traceable >&2
-    else
+    if [ -e "/proc/$$/mem" ] && ! ( : < "/proc/$$/mem" ) 2>/dev/null; then
         echo runner-untraceable >&2
+    else
+        echo runner-traceable >&2
     fi
 fi
 # A warm build streams its output archive on stdout (fd 3, see the end): nothing else may write
@@ -65,6 +67,10 @@ M=$OUT/meta
 ART=$OUT/artifacts
 mkdir -p "$M" "$ART" || exit 90
 note() { printf '%s\n' "$*" >> "$M/notes"; }
+# The CPUs the build may use, as the kernel says (what num_cpus varies: the record names them).
+while read -r key value; do
+    [ "$key" = Cpus_allowed_list: ] && note "cpus=$value"
+done < /proc/self/status
 # The output of a warm build (its meta folder at least) goes back on stdout, even after a failure.
 send_out() { [ "$RESET" = 1 ] && tar -C "${OUT%/*}" -cf - "${OUT##*/}" >&3 2>/dev/null; }
 fail() { printf '%s\n' "$*" > "$M/setup-error"; send_out; exit 91; }
@@ -186,10 +192,11 @@ echo "$?" > "$M/exit-code"
 i=0
 while [ "$i" -lt "$NGLOBS" ]; do
     eval "re=\$GLOB_$i"
-    # one walk: the matches go to cp, and a line each to a count read by the shell itself
+    # one walk: the matches go to cp, and a line each to a count read by the shell itself;
+    # the output stream (fd 3) is the runner's alone: a leftover could trace these commands
     find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) \
-            -fprintf /cihub/found '\n' -print0 \
-        | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" \
+            -fprintf /cihub/found '\n' -print0 3>&- \
+        | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" 3>&- \
         || {
             # Part of the artifacts is no output to compare (a full /out, out of memory): the
             # build fails. What was copied goes first, so the error fits in a full /out.
@@ -205,7 +212,7 @@ done
 cd /
 [ "$DISORDERFS" = 1 ] && { fusermount -u "$BUILD_PATH" 2>/dev/null || umount "$BUILD_PATH"; }
 # Lets the driver remove the output whoever it runs as (folder modes are not part of any digest).
-find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null
+find "$OUT" -type d -exec chmod a+rwx {} + 2>/dev/null 3>&-
 if [ "$RESET" = 1 ]; then
     # The output goes to the driver on stdout, in the exec's own stream (/out is a tmpfs of
     # the container: nothing is read back after the build). What the build left running is

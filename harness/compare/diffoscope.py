@@ -12,12 +12,10 @@ digests, and the result says what happened.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -25,15 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from harness.compare.preload import PreloadedDiffoscope
+from harness.compare.preload import STOP_CHECK_S, PreloadedDiffoscope, kill_group
 from harness.evidence.audit import AuditLog
 
 _logger = logging.getLogger(__name__)
 
 DiffoscopeStatus = Literal["same", "different", "error", "timeout", "missing"]
-
-_STOP_CHECK_S = 0.25
-"""How often a run with a `stop` event looks at it."""
 
 INSTALL_HINT = "install diffoscope-minimal with its helpers (`make setup`, or apt-get)"
 _TRUNCATED = "\n[cihub: report truncated at {limit} bytes of {size}]\n"
@@ -139,8 +134,13 @@ def html_report_version(path: Path) -> str | None:
 
 
 def diffoscope_environment() -> dict[str, str]:
-    """The environment every diffoscope run gets (a preload must be started with it)."""
-    return {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    """The environment every diffoscope run gets (a preload must be started with it). It runs
+    in the folder of the builds' outputs: a relative PYTHONPATH entry would import from there."""
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    if "PYTHONPATH" in env:
+        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if os.path.isabs(p)]
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    return env
 
 
 def preload_diffoscope(cwd: Path, executable: str | None = None) -> PreloadedDiffoscope | None:
@@ -149,7 +149,7 @@ def preload_diffoscope(cwd: Path, executable: str | None = None) -> PreloadedDif
     program = executable or shutil.which("diffoscope")
     if program is None:
         return None
-    return PreloadedDiffoscope.start(program, cwd, diffoscope_environment())
+    return PreloadedDiffoscope.start(os.path.abspath(program), cwd, diffoscope_environment())
 
 
 def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) -> DiffoscopeResult:
@@ -168,6 +168,7 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         return DiffoscopeResult(
             "missing", None, 0.0, f"diffoscope is not installed: {INSTALL_HINT}"
         )
+    program = os.path.abspath(program)  # it runs in the outputs' folder
     cap = max(1024, request.max_report_bytes)
     argv = [
         program,
@@ -187,10 +188,14 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
         str(request.b),
     ]
     env = diffoscope_environment()
-    started = time.monotonic()
     timed_out = stopped = False
     preloaded = request.preloaded
-    taken = preloaded.take(argv, request.cwd, env, request.stop) if preloaded else None
+    taken = (
+        preloaded.take(argv, request.cwd, env, request.stop, request.timeout_s)
+        if preloaded
+        else None
+    )
+    started = time.monotonic()  # a fresh run gets its whole limit, whatever a preload took
     if taken is None and request.stop is not None and request.stop.is_set():
         detail = "diffoscope stopped: the drill was interrupted"  # before it started
         return DiffoscopeResult("error", None, 0.0, detail, None, False, tuple(argv))
@@ -209,7 +214,7 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
             # Ctrl-C (or SIGTERM turned into it): diffoscope runs in its own session, so the
             # terminal's signal never reached it. Kill its group and wait until it is gone, so
             # the caller removes the work folder only after it died.
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
             raise
     duration = time.monotonic() - started
@@ -220,8 +225,12 @@ def run_diffoscope(request: DiffoscopeRequest, audit: AuditLog | None = None) ->
     if version is None and not stopped:
         version = diffoscope_version(program)
     if audit is not None:
-        note = f"killed after {request.timeout_s:g} s (wall-clock limit)" if timed_out else None
-        note = "stopped: the drill was interrupted" if stopped else note
+        notes = ["run by a diffoscope started ahead (imported)"] if taken else []
+        if timed_out:
+            notes.append(f"killed after {request.timeout_s:g} s (wall-clock limit)")
+        if stopped:
+            notes.append("stopped: the drill was interrupted")
+        note = "; ".join(notes) or None
         audit.record(
             argv,
             exit_code=None if timed_out or stopped else code,
@@ -264,23 +273,16 @@ def _communicate(
     deadline = started + request.timeout_s
     while True:
         left = deadline - time.monotonic()
-        wait = left if request.stop is None else min(left, _STOP_CHECK_S)
+        wait = left if request.stop is None else min(left, STOP_CHECK_S)
         try:
             stdout, stderr = proc.communicate(timeout=max(0.0, wait))
             return stdout, stderr, False, False
         except subprocess.TimeoutExpired:
             stopped = request.stop is not None and request.stop.is_set()
             if stopped or time.monotonic() >= deadline:
-                _kill_group(proc)
+                kill_group(proc)
                 stdout, stderr = proc.communicate()  # retrying loses no output
                 return stdout, stderr, not stopped, stopped
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
 
 
 def _last_line(data: bytes) -> str:

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -283,11 +284,28 @@ def _remove_deep_tree(top: Path, depth: int) -> None:
     os.close(fds.pop())
 
 
-def test_a_subject_nested_deeper_than_pythons_recursion_limit_is_archived(tmp_path: Path) -> None:
+@pytest.fixture
+def open_files_for_deep_trees() -> Iterator[int]:
+    """The open-file soft limit raised (within the hard one) for a walk one descriptor per
+    level deep; yields the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        yield max(soft, wanted)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_subject_nested_deeper_than_pythons_recursion_limit_is_archived(
+    tmp_path: Path, open_files_for_deep_trees: int
+) -> None:
     import sys
 
     depth = 1500
-    assert depth > sys.getrecursionlimit()
+    assert depth > sys.getrecursionlimit() and open_files_for_deep_trees > depth + 100
     top = tmp_path / "subject"
     _deep_tree(top, depth)
     try:
@@ -305,6 +323,24 @@ def test_a_subject_nested_deeper_than_pythons_recursion_limit_is_archived(tmp_pa
         (folders[-1] + "/f", tarfile.REGTYPE),
     ]
     assert paths == [os.fsencode(folders[-1] + "/f"), *map(os.fsencode, reversed(folders))]
+
+
+def test_a_subject_deeper_than_the_open_file_limit_is_one_line_naming_the_limit(
+    tmp_path: Path,
+) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = tmp_path / "subject"
+    _deep_tree(top, 80)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        with pytest.raises(ConfigError, match=r"levels deep: raise the open-file limit") as err:
+            write_subject_archive(top, io.BytesIO(), reverse=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _remove_deep_tree(top, 80)
+    assert "\n" not in str(err.value) and str(top) in str(err.value)
 
 
 def test_a_folder_deep_down_that_cannot_be_listed_is_named_and_no_descriptor_stays_open(

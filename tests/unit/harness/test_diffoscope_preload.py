@@ -73,6 +73,8 @@ def _diffoscope(tmp_path: Path, body: str = "pass", package: bool = True) -> tup
         (root / "diffoscope" / "__init__.py").write_text("")
         (root / "diffoscope" / "main.py").write_text(MAIN.format(imported=str(imported), body=body))
         (root / "diffoscope" / "comparators" / "__init__.py").write_text(COMPARATORS)
+        (root / "diffoscope" / "environ.py").write_text("def normalize_environment(): pass\n")
+        (root / "diffoscope" / "path.py").write_text("def set_path(): pass\n")
     script = root / "bin" / "diffoscope"
     script.write_text(SCRIPT.format(python=sys.executable))
     script.chmod(0o755)
@@ -122,7 +124,7 @@ def _reports(work: Path) -> tuple[bytes, bytes]:
 
 def _logged(log: Path) -> dict[str, object]:
     entry: dict[str, object] = json.loads(log.read_text().splitlines()[-1])
-    for volatile in ("duration_s", "started_at", "ended_at", "ts"):
+    for volatile in ("duration_s", "started_at", "ended_at", "ts", "note"):
         entry.pop(volatile, None)
     return entry
 
@@ -147,6 +149,25 @@ def test_a_preloaded_run_is_the_run_a_fresh_diffoscope_makes(tmp_path: Path) -> 
     assert said["cwd"] == str(work) and said["lc_all"] == "C.UTF-8" and said["stdin"] == ""
     assert imported.read_text().split()[0] == str(preload_pid)  # imported once, ahead
     assert _logged(tmp_path / "preloaded.log") == _logged(tmp_path / "fresh.log")
+    said_ahead = json.loads((tmp_path / "preloaded.log").read_text().splitlines()[-1])
+    assert "started ahead" in said_ahead["note"]
+    assert "note" not in json.loads((tmp_path / "fresh.log").read_text().splitlines()[-1])
+
+
+def test_a_program_that_cannot_run_fails_as_a_fresh_run_fails(tmp_path: Path) -> None:
+    """No diffoscope package to import and a script that can't be executed: the preload says
+    so and is killed, and the run fails the way a fresh run does (never "different")."""
+    work = _trees(tmp_path)
+    tool, _ = _diffoscope(tmp_path, package=False)
+    Path(tool).chmod(0o644)
+    with pytest.raises(PermissionError):
+        _compare(work, tool, None, tmp_path / "fresh.log")
+    preloaded = preload_diffoscope(work, tool)
+    assert preloaded is not None and preloaded._proc is not None
+    process = preloaded._proc
+    with pytest.raises(PermissionError):
+        _compare(work, tool, preloaded, tmp_path / "preloaded.log")
+    assert process.poll() is not None
 
 
 def test_a_module_in_the_run_folder_is_never_imported(tmp_path: Path) -> None:
@@ -169,8 +190,8 @@ def test_a_module_in_the_run_folder_is_never_imported(tmp_path: Path) -> None:
 
 
 def test_a_failed_import_runs_the_program_itself(tmp_path: Path) -> None:
-    """No diffoscope package to preload (a program that is all one script): the waiting
-    process execs the program, which makes the run a fresh one makes."""
+    """No diffoscope package to preload (a program that is all one script): the preload says
+    so and is killed, and diffoscope runs afresh."""
     work = _trees(tmp_path)
     tool, imported = _diffoscope(tmp_path, package=False)
     Path(tool).write_text(
