@@ -71,7 +71,13 @@ from harness.build_session import BuildCancelled as BuildCancelled
 from harness.build_session import BuildSession as BuildSession
 from harness.build_session import reap_stale_builds as reap_stale_builds
 from harness.build_session import remove_container, run_parallel
-from harness.build_warm import can_run_warm, first_engine_cpu, home_root, run_warm_build
+from harness.build_warm import (
+    can_run_warm,
+    first_engine_cpu,
+    home_root,
+    learned_engine_cpus,
+    run_warm_build,
+)
 from harness.builder_image import HARDENED
 from harness.builder_image import ImageInfo as ImageInfo
 from harness.builder_image import inspect_builder_image as inspect_builder_image
@@ -454,7 +460,7 @@ def hardened_options(
         "name": name,
     }
     if env.cpuset == FIRST_CPU:
-        options["cpuset_cpus"] = first_engine_cpu(session, spec, env)
+        options["cpuset_cpus"] = first_engine_cpu(session)
     elif env.cpuset is not None:
         options["cpuset_cpus"] = env.cpuset
     security: list[str] = list(HARDENED["security_opt"])
@@ -588,7 +594,14 @@ def run_build(
     try:
         options = container_options(session, spec, env, label, name, mounts)
         try:
-            container = client.containers.create(spec.image.image_id, **options)
+            try:
+                container = client.containers.create(spec.image.image_id, **options)
+            except docker.errors.APIError as exc:
+                if env.cpuset != FIRST_CPU or not learned_engine_cpus(session, exc):
+                    raise
+                # 0 is none of the engine's CPUs: the first of those it named instead
+                options["cpuset_cpus"] = first_engine_cpu(session)
+                container = client.containers.create(spec.image.image_id, **options)
             session.register(container)
             container.start()
         except (docker.errors.APIError, requests.RequestException) as exc:

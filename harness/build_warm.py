@@ -53,9 +53,10 @@ written by the runner (or before the exec, see the identity files); the cpuset (
 with one `docker update` when it differs from the container's. A container started for a
 build without a cpuset has none (every CPU the engine gives it, whatever their numbers); its
 idle process says which CPUs those are, and that list is what a narrowed container is widened
-back to, and whose first CPU num_cpus pins (`first_engine_cpu`; not CPU 0, which an engine
-confined to CPUs 2-3 refuses). disorderfs builds (root, FUSE) always get a container of their own
-(`harness.build.run_build`), with bind mounts.
+back to. num_cpus pins the engine's first CPU (`first_engine_cpu`): 0 unless the session
+knows better; an engine confined to CPUs 2-3 refuses 0 naming the CPUs it has, and the build
+asks again for the first of them (`learned_engine_cpus`). disorderfs builds (root, FUSE)
+always get a container of their own (`harness.build.run_build`), with bind mounts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import re
 import select
 import tarfile
 import tempfile
@@ -238,17 +240,16 @@ def idle_user(env: BuildEnv) -> str:
 
 
 def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[Any, str]:
-    wanted = env
-    narrow_to_first = env.cpuset == FIRST_CPU
-    if narrow_to_first:
-        # started on every CPU, so its idle process says which they are (no other container
-        # need have said it: A's may still be starting beside it), then narrowed to the first
-        env = dataclasses.replace(env, cpuset=None)
+    first = env.cpuset == FIRST_CPU
+    if first:
+        env = dataclasses.replace(env, cpuset=first_engine_cpu(session))
     name = session.next_name("warm")
     options = warm_options(session, spec, env, name)
     try:
         container = _create_started(session, spec, env, options)
     except docker.errors.APIError as exc:
+        if first and learned_engine_cpus(session, exc):  # 0 is none of the engine's CPUs
+            return _start_warm(session, spec, dataclasses.replace(env, cpuset=FIRST_CPU))
         # No retry without docker-init: a container whose pid 1 reaps nothing would fill its
         # pids limit with zombies over reuse; the engine's own words say what to fix.
         session.check_cancelled()
@@ -256,14 +257,7 @@ def _start_warm(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> tuple[
             f"container {name}: could not start a warm builder ({_explained(exc)})"
         ) from exc
     session.set_fitted(container, _CPUS, env.cpuset or "")
-    if narrow_to_first:
-        try:
-            engine_cpus(session, container)  # what this one says (the session keeps it)
-            _fit(session, spec, wanted, container, name)
-        except BaseException:
-            _drop(session, container)
-            raise
-    if env.cpuset is None:  # a witness only once it is sure to stay
+    if env.cpuset is None:
         session.offer_cpus_witness(container)
     return container, name
 
@@ -330,32 +324,32 @@ def _put_identity(container: Any, env: BuildEnv) -> None:
         raise InfraError(f"container {container.name}: could not write its /etc/passwd")
 
 
-def first_engine_cpu(session: BuildSession, spec: BuildSpec, env: BuildEnv) -> str:
-    """The first CPU the engine offers, which the num_cpus variation pins (`FIRST_CPU`): from
-    `engine_cpus`; when no container has said them yet, a warm one for `env` on every CPU is
-    started to say them (once per session), then left idle in the session's pool.
+def first_engine_cpu(session: BuildSession) -> str:
+    """The CPU the num_cpus variation pins (`FIRST_CPU`): the first of the engine's CPUs when
+    the session knows them, else 0 (the first CPU of any engine that has it). An engine whose
+    CPUs leave 0 out (a dockerd confined to 2-3) refuses it and names the CPUs it has
+    (`learned_engine_cpus`): the caller asks again. No container is started only to ask."""
+    known = session.engine_cpus
+    return (first_cpu(known) if known else None) or "0"
 
-    Raises:
-        InfraError: the engine failed, or its containers don't say which CPUs they have.
-    """
-    cpus = engine_cpus(session)
-    if cpus is None:
-        unpinned = dataclasses.replace(env, cpuset=None, disorderfs=False)
-        container, _ = _start_warm(session, spec, unpinned)
-        cpus = engine_cpus(session)
-        if session.warm:
-            session.give_back(warm_key(spec, unpinned), container)
-        else:  # one container per build: this one is no build's
-            _drop(session, container)
-    first = first_cpu(cpus or "")
-    if first is None:
-        said = (
-            f"its containers' cpuset is {cpus!r}"
-            if cpus
-            else f"no container said which CPUs it has within {_CPUS_WAIT_S:g} s"
-        )
-        raise InfraError(f"num_cpus: cannot pin the engine's first CPU: {said}")
-    return first
+
+_UNAVAILABLE = re.compile(
+    r"Requested CPUs are not available - requested \S+, available: ([0-9,-]+)"
+)
+
+
+def learned_engine_cpus(session: BuildSession, exc: docker.errors.APIError) -> bool:
+    """Whether `exc` is the engine refusing a cpuset it doesn't have, naming the CPUs it has
+    ("Requested CPUs are not available - requested 0, available: 2-3"); they are kept as the
+    session's `engine_cpus`, so `first_engine_cpu` now gives the first of them. False when it
+    is another refusal, or names what the session already knew (no second try)."""
+    found = _UNAVAILABLE.search(_explained(exc))
+    if found is None or first_cpu(found.group(1)) is None:
+        return False
+    if session.engine_cpus == found.group(1):
+        return False
+    session.engine_cpus = found.group(1)
+    return True
 
 
 def first_cpu(cpus: str) -> str | None:
@@ -364,14 +358,15 @@ def first_cpu(cpus: str) -> str | None:
     return head if head.isdigit() else None
 
 
-def engine_cpus(session: BuildSession, witness: Any = None) -> str | None:
+def engine_cpus(session: BuildSession) -> str | None:
     """Every CPU a build may use on this engine, as a cpuset (`0-3`, or `2-3` on an engine
-    confined to those): what the idle process of a container started without a cpuset
-    (`witness`, else the session's) said it has. None when no such container is left to ask."""
+    confined to those): what the engine said refusing a cpuset (`learned_engine_cpus`), or
+    the idle process of a container started without a cpuset said it has. None when no such
+    container is left to ask."""
     known = session.engine_cpus
     if known is not None:
         return known
-    witness = witness if witness is not None else session.cpus_witness()
+    witness = session.cpus_witness()
     deadline = time.monotonic() + _CPUS_WAIT_S
     while witness is not None:
         try:
@@ -401,14 +396,19 @@ def _fit(session: BuildSession, spec: BuildSpec, env: BuildEnv, container: Any, 
     """
     wanted = env.cpuset or ""
     if wanted == FIRST_CPU:
-        wanted = first_engine_cpu(session, spec, env)
+        wanted = first_engine_cpu(session)
     if session.fitted(container, _CPUS) != wanted:
         cpus = wanted or engine_cpus(session)
         if not cpus:
             raise _Unfit(base)
         try:
             session.client.api.update_container(container.id, cpuset_cpus=cpus)
-        except (docker.errors.APIError, requests.RequestException) as exc:
+        except docker.errors.APIError as exc:
+            if env.cpuset == FIRST_CPU and learned_engine_cpus(session, exc):
+                return _fit(session, spec, env, container, base)  # 0 is none of its CPUs
+            session.check_cancelled()
+            raise InfraError(f"container {base}: could not set its cpuset to {cpus}") from exc
+        except requests.RequestException as exc:
             session.check_cancelled()
             raise InfraError(f"container {base}: could not set its cpuset to {cpus}") from exc
         session.set_fitted(container, _CPUS, wanted)

@@ -147,7 +147,8 @@ class BuildEnv:
 FIRST_CPU = "first"
 """The num_cpus variation's cpuset: the first CPU the engine offers, known only at run time
 (an engine's CPUs need not be numbered from 0, e.g. a dockerd confined to 2-3, and `docker info`
-gives only their number: see `harness.build_warm.first_engine_cpu`)."""
+gives only their number: see `harness.build_warm.first_engine_cpu`); each build's record notes
+the CPUs it had (`cpus=`)."""
 
 CONTROL = BuildEnv()
 """Build A: the control environment (before opt-in variations adjust it)."""

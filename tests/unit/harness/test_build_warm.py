@@ -456,72 +456,95 @@ def test_one_warm_container_serves_home_and_cpus_builds_fitted_per_build(tmp_pat
     assert puts == [1, 1, 2, 3]  # /etc/passwd is written again only when HOME changes
 
 
-def test_every_cpu_is_the_engines_own_cpuset_not_0_to_n(tmp_path: Path) -> None:
-    """An engine confined to CPUs 2-3 (a pinned dockerd): a narrowed warm container is widened
-    back to 2-3, never to the 0-1 that counting CPUs from 0 would give (and the engine refuse)."""
-    from harness.build import run_build
+def _cpu_list(cpus: str) -> set[int]:
+    chosen: set[int] = set()
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        chosen.update(range(int(low), int(high or low) + 1))
+    return chosen
+
+
+def _confined_engine(cpus: str, refusal: str | None = None) -> FakeEngine:
+    """An engine whose CPUs are `cpus` (a dockerd confined to them): its containers say so, and
+    it refuses a cpuset outside them, at create and update, in dockerd's words (or `refusal`)."""
+    import docker.errors
 
     engine = FakeEngine()
     engine.api = StreamingApi(engine, b"reset-ok\n")
-    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
-    spec = _spec(tmp_path)
-    original = engine.create
+    original_create, original_update = engine.create, engine.api.update_container
 
-    def confined(image: str, **options: Any) -> Any:
-        container = original(image, **options)
-        container.log = b"cpus=2-3\n"
+    def check(cpuset: str | None) -> None:
+        if cpuset and not _cpu_list(cpuset) <= _cpu_list(cpus):
+            said = refusal or (
+                f"Requested CPUs are not available - requested {cpuset}, available: {cpus}"
+            )
+            raise docker.errors.APIError("400 Client Error", explanation=said)
+
+    def create(image: str, **options: Any) -> Any:
+        check(options.get("cpuset_cpus"))
+        container = original_create(image, **options)
+        container.log = f"cpus={cpus}\n".encode()
         return container
 
-    engine.create = confined  # type: ignore[method-assign]
-    for i, env in enumerate([PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.control]):
-        assert run_build(session, spec, env, f"c{i}").ok
-    (container,) = engine.by_id.values()
-    # num_cpus pins the first CPU it offers: 0 is not one of them
-    assert engine.updates == [(container.id, "2"), (container.id, "2-3")]
+    def update(container: str, cpuset_cpus: str) -> None:
+        check(cpuset_cpus)
+        original_update(container, cpuset_cpus)
 
-
-def _confined_engine(said: bytes) -> FakeEngine:
-    engine = FakeEngine()
-    engine.api = StreamingApi(engine, b"reset-ok\n")
-    original = engine.create
-
-    def confined(image: str, **options: Any) -> Any:
-        container = original(image, **options)
-        container.log = said
-        return container
-
-    engine.create = confined  # type: ignore[method-assign]
+    engine.create = create  # type: ignore[method-assign]
+    engine.api.update_container = update  # type: ignore[method-assign]
     return engine
 
 
-def test_a_first_build_on_one_cpu_learns_which_cpu_is_the_engines_first(tmp_path: Path) -> None:
-    """No container has said the engine's CPUs yet: the num_cpus build's own container starts
-    on every CPU, says them, and is narrowed to the first with one update (no container is
-    started only to ask, which would hold B back behind a third container start)."""
+def test_every_cpu_is_the_engines_own_cpuset_not_0_to_n(tmp_path: Path) -> None:
+    """An engine confined to CPUs 2-3 (a pinned dockerd): num_cpus's guess of CPU 0 is refused
+    and the engine's first CPU pinned instead; a narrowed warm container is widened back to
+    2-3, never to the 0-1 that counting CPUs from 0 would give (and the engine refuse)."""
     from harness.build import run_build
 
-    engine = _confined_engine(b"cpus=2-3\n")
+    engine = _confined_engine("2-3")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    spec = _spec(tmp_path)
+    for i, env in enumerate([PLAN.control, PLAN.experiment(["num_cpus"]), PLAN.control]):
+        assert run_build(session, spec, env, f"c{i}").ok
+    (container,) = engine.by_id.values()
+    assert engine.updates == [(container.id, "2"), (container.id, "2-3")]
+
+
+def test_a_first_build_on_one_cpu_learns_which_cpu_is_the_engines_first(tmp_path: Path) -> None:
+    """No container has said the engine's CPUs yet: the num_cpus build's container asks for
+    CPU 0, the engine refuses it naming its CPUs, and it starts on the first of them (no
+    container is started only to ask, which would hold B back behind a third start)."""
+    from harness.build import run_build
+
+    engine = _confined_engine("2-3")
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
     spec = _spec(tmp_path)
     assert run_build(session, spec, PLAN.experiment(["num_cpus"]), "n").ok
     (container,) = engine.by_id.values()
-    assert "cpuset_cpus" not in container.options
-    assert engine.updates == [(container.id, "2")]
+    assert container.options["cpuset_cpus"] == "2" and engine.updates == []
     assert run_build(session, spec, PLAN.control, "a").ok  # the same one, widened back
-    assert len(engine.by_id) == 1 and engine.updates[-1] == (container.id, "2-3")
+    assert len(engine.by_id) == 1 and engine.updates == [(container.id, "2-3")]
 
 
-def test_an_engine_whose_cpus_are_not_known_fails_num_cpus_on_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_on_an_engine_with_cpu_0_num_cpus_pins_it_at_once(tmp_path: Path) -> None:
+    from harness.build import run_build
+
+    engine = _confined_engine("0-1")
+    session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    assert run_build(session, _spec(tmp_path), PLAN.experiment(["num_cpus"]), "n").ok
+    (container,) = engine.by_id.values()
+    assert container.options["cpuset_cpus"] == "0" and engine.updates == []
+
+
+def test_an_engine_that_refuses_cpu_0_without_naming_its_cpus_fails_on_one_line(
+    tmp_path: Path,
 ) -> None:
-    from harness import build_warm
     from harness.build import run_build
     from harness.errors import InfraError
 
-    monkeypatch.setattr(build_warm, "_CPUS_WAIT_S", 0.05)
-    engine = _confined_engine(b"")
+    engine = _confined_engine("2-3", refusal="cpuset not allowed here")
     session = BuildSession(engine, tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
-    with pytest.raises(InfraError, match=r"^num_cpus: cannot pin the engine's first CPU"):
+    with pytest.raises(InfraError, match=r"could not start a warm builder \(cpuset not allowed"):
         run_build(session, _spec(tmp_path), PLAN.experiment(["num_cpus"]), "n")
 
 
@@ -926,3 +949,30 @@ def test_a_session_reads_the_subject_once_per_file_order(
     for i, env in enumerate(envs):
         assert run_build(session, spec, env, f"s{i}").ok
     assert sorted(archived) == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("said", "learned"),
+    [
+        ("Requested CPUs are not available - requested 0, available: 2-3", "2-3"),
+        ("Requested CPUs are not available - requested 0, available: 5,7-9", "5,7-9"),
+        ("Requested CPUs are not available - requested 0, available: ", None),
+        ("Requested CPUs are not available - requested 0, available: x-y", None),
+        ("no such image", None),
+    ],
+)
+def test_only_the_engines_own_refusal_naming_its_cpus_is_learned(
+    tmp_path: Path, said: str, learned: str | None
+) -> None:
+    import docker.errors
+
+    from harness.build_warm import first_engine_cpu, learned_engine_cpus
+
+    session = BuildSession(FakeEngine(), tmp_path / "work", lease_s=0)  # type: ignore[arg-type]
+    refusal = docker.errors.APIError("400 Client Error", explanation=said)
+    assert first_engine_cpu(session) == "0"
+    assert learned_engine_cpus(session, refusal) is (learned is not None)
+    assert session.engine_cpus == learned
+    if learned is not None:
+        assert first_engine_cpu(session) == learned[0]
+        assert not learned_engine_cpus(session, refusal)  # the same answer: no second try
