@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,9 +83,9 @@ class BuildSession:
     _pending: dict[Hashable, list[Future[Any]]] = field(default_factory=dict)
     _heartbeat: threading.Thread | None = None
     _started: bool = False
-    _background: ThreadPoolExecutor | None = None
-    """Removals and the reap, two at a time beside the builds (`_in_background`)."""
-    _releasing: list[Future[Any]] = field(default_factory=list)
+    _background_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
+    """Removals and the reap run two at a time beside the builds (`_in_background`)."""
+    _releasing: list[threading.Thread] = field(default_factory=list)
     _fitted: dict[tuple[str, str], str] = field(default_factory=dict)
     _leases: dict[str, Any] = field(default_factory=dict)
     _cpus_witness: Any = None
@@ -231,23 +232,34 @@ class BuildSession:
                 return
         work(*args)
 
-    def settle(self) -> None:
-        """Wait for the removals (and the reap) handed to the background so far."""
+    def settle(self, within_s: float = 60.0) -> None:
+        """Wait for the removals (and the reap) handed to the background so far, `within_s`
+        seconds at most in all (a wedged engine: the label sweep of `close()` follows)."""
         with self._lock:
             releasing, self._releasing = self._releasing, []
-        for future in releasing:
-            with contextlib.suppress(Exception):
-                future.result(timeout=60)
+        deadline = time.monotonic() + within_s
+        for thread in releasing:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _submit(self, work: Callable[..., Any], *args: Any) -> bool:
-        """(The lock held.) Hand `work` to the background workers, at most two (removals must
-        not crowd out the builds); False once the session is closed."""
+        """(The lock held.) Run `work` in the background, at most two at a time (removals must
+        not crowd out the builds), in daemon threads (a wedged engine never holds up this
+        process's exit); False once the session is closed."""
         if self._closed.is_set():
             return False
-        if self._background is None:
-            self._background = ThreadPoolExecutor(2, thread_name_prefix="cihub-release")
-        self._releasing.append(self._background.submit(work, *args))
+        thread = threading.Thread(
+            target=self._bounded, args=(work, *args), name="cihub-release", daemon=True
+        )
+        thread.start()
+        self._releasing.append(thread)
         return True
+
+    def _bounded(self, work: Callable[..., Any], *args: Any) -> None:
+        with self._background_slots:
+            try:
+                work(*args)
+            except Exception as exc:  # a removal the label sweep of `close()` will retry
+                _logger.warning("%s in the background failed: %s", work.__name__, exc)
 
     # -- lease ----------------------------------------------------------------------------------
 
@@ -346,10 +358,6 @@ class BuildSession:
             with contextlib.suppress(Exception):
                 future.result(timeout=60)
         self.settle()  # removals under way are not raced by the sweep
-        with self._lock:
-            background, self._background = self._background, None
-        if background is not None:
-            background.shutdown(wait=False)
         with self._lock:
             leases, self._leases = list(self._leases.values()), {}
         for lease in leases:  # their containers stop (the sweep below removes them)

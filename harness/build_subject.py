@@ -87,7 +87,7 @@ def _open_top(subject: Path) -> int:
     try:
         return os.open(os.fsencode(subject), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise _cannot_list(os.fsencode(subject), exc) from exc
+        raise _cannot_list(subject, b".", exc) from exc
 
 
 def _listing(subject: Path, top: int) -> _Listing:
@@ -112,7 +112,7 @@ def _listing(subject: Path, top: int) -> _Listing:
             try:
                 listed = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError as exc:
-                raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
+                raise _cannot_list(subject, path, exc) from exc
             listing.stats[path] = listed
             if stat.S_ISDIR(listed.st_mode):
                 child = _open_folder(subject, fd, name, path, listed)
@@ -133,7 +133,7 @@ def _names(subject: Path, folder: bytes, fd: int) -> list[bytes]:
         # listdir on a descriptor reads from a copy of it; the position of `fd` stays put
         return [os.fsencode(name) for name in os.listdir(fd)]
     except OSError as exc:
-        raise _cannot_list(os.fsencode(subject) + folder[1:], exc) from exc
+        raise _cannot_list(subject, folder, exc) from exc
 
 
 def _open_folder(
@@ -144,7 +144,7 @@ def _open_folder(
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
             raise _changed(subject, path) from exc
-        raise _cannot_list(os.fsencode(subject) + path[1:], exc) from exc
+        raise _cannot_list(subject, path, exc) from exc
     if not _same_node(listed, os.fstat(fd)):
         os.close(fd)
         raise _changed(subject, path)
@@ -282,8 +282,11 @@ def _changed(subject: Path, path: bytes) -> ConfigError:
     return ConfigError(f"subject {subject}: {os.fsdecode(path)[2:]} changed while cihub read it")
 
 
-def _cannot_list(where: bytes, exc: OSError) -> ConfigError:
+def _cannot_list(subject: Path, path: bytes, exc: OSError) -> ConfigError:
+    """`path` (`./...`, or `.`: the subject) can't be listed: one line naming it."""
+    where = os.fsencode(subject) + path[1:]
+    depth = path.count(b"/")
     why = exc.strerror or str(exc)
     if exc.errno == errno.EMFILE:  # one descriptor per level of folders
-        why += f"; {where.count(b'/')} levels deep: raise the open-file limit (ulimit -n)"
+        why += f"; {depth} levels deep: raise the open-file limit (ulimit -n)"
     return ConfigError(f"subject: cannot list {os.fsdecode(where)} ({why})")

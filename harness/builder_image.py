@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 PROBE = r"""
-for tool in find sort tar touch cp xargs setpriv env stat date ls; do
+# every tool the build runner runs (it checks none itself: each build would pay for it)
+for tool in find sort tar touch cp xargs setpriv env stat date ls grep cut wc tail id mkdir rm \
+        chmod sleep uname; do
     command -v "$tool" >/dev/null 2>&1 || echo "missing=$tool"
 done
 command -v locale >/dev/null 2>&1 && locale -a 2>/dev/null | sed 's/^/locale=/'

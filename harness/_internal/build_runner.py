@@ -50,10 +50,12 @@ write_identity || exit 90
 # it), whether the build's processes could trace it or write its memory, as they would to make
 # it skip the reset and exit 0: not when it was exec'd from a file they can't read (then it is
 # not dumpable). Only a container whose runner could not be traced is reused.
-# The runner's memory file is there (else /proc is not what this check assumes, and the
-# answer is "traceable"), and a subshell can't open it.
+# Non-dumpable shows twice: the kernel gives the runner's /proc files to root (not to the
+# runner's user, as a dumpable process's), and a subshell can't open its memory. Anything else
+# (no such file: /proc is not what this check assumes) says "traceable".
 if [ "$RESET" = 1 ]; then
-    if [ -e "/proc/$$/mem" ] && ! ( : < "/proc/$$/mem" ) 2>/dev/null; then
+    if [ -e "/proc/$$/mem" ] && ! [ -O "/proc/$$/mem" ] \
+            && ! ( : < "/proc/$$/mem" ) 2>/dev/null; then
         echo runner-untraceable >&2
     else
         echo runner-traceable >&2
@@ -192,10 +194,12 @@ echo "$?" > "$M/exit-code"
 i=0
 while [ "$i" -lt "$NGLOBS" ]; do
     eval "re=\$GLOB_$i"
-    # one walk: the matches go to cp, and a line each to a count read by the shell itself;
-    # the output stream (fd 3) is the runner's alone: a leftover could trace these commands
-    find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) \
-            -fprintf /cihub/found '\n' -print0 3>&- \
+    # the output stream (fd 3) is the runner's alone: a leftover could trace these commands.
+    # The count comes from the tree, never from a file the build could have left in its way.
+    n=$(find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -printf x 3>&- \
+        | wc -c)
+    echo "$i $n" >> "$M/matches"
+    find . -regextype posix-extended -regex "$re" \( ! -type d -o -empty \) -print0 3>&- \
         | xargs -0 -r cp -a --parents -t "$ART" 2>> "$M/copy.log" 3>&- \
         || {
             # Part of the artifacts is no output to compare (a full /out, out of memory): the
@@ -204,9 +208,6 @@ while [ "$i" -lt "$NGLOBS" ]; do
             rm -rf "$ART"
             fail "copying the matches of glob $i failed: $why"
         }
-    n=0
-    while IFS= read -r _; do n=$((n + 1)); done < /cihub/found
-    echo "$i $n" >> "$M/matches"
     i=$((i + 1))
 done
 cd /

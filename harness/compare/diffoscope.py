@@ -137,8 +137,8 @@ def diffoscope_environment() -> dict[str, str]:
     """The environment every diffoscope run gets (a preload must be started with it). It runs
     in the folder of the builds' outputs: a relative PYTHONPATH entry would import from there."""
     env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-    if "PYTHONPATH" in env:
-        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if os.path.isabs(p)]
+    kept = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    if kept:
         env["PYTHONPATH"] = os.pathsep.join(kept)
     return env
 

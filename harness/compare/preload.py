@@ -44,7 +44,7 @@ import os, sys
 program, ready, failed = sys.argv[1:4]
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
-sys.path.insert(0, os.path.dirname(program))
+sys.path.insert(0, os.path.dirname(os.path.realpath(program)))  # as Python puts it
 # what the script itself does first: a diffoscope run from its source tree imports that tree
 parent = os.path.dirname(os.path.dirname(os.path.realpath(program)))
 if os.path.exists(os.path.join(parent, "diffoscope", "__init__.py")):

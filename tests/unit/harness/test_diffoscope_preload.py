@@ -53,6 +53,7 @@ def main(args=None):
                        'stdin': sys.stdin.read()}}, sort_keys=True)
     open(args[args.index('--text') + 1], 'w').write(said)
     open(args[args.index('--html') + 1], 'w').write('<html>' + said + '</html>')
+    print('what diffoscope says on stdout'); print('and on stderr', file=sys.stderr)
     sys.exit(1)
 """
 COMPARATORS = """
@@ -149,6 +150,11 @@ def test_a_preloaded_run_is_the_run_a_fresh_diffoscope_makes(tmp_path: Path) -> 
     assert said["cwd"] == str(work) and said["lc_all"] == "C.UTF-8" and said["stdin"] == ""
     assert imported.read_text().split()[0] == str(preload_pid)  # imported once, ahead
     assert _logged(tmp_path / "preloaded.log") == _logged(tmp_path / "fresh.log")
+    # what it said after its ready line reached the caller: the same bytes as a fresh run's
+    assert _logged(tmp_path / "fresh.log")["stdout_bytes"] == len(
+        "what diffoscope says on stdout\n"
+    )
+    assert _logged(tmp_path / "fresh.log")["stderr_bytes"] == len("and on stderr\n")
     said_ahead = json.loads((tmp_path / "preloaded.log").read_text().splitlines()[-1])
     assert "started ahead" in said_ahead["note"]
     assert "note" not in json.loads((tmp_path / "fresh.log").read_text().splitlines()[-1])
@@ -202,11 +208,43 @@ def test_a_failed_import_runs_the_program_itself(tmp_path: Path) -> None:
     fresh = _compare(work, tool, None, tmp_path / "fresh.log")
     fresh_reports = _reports(work)
     preloaded = preload_diffoscope(work, tool)
-    assert preloaded is not None
+    assert preloaded is not None and preloaded._proc is not None
+    process = preloaded._proc
     ran = _compare(work, tool, preloaded, tmp_path / "preloaded.log")
     assert _timeless(ran) == _timeless(fresh)
     assert _reports(work) == fresh_reports
     assert _run(ran).status == "different"
+    assert process.poll() is not None  # said it could not import, and was killed
+    assert "note" not in json.loads((tmp_path / "preloaded.log").read_text().splitlines()[-1])
+
+
+def test_a_preload_not_ready_within_the_runs_limit_gives_way_to_a_fresh_run(
+    tmp_path: Path,
+) -> None:
+    """A preload stuck importing: the run waits for it no longer than its own limit, then
+    diffoscope runs afresh with that whole limit (the stuck one killed)."""
+    work = _trees(tmp_path)
+    tool, _ = _diffoscope(tmp_path)
+    (Path(tool).parent.parent / "diffoscope" / "comparators" / "__init__.py").write_text(
+        "import time\ntime.sleep(60)\n"  # only the preload imports the comparators
+    )
+    preloaded = preload_diffoscope(work, tool)
+    assert preloaded is not None and preloaded._proc is not None
+    process = preloaded._proc
+    result = compare_outputs(
+        CompareRequest(
+            Path("A"),
+            Path("B"),
+            work,
+            diffoscope_executable=tool,
+            diffoscope_timeout_s=2,
+            preloaded=preloaded,
+        ),
+        AuditLog(tmp_path / "log"),
+    )
+    assert _run(result).status == "different"
+    assert process.poll() is not None
+    assert "note" not in json.loads((tmp_path / "log").read_text().splitlines()[-1])
 
 
 def test_a_preload_for_another_folder_is_killed_and_a_fresh_diffoscope_runs(
