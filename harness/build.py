@@ -155,7 +155,9 @@ def glob_to_regex(glob: str) -> str:
                 body = text[i + 1 : end]
                 if body.startswith("!"):
                     body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "") + "]")
+                body = body.replace("\\", "")
+                _check_class(glob, body)
+                out.append("[" + body + "]")
                 i = end
         elif char in ".^$+(){}|\\":
             out.append("\\" + char)
@@ -164,6 +166,19 @@ def glob_to_regex(glob: str) -> str:
         i += 1
     out.append("(/.*)?")
     return "".join(out)
+
+
+def _check_class(glob: str, body: str) -> None:
+    """A `[...]` class `find` can compile: a reversed range (`[z-a]`) would make find fail
+    before it walks, which reads as "matched nothing" (one line naming the glob instead)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # `[[:alpha:]]`: POSIX, fine
+            re.compile("[" + body + "]")
+    except re.error as exc:
+        raise ConfigError(f"artifact glob {glob!r}: bad [...] class ({exc.msg})") from exc
 
 
 # -- requests and results -----------------------------------------------------------------------
@@ -236,7 +251,7 @@ class BuildSpec:
         if not self.artifacts:
             raise ConfigError("no artifact glob: name the files the build produces")
         for glob in self.artifacts:
-            check_glob(glob)
+            glob_to_regex(glob)  # checked whole, [...] classes too, before any build
 
 
 @dataclass(frozen=True)

@@ -351,6 +351,15 @@ def test_globs_outside_the_subject_are_refused(glob: str) -> None:
         check_glob(glob)
 
 
+@pytest.mark.parametrize("glob", ["dist/[z-a]*", "[9-0].txt"])
+def test_a_glob_find_could_not_compile_is_named_not_matched_as_nothing(glob: str) -> None:
+    """`find` fails on a reversed range before it walks: that read as "matched nothing"."""
+    from harness.build import glob_to_regex
+
+    with pytest.raises(ConfigError, match=r"artifact glob .*bad \[\.\.\.\] class"):
+        glob_to_regex(glob)
+
+
 def test_a_build_spec_checks_its_inputs(tmp_path: Path) -> None:
     image = ImageInfo("img", "sha256:1", {}, Capabilities())
     with pytest.raises(ConfigError, match="empty"):
