@@ -61,8 +61,13 @@ from harness.build import (
 )
 from harness.build_warm import prewarm
 from harness.builder_image import session_builder_image
-from harness.compare import CompareRequest, CompareResult, compare_outputs, preload_diffoscope
-from harness.compare.preload import PreloadedDiffoscope
+from harness.compare import (
+    CompareRequest,
+    CompareResult,
+    PreloadedDiffoscope,
+    compare_outputs,
+    preload_diffoscope,
+)
 from harness.culprit import (
     CulpritReport,
     CulpritSearch,

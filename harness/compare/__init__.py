@@ -18,6 +18,7 @@ from harness.compare.diffoscope import (
     run_diffoscope,
 )
 from harness.compare.outputs import CompareRequest, CompareResult, compare_outputs
+from harness.compare.preload import PreloadedDiffoscope
 from harness.compare.tree import (
     EntryDifference,
     TreeDigest,
@@ -33,6 +34,7 @@ __all__ = [
     "DiffoscopeRequest",
     "DiffoscopeResult",
     "EntryDifference",
+    "PreloadedDiffoscope",
     "TreeDigest",
     "TreeEntry",
     "compare_outputs",

@@ -581,20 +581,33 @@ def _builder_session(
 
 
 def _warm_builds(
-    client: docker.DockerClient, work: Path, build: str, count: int, prefix: str
+    client: docker.DockerClient,
+    work: Path,
+    build: str,
+    count: int,
+    prefix: str,
+    reuse: bool = True,
 ) -> list[Any]:
     """`count` builds of `build` (artifacts: `out`) on the tarball subject in one session: each
-    must succeed, all in the same warm container (reset between them, so reused)."""
+    must succeed, all in the same warm container (reset between them, so reused), or with
+    `reuse=False` (no build follows, as a drill with no culprit search says) each in its own."""
     from harness.build import BuildSpec, run_build
     from harness.variations import VariationSpec, plan_variations
 
     with _builder_session(client, work) as (session, image):
+        session.reuse = reuse
         plan = plan_variations(VariationSpec(), image.capabilities)
         spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
         outputs = [run_build(session, spec, plan.control, f"{prefix}{i}") for i in range(count)]
     assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 1  # the same container
+    containers = {o.container.split(":")[0] for o in outputs}
+    assert len(containers) == (1 if reuse else count)
     return outputs
+
+
+def _seen(outputs: list[Any]) -> list[str]:
+    """What each build wrote to `out/seen`."""
+    return [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
 
 
 def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
@@ -610,7 +623,7 @@ def test_a_warm_container_is_reset_between_builds_whatever_a_build_leaves(
         "{ nohup sh -c 'while :; do echo x >> /tmp/leak; sleep 0.1; done' >/dev/null 2>&1 & }"
     )
     outputs = _warm_builds(client, tmp_path / "work", build, 3, "w")
-    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    seen = _seen(outputs)
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
     assert "left" not in seen[0] and "leak" not in seen[0] and "ro" not in seen[0].split()
     assert len({o.digest.digest for o in outputs if o.digest}) == 1
@@ -622,18 +635,9 @@ def test_a_session_no_build_follows_in_skips_the_reset_and_reuses_no_container(
     """`reuse=False` (a drill with no culprit search): a build's container goes as the build
     left it, without the reset, so the next build gets a container of its own and sees
     nothing of the last one; the output still comes back whole."""
-    from harness.build import BuildSpec, run_build
-    from harness.variations import VariationSpec, plan_variations
-
     build = 'mkdir -p out && ls -A /tmp "$HOME" > out/seen && echo x > /tmp/left'
-    with _builder_session(client, tmp_path / "work") as (session, image):
-        session.reuse = False
-        plan = plan_variations(VariationSpec(), image.capabilities)
-        spec = BuildSpec((SUBJECTS / "tarball").resolve(), build, image, ("out",))
-        outputs = [run_build(session, spec, plan.control, f"n{i}") for i in range(2)]
-    assert all(o.ok for o in outputs), [o.failure() or o.log_tail() for o in outputs]
-    assert len({o.container.split(":")[0] for o in outputs}) == 2
-    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    outputs = _warm_builds(client, tmp_path / "work", build, 2, "n", reuse=False)
+    seen = _seen(outputs)
     assert seen[0] == seen[1] and "left" not in seen[1]
     assert len({o.digest.digest for o in outputs if o.digest}) == 1
 
@@ -727,7 +731,7 @@ def test_the_reset_also_empties_message_queues_sysv_ipc_and_cihub(
         "{ echo left:x:0:0::/:/bin/sh >> /etc/passwd; echo left:x:0:builder >> /etc/group; }"
     )
     outputs = _warm_builds(client, tmp_path / "work", build, 2, "q")
-    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    seen = _seen(outputs)
     assert seen[0] == seen[1], seen
     assert "left" not in seen[1] and "abandoned" not in seen[1]
 
@@ -756,7 +760,7 @@ def test_the_reset_puts_back_the_modes_of_the_folders_the_build_user_owns(
         "{ ! command -v setfacl >/dev/null || setfacl -d -m o::rwx /build; }"
     )
     outputs = _warm_builds(client, tmp_path / "work", build, 3, "m")
-    seen = [(o.out_dir / "out" / "seen").read_text() for o in outputs if o.out_dir]
+    seen = _seen(outputs)
     assert len(seen) == 3 and seen[0] == seen[1] == seen[2], seen
     assert seen[0].splitlines()[4] == "755" and "+" not in seen[0].splitlines()[5], seen[0]
 
